@@ -1,0 +1,199 @@
+"""The Python API; the CLI is a thin layer over these functions.
+
+compile(): frontend -> canonical ONNX -> per-backend artifact -> parity -> latency -> report.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgepack import __version__
+from edgepack.backends import REGISTRY, backend_for_artifact, get_backend
+from edgepack.bench.report import write_report
+from edgepack.bench.runner import benchmark
+from edgepack.data import Dataset, load_dataset, random_inputs
+from edgepack.errors import EdgepackError
+from edgepack.frontends import load_source
+from edgepack.fsutil import dir_size, sha256_file, staged_dir
+from edgepack.hostinfo import environment
+from edgepack.ir.canonical import canonicalize
+from edgepack.ir.spec import graph_inputs, graph_outputs
+from edgepack.ir.stats import model_stats
+from edgepack.targets import TargetProfile, load_profile
+from edgepack.verify import measure_parity
+
+PARITY_SAMPLES = 16
+BENCH_FEEDS = 8
+
+
+def inspect(model, input_shapes: dict | None = None, weights: str | None = None) -> dict:
+    """Stats of a model as given (ONNX files as they are; torch models as exported)."""
+    source = load_source(model, input_shapes, weights)
+    return model_stats(source.model, source.path if source.kind == "onnx" else None,
+                       input_shapes=_named_shapes(source.model, input_shapes))
+
+
+def compile(model, target: str | TargetProfile = "host", backends: list[str] | None = None,
+            output_dir: str | Path | None = None, input_shapes: dict | None = None,
+            weights: str | None = None, calib: str | Path | None = None, runs: int | None = None,
+            warmup: int | None = None, threads: int | None = None, force: bool = False,
+            progress: bool = True) -> dict:
+    """Compile `model` for `target`; returns the report (also written to output_dir)."""
+    profile = target if isinstance(target, TargetProfile) else load_profile(target)
+    chosen = _choose_backends(profile, backends)
+    source = load_source(model, input_shapes, weights)
+    outdir = Path(output_dir) if output_dir else Path("edgepack-out") / f"{_slug(source.name)}-{profile.name}"
+    if outdir.exists() and not force:  # fail before the slow part, not after it
+        raise EdgepackError(f"{outdir} already exists: pass --force to replace it, or -o another folder")
+
+    canonical, canon_info = canonicalize(source.model, input_shapes)
+    specs = graph_inputs(canonical)
+    data = _dataset(calib, specs)
+    parity_feeds = _feeds(data, specs, PARITY_SAMPLES)
+    canon_info["parity"] = measure_parity(source.run, _ort_reference(canonical), parity_feeds)
+    canon_stats = model_stats(canonical)
+    bench = _bench_settings(profile, runs, warmup, threads)
+
+    report = {
+        "edgepack_version": __version__,
+        "command": "compile",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": _source_section(source),
+        "canonical": {**canon_info, **{k: canon_stats[k] for k in ("params", "macs", "op_histogram")}},
+        "target": {"name": profile.name, "description": profile.description, "profile": profile.to_dict()},
+        "data": {"source": data.source if data else "random normal inputs (no --calib given)",
+                 "samples_for_parity": len(parity_feeds)},
+        "artifacts": [],
+        "environment": environment(),
+    }
+    ops = set(canon_stats["op_histogram"])
+    with staged_dir(outdir, force) as stage:
+        for name in chosen:
+            backend = get_backend(name)
+            art_dir = stage / name
+            art_dir.mkdir()
+            path = backend.emit(canonical, art_dir, profile)
+            entry = {
+                "backend": name,
+                "precision": "fp32",
+                "path": str(path.relative_to(stage)),
+                "size_bytes": dir_size(art_dir),
+                "sha256": sha256_file(path),
+                "parity": measure_parity(source.run, backend.runner(path, bench["threads"]), parity_feeds),
+                "unsupported_ops": profile.unsupported_ops(ops, name) if name in profile.backends else [],
+                "notes": [] if name in profile.backends else
+                [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
+            }
+            entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
+            report["artifacts"].append(entry)
+        report.update(_primary(report["artifacts"][0]))
+        report["output_dir"] = str(outdir)
+        write_report(stage, report)
+    return report
+
+
+def profile(artifact: str | Path, target: str | TargetProfile | None = None, backend: str | None = None,
+            inputs: str | Path | None = None, runs: int | None = None, warmup: int | None = None,
+            threads: int | None = None, output_dir: str | Path | None = None, force: bool = False,
+            progress: bool = True) -> dict:
+    """Latency report of an existing artifact, measured in a fresh process."""
+    path = Path(artifact)
+    if not path.exists():
+        raise EdgepackError(f"{artifact}: no such file")
+    prof = target if isinstance(target, TargetProfile) else load_profile(target or "host")
+    runtime = get_backend(backend) if backend else backend_for_artifact(path)
+    try:
+        specs = runtime.inputs(runtime.load(path, 1))
+    except EdgepackError:
+        raise
+    except Exception as e:
+        raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {str(e).strip().splitlines()[0][:200]}")
+    data = _dataset(inputs, specs)
+    bench = _bench_settings(prof, runs, warmup, threads)
+    entry = {"backend": runtime.name, "precision": "as built", "path": str(path), "size_bytes": dir_size(path),
+             "sha256": sha256_file(path), "inputs": [s.to_dict() for s in specs], "notes": []}
+    entry.update(benchmark(runtime.name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
+    report = {
+        "edgepack_version": __version__,
+        "command": "profile",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "target": {"name": prof.name, "description": prof.description},
+        "data": {"source": data.source if data else "random normal inputs"},
+        "artifacts": [entry],
+        **_primary(entry),
+        "environment": environment(),
+    }
+    outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
+        f"profile-{_slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    with staged_dir(outdir, force) as stage:
+        report["output_dir"] = str(outdir)
+        write_report(stage, report)
+    return report
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> list[str]:
+    """Requested backends as given; otherwise the target's preferred runtime that edgepack has."""
+    if requested:
+        for name in requested:
+            if name not in REGISTRY:
+                get_backend(name)  # raises with close-name suggestions
+        return list(dict.fromkeys(requested))
+    for name in profile.backends:
+        if name in REGISTRY:
+            return [name]
+    raise EdgepackError(f"none of {profile.name}'s runtimes ({', '.join(profile.backends)}) "
+                        f"is available; edgepack has: {', '.join(REGISTRY)}")
+
+
+def _bench_settings(profile: TargetProfile, runs, warmup, threads) -> dict:
+    return {"runs": profile.benchmark.runs if runs is None else runs,
+            "warmup": profile.benchmark.warmup if warmup is None else warmup,
+            "threads": profile.effective_threads() if not threads else threads}
+
+
+def _dataset(path, specs) -> Dataset | None:
+    return load_dataset(path, specs) if path else None
+
+
+def _feeds(data: Dataset | None, specs, n: int) -> list[dict[str, np.ndarray]]:
+    """Batches shaped like the model's inputs: real data when given, seeded random otherwise."""
+    batch = specs[0].shape[0] if specs and specs[0].shape and isinstance(specs[0].shape[0], int) else 1
+    if data is None:
+        data = random_inputs(specs, n=n * batch, seed=0)
+    return list(data.take(n * batch).batches(batch))
+
+
+def _ort_reference(model):
+    from edgepack.frontends.onnx_file import reference_runner
+
+    return reference_runner(model)
+
+
+def _source_section(source) -> dict:
+    stats = model_stats(source.model, source.path if source.kind == "onnx" else None)
+    return {"name": source.name, "kind": source.kind, "path": source.path, "sha256": source.sha256,
+            "params": stats["params"], "macs": stats["macs"], "size_bytes": stats["size_bytes"],
+            "inputs": [s.to_dict() for s in graph_inputs(source.model)],
+            "outputs": [s.to_dict() for s in graph_outputs(source.model)]}
+
+
+def _primary(entry: dict) -> dict:
+    """The first artifact's headline fields, at the top of the report for quick reading."""
+    keys = ("backend", "precision", "latency_ms", "load_ms", "throughput_per_s", "memory_mb", "parity")
+    return {k: entry[k] for k in keys if k in entry}
+
+
+def _named_shapes(model, input_shapes):
+    from edgepack.ir.spec import match_shapes
+
+    return match_shapes([s.name for s in graph_inputs(model)], input_shapes) or None
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "model"

@@ -1,0 +1,42 @@
+"""Registry of runtimes. Modules are imported on first use so a missing extra costs nothing."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import NamedTuple
+
+from edgepack.backends.base import Backend
+from edgepack.errors import EdgepackError, close_names
+
+
+class Entry(NamedTuple):
+    module: str
+    cls: str
+    extra: str  # pip extra that installs the runtime ("" = core dependency)
+    suffixes: tuple[str, ...]  # artifact files this runtime loads
+
+
+REGISTRY: dict[str, Entry] = {
+    "onnxruntime": Entry("edgepack.backends.onnxruntime", "OnnxRuntimeBackend", "", (".onnx",)),
+}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in REGISTRY:
+        raise EdgepackError(f"unknown backend {name!r}{close_names(name, REGISTRY)}; "
+                            f"available: {', '.join(REGISTRY)}")
+    entry = REGISTRY[name]
+    try:
+        return getattr(importlib.import_module(entry.module), entry.cls)()
+    except ImportError as e:
+        hint = f"pip install 'edgepack[{entry.extra}]'" if entry.extra else "reinstall edgepack"
+        raise EdgepackError(f"backend {name!r} is not installed ({e.name}): {hint}")
+
+
+def backend_for_artifact(path: Path) -> Backend:
+    """The backend whose artifact suffix matches `path`."""
+    for name, entry in REGISTRY.items():
+        if path.suffix.lower() in entry.suffixes:
+            return get_backend(name)
+    raise EdgepackError(f"{path}: no backend recognises {path.suffix or 'this'} files; pass --backend NAME")

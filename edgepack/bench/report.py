@@ -1,0 +1,86 @@
+"""report.json (everything, machine-readable) and report.md (what a person reads first)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgepack.fsutil import atomic_write
+from edgepack.ir.stats import format_count
+
+
+def write_report(outdir: Path, report: dict) -> tuple[Path, Path]:
+    js, md = Path(outdir) / "report.json", Path(outdir) / "report.md"
+    atomic_write(js, json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write(md, render_markdown(report))
+    return js, md
+
+
+def _ms(x) -> str:
+    return "-" if x is None else f"{x:.3f}" if x < 10 else f"{x:.2f}" if x < 100 else f"{x:.1f}"
+
+
+def _mb(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def _parity(p: dict | None) -> str:
+    if not p:
+        return "-"
+    text = f"max abs {p['max_abs_diff']:.2e}, cosine {p['cosine_min']:.6f}"
+    if "top1_agreement" in p:
+        text += f", top-1 {100 * p['top1_agreement']:.1f}%"
+    return text
+
+
+def render_markdown(r: dict) -> str:
+    out = [f"# edgepack {r['command']} report", ""]
+    src = r.get("source")
+    if src:
+        out += ["## Source model", "",
+                f"- `{src.get('path') or src['name']}` ({src['kind']}), sha256 `{src['sha256'][:16]}…`",
+                f"- params {format_count(src['params'])}, MACs {format_count(src['macs'])}, "
+                f"size {_mb(src['size_bytes'])}",
+                f"- inputs: " + ", ".join(f"`{i['name']}` {i['shape']} {i['dtype']}" for i in src["inputs"]), ""]
+    can = r.get("canonical")
+    if can:
+        out += ["## Canonical ONNX graph", "",
+                f"- opset {can['opset']}, {can['nodes_before']} -> {can['nodes_after']} nodes "
+                f"({can['simplifier']}); BatchNorm folded {can['batchnorm_folded']}, left {can['batchnorm_left']}",
+                f"- parity vs source: {_parity(can.get('parity'))}", ""]
+    tgt = r.get("target")
+    if tgt:
+        out += ["## Target", "", f"- `{tgt['name']}`: {tgt['description']}", ""]
+    arts = r.get("artifacts", [])
+    if arts:
+        out += ["## Artifacts", "",
+                "| backend | precision | file | size | p50 ms | p99 ms | first ms | load ms | peak RSS MB | parity |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for a in arts:
+            lat = a["latency_ms"]
+            out.append(f"| {a['backend']} | {a['precision']} | `{a['path']}` | {_mb(a['size_bytes'])} | "
+                       f"{_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(lat['first'])} | {_ms(a['load_ms'])} | "
+                       f"{a['memory_mb']['peak_rss']:.0f} | {_parity(a.get('parity'))} |")
+        out.append("")
+        for a in arts:
+            lat = a["latency_ms"]
+            out += [f"### {a['backend']} {a['precision']}: latency", "",
+                    f"{a['runs']} timed runs after {a['warmup']} warm-up, {a['threads']} threads, batch {a['batch']}, "
+                    f"in a {a['process']} process.", "",
+                    "| first | p50 | p90 | p99 | mean | std | min | max | throughput/s |",
+                    "|---|---|---|---|---|---|---|---|---|",
+                    "| " + " | ".join(_ms(lat[k]) for k in ("first", "p50", "p90", "p99", "mean", "std", "min", "max"))
+                    + f" | {a['throughput_per_s']:.1f} |", ""]
+            if a.get("unsupported_ops"):
+                out += [f"Ops the target's runtime does not run: {', '.join(a['unsupported_ops'])}", ""]
+            for note in a.get("notes", []):
+                out.append(f"- {note}")
+    env = r.get("environment")
+    if env:
+        cpu = env["cpu"]
+        out += ["## Environment", "",
+                f"- CPU: {cpu['model']} ({cpu['arch']}, {cpu['physical_cores']} cores / {cpu['logical_cores']} threads)",
+                f"- SIMD flags: {' '.join(cpu['flags']) or '-'}",
+                f"- OS: {env['os']}",
+                "- libraries: " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()), ""]
+    return "\n".join(out) + "\n"

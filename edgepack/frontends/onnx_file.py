@@ -1,0 +1,59 @@
+"""ONNX files: load with clear errors; the reference is the untouched graph in ONNX Runtime."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from edgepack.errors import EdgepackError, first_line
+from edgepack.frontends import Source
+
+
+def read_onnx(path: Path) -> onnx.ModelProto:
+    """onnx.load with one-line errors for empty, truncated or non-ONNX files."""
+    if path.stat().st_size == 0:
+        raise EdgepackError(f"{path}: file is empty")
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        raise EdgepackError(f"{path}: not a readable ONNX model (truncated or another format): {first_line(e)}")
+    if not model.graph.node and not model.graph.output:
+        # protobuf happily parses many random byte strings into an empty message
+        raise EdgepackError(f"{path}: not an ONNX model (no graph inside)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise EdgepackError(f"{path}: invalid ONNX model: {first_line(e)}")
+    return model
+
+
+def from_file(path: Path, input_shapes: dict | None = None) -> Source:
+    model = read_onnx(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Source(model, "onnx", path.stem, digest, reference_runner(model, input_shapes), str(path))
+
+
+def from_proto(model: onnx.ModelProto) -> Source:
+    digest = hashlib.sha256(model.SerializeToString()).hexdigest()
+    return Source(model, "onnx", model.graph.name or "model", digest, reference_runner(model))
+
+
+def reference_runner(model: onnx.ModelProto, input_shapes: dict | None = None):
+    """Run the graph as given, with ORT graph optimisations off, so it is an independent reference."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    state = {}
+
+    def run(feeds):
+        if "session" not in state:
+            state["session"] = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return state["session"].run(None, feeds)
+
+    return run
+

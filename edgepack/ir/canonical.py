@@ -1,0 +1,89 @@
+"""The canonical graph every pass and backend starts from: checked, static-shaped, simplified.
+
+Simplification (constant folding, Conv+BatchNorm fusion, dead-node removal) is onnxslim's
+job; this module only fixes input shapes, upgrades old opsets and records what changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+
+import onnx
+from onnx import shape_inference, version_converter
+
+from edgepack.errors import EdgepackError, first_line
+from edgepack.ir.spec import graph_inputs, match_shapes, resolve_shape
+
+# Opset 13 is the first with per-axis QuantizeLinear (per-channel INT8); 17 adds LayerNormalization.
+MIN_OPSET = 13
+TARGET_OPSET = 17
+
+
+def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tuple[onnx.ModelProto, dict]:
+    """Return (canonical model, info about what was done)."""
+    import onnxslim
+
+    specs = graph_inputs(model)
+    shapes = match_shapes([s.name for s in specs], input_shapes)
+    model = with_static_inputs(model, {s.name: resolve_shape(s, shapes.get(s.name)) for s in specs})
+    before = Counter(n.op_type for n in model.graph.node)
+    info: dict = {"opset_in": opset_of(model)}
+    model = _upgrade_opset(model, info)
+    logging.getLogger("onnxslim").setLevel(logging.ERROR)
+    try:
+        slim = onnxslim.slim(model)
+    except Exception as e:  # the simplifier is an optimisation: keep the checked graph if it fails
+        slim = model
+        info["simplifier_error"] = first_line(e)
+    if slim is None:
+        slim = model
+    slim = shape_inference.infer_shapes(slim, strict_mode=False, data_prop=True)
+    try:
+        onnx.checker.check_model(slim)
+    except onnx.checker.ValidationError as e:
+        raise EdgepackError(f"canonical graph failed onnx.checker: {first_line(e)}")
+    after = Counter(n.op_type for n in slim.graph.node)
+    info.update(
+        simplifier=f"onnxslim {onnxslim.__version__}",
+        opset=opset_of(slim),
+        input_shapes={s.name: list(s.shape) for s in graph_inputs(slim)},
+        nodes_before=sum(before.values()),
+        nodes_after=sum(after.values()),
+        batchnorm_folded=before["BatchNormalization"] - after["BatchNormalization"],
+        batchnorm_left=after["BatchNormalization"],  # BN not preceded by a Conv cannot be folded
+        ops_removed={k: before[k] - after[k] for k in sorted(before) if before[k] > after[k]},
+    )
+    return slim, info
+
+
+def with_static_inputs(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx.ModelProto:
+    """A copy of `model` whose inputs have the given concrete shapes."""
+    model = copy.deepcopy(model)
+    for vi in model.graph.input:
+        if vi.name in shapes:
+            dims = vi.type.tensor_type.shape.dim
+            for d, value in zip(dims, shapes[vi.name]):
+                d.Clear()
+                d.dim_value = int(value)
+    return model
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgrade_opset(model: onnx.ModelProto, info: dict) -> onnx.ModelProto:
+    if opset_of(model) >= MIN_OPSET:
+        return model
+    try:
+        upgraded = version_converter.convert_version(model, TARGET_OPSET)
+        # IR < 4 demands initializers be listed as inputs; opset 17 belongs with IR 8
+        upgraded.ir_version = max(upgraded.ir_version, 8)
+        onnx.checker.check_model(upgraded)
+        info["opset_upgraded_to"] = TARGET_OPSET
+        return upgraded
+    except Exception as e:  # keep the original opset; later INT8 passes will say what they need
+        info["opset_upgrade_error"] = first_line(e)
+        return model

@@ -1,0 +1,103 @@
+"""Typed descriptions of a graph's inputs and outputs, shared by every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgepack.errors import EdgepackError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of one graph input/output. A dim is an int or a symbolic name."""
+
+    name: str
+    shape: tuple
+    dtype: str  # numpy dtype name, e.g. "float32"
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d > 0 for d in self.shape)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    tt = vi.type.tensor_type
+    dims = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+    return TensorSpec(vi.name, tuple(dims), dtype)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Real inputs of the graph (initializers listed as inputs by old exporters are skipped)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [_value_info_spec(v) for v in model.graph.input if v.name not in inits]
+
+
+def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    return [_value_info_spec(v) for v in model.graph.output]
+
+
+def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """Parse CLI `name:1,3,224,224` items into {name: shape}; a bare `1,3,224,224` is keyed "".
+
+    The "" key means "the model's only input", so single-input models need no input name.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, _, dims = item.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or any(d <= 0 for d in shape):
+            raise EdgepackError(
+                f"--input-shape {item!r}: expected [NAME:]D1,D2,... with positive integers, "
+                "e.g. input:1,3,224,224"
+            )
+        shapes[name] = shape
+    return shapes
+
+
+def match_shapes(names: list[str], shapes: dict[str, tuple] | None) -> dict[str, tuple]:
+    """Key user-given shapes by real input names; unknown names are an error."""
+    shapes = dict(shapes or {})
+    if "" in shapes:
+        if len(names) != 1:
+            raise EdgepackError(
+                f"the model has {len(names)} inputs {names}: name each one, e.g. --input-shape {names[0]}:..."
+            )
+        shapes[names[0]] = shapes.pop("")
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise EdgepackError(f"--input-shape names {unknown} are not model inputs; inputs are {names}")
+    return shapes
+
+
+def resolve_shape(spec: TensorSpec, override: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """A concrete shape for `spec`: the override if given, symbolic dims -> 1 otherwise."""
+    if override is not None:
+        if len(override) != len(spec.shape):
+            raise EdgepackError(
+                f"input {spec.name!r} has {len(spec.shape)} dims {list(spec.shape)}, "
+                f"--input-shape gave {len(override)}"
+            )
+        for have, want in zip(spec.shape, override):
+            if isinstance(have, int) and have > 0 and have != want:
+                raise EdgepackError(
+                    f"input {spec.name!r} has fixed shape {list(spec.shape)}; "
+                    f"--input-shape {list(override)} does not match it"
+                )
+        return tuple(override)
+    return tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)

