@@ -17,6 +17,7 @@ from edgepack.bench.report import write_report
 from edgepack.bench.runner import benchmark
 from edgepack.data import Dataset, load_dataset, random_inputs
 from edgepack.errors import EdgepackError
+from edgepack.evaluate import evaluate
 from edgepack.frontends import load_source
 from edgepack.fsutil import dir_size, sha256_file, staged_dir
 from edgepack.hostinfo import environment
@@ -39,7 +40,8 @@ def inspect(model, input_shapes: dict | None = None, weights: str | None = None)
 
 def compile(model, target: str | TargetProfile = "host", backends: list[str] | None = None,
             output_dir: str | Path | None = None, input_shapes: dict | None = None,
-            weights: str | None = None, calib: str | Path | None = None, runs: int | None = None,
+            weights: str | None = None, calib: str | Path | None = None,
+            eval_data: str | Path | None = None, metric: str = "top1", runs: int | None = None,
             warmup: int | None = None, threads: int | None = None, force: bool = False,
             progress: bool = True) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir)."""
@@ -57,6 +59,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     canon_info["parity"] = measure_parity(source.run, _ort_reference(canonical), parity_feeds)
     canon_stats = model_stats(canonical)
     bench = _bench_settings(profile, runs, warmup, threads)
+    evalset = _dataset(eval_data, specs)
+    batch = _batch(specs)
 
     report = {
         "edgepack_version": __version__,
@@ -70,6 +74,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         "artifacts": [],
         "environment": environment(),
     }
+    if evalset is not None:
+        report["accuracy"] = {"metric": metric, "data": evalset.source, "samples": len(evalset),
+                              "source": evaluate(source.run, evalset, batch, metric)}
     ops = set(canon_stats["op_histogram"])
     with staged_dir(outdir, force) as stage:
         for name in chosen:
@@ -88,6 +95,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                 "notes": [] if name in profile.backends else
                 [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
             }
+            if evalset is not None:
+                entry["accuracy"] = evaluate(backend.runner(path, bench["threads"]), evalset, batch, metric)
+                entry["accuracy_drop"] = report["accuracy"]["source"] - entry["accuracy"]
             entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
         report.update(_primary(report["artifacts"][0]))
@@ -163,10 +173,16 @@ def _dataset(path, specs) -> Dataset | None:
 
 def _feeds(data: Dataset | None, specs, n: int) -> list[dict[str, np.ndarray]]:
     """Batches shaped like the model's inputs: real data when given, seeded random otherwise."""
-    batch = specs[0].shape[0] if specs and specs[0].shape and isinstance(specs[0].shape[0], int) else 1
+    batch = _batch(specs)
     if data is None:
         data = random_inputs(specs, n=n * batch, seed=0)
     return list(data.take(n * batch).batches(batch))
+
+
+def _batch(specs) -> int:
+    """The graph's fixed batch size (canonical graphs have static shapes)."""
+    first = specs[0].shape[0] if specs and specs[0].shape else 1
+    return first if isinstance(first, int) and first > 0 else 1
 
 
 def _ort_reference(model):

@@ -417,10 +417,11 @@ def random_inputs(specs: list[TensorSpec], n: int = 1, seed: int = 0,
     """
     rng = np.random.default_rng(seed)
     shapes = shapes or {}
-    unknown = [k for k in shapes if k not in {s.name for s in specs}]
+    names = [s.name for s in specs]
+    unknown = [k for k in shapes if k not in names]
     if unknown:
         raise EdgepackError(f"input shape given for {unknown[0]!r}, which is not a model input "
-                            f"{[s.name for s in specs]}{close_names(unknown[0], [s.name for s in specs])}")
+                            f"{names}{close_names(unknown[0], names)}")
     inputs = {}
     for spec in specs:
         shape = resolve_shape(spec, tuple(shapes[spec.name]) if spec.name in shapes else None)

@@ -130,7 +130,8 @@ def _crop(img, k: int):
     """A 60% crop at one of five places (4 corners, centre), picked by k."""
     w, h = img.size
     cw, ch = int(w * 0.6), int(h * 0.6)
-    x, y = [(0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2)][k % 5]
+    spots = [(0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2)]
+    x, y = spots[k % 5]
     return img.crop((x, y, x + cw, y + ch))
 
 
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rewrite sets that are already there")
     args = ap.parse_args(argv)
     root = args.root if args.root is not None else default_root()
-    present = {k: (root / k / "SOURCE.txt").is_file() and not args.force for k in ("mnist", "photos")}
+    present = {k: (root / k / "SOURCE.txt").is_file() and not args.force
+               for k in ("mnist", "photos")}
     for key, path in prepare(root, args.force).items():
         state = "already present" if present[key.split("_")[0]] else "wrote"
         print(f"{key}: {path} ({state})")

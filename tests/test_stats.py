@@ -113,23 +113,24 @@ def test_attention_matmuls_with_symbolic_dims():
 
 def test_paddle_style_constant_weights_and_int_constants():
     """Weights held in Constant nodes count as params; int64 shape constants do not."""
-    w = numpy_helper.from_array(np.ones((8, 16), np.float32), "w")
+    w = numpy_helper.from_array(np.ones((64, 128), np.float32), "w")  # big: stripped for inference
     nodes = [
         helper.make_node("Constant", [], ["w"], value=w),
         helper.make_node("Constant", [], ["scale"], value_floats=[1.0, 2.0]),
-        helper.make_node("Constant", [], ["shape"], value_ints=[1, 2, 8]),
+        helper.make_node("Constant", [], ["shape"], value_ints=[1, 2, 64]),
         helper.make_node("Reshape", ["x", "shape"], ["x3"]),
         helper.make_node("MatMul", ["x3", "w"], ["y"], name="fc"),
     ]
-    m = _model(nodes, [_vi("x", [2, 8])], [_vi("y", None)])
+    m = _model(nodes, [_vi("x", [2, 64])], [_vi("y", None)])
     s = model_stats(m)
-    assert s["params"] == 16 * 8 + 2
-    assert s["params_breakdown"] == {"initializers": 0, "constants": 130, "constant_of_shape": 0}
+    assert s["params"] == 64 * 128 + 2
+    assert s["params_breakdown"] == {"initializers": 0, "constants": 8194, "constant_of_shape": 0}
+    assert s["param_bytes"] == 8194 * 4
     assert s["int_elements"] == 3
     # the Reshape target comes from a Constant: data propagation must see it
-    assert s["layers"][0]["output_shape"] == [1, 2, 16]
-    assert s["macs"] == 2 * 16 * 8
-    assert s["layers"][0]["params"] == 128
+    assert s["layers"][0]["output_shape"] == [1, 2, 128]
+    assert s["macs"] == 2 * 64 * 128
+    assert s["layers"][0]["params"] == 64 * 128
 
 
 def test_constant_of_shape_weights_count_only_with_static_shape():

