@@ -84,6 +84,18 @@ def test_batched_matmul_broadcasts():
     assert model_stats(m)["macs"] == 2 * 4 * 8 * 16
 
 
+def test_integer_ops_use_the_float_formulas_and_int8_weights_are_params():
+    u8 = TensorProto.UINT8
+    nodes = [helper.make_node("ConvInteger", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("MatMulInteger", ["a", "b"], ["y"])]
+    m = _model(nodes, [_vi("x", [1, 3, 8, 8], u8), _vi("a", [2, 4, 8], u8)],
+               [_vi("c", None, TensorProto.INT32), _vi("y", None, TensorProto.INT32)],
+               [_init("w", (4, 3, 3, 3), np.int8), _init("b", (8, 16), np.int8)])
+    s = model_stats(m)
+    assert s["macs_by_op"] == {"ConvInteger": 4 * 8 * 8 * 3 * 9, "MatMulInteger": 2 * 4 * 8 * 16}
+    assert s["params"] == 108 + 128 and s["param_bytes"] == 236 and s["int_elements"] == 0
+
+
 def test_attention_matmuls_with_symbolic_dims():
     """Q@K^T and attn@V between activations; batch/seq fixed by input_shapes or taken as 1."""
     nodes = [
@@ -109,6 +121,36 @@ def test_attention_matmuls_with_symbolic_dims():
 
     with pytest.raises(EdgepackError, match="did you mean"):
         model_stats(m, input_shapes={"qq": (1, 4, 1, 16)})
+
+
+def test_dynamic_axis_shape_math_is_folded():
+    """BERT exports slice position ids by Gather(Shape(ids), 1): onnx's inference alone loses
+    the sequence length there; folding the shape arithmetic recovers it."""
+    i64 = TensorProto.INT64
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["s"]),
+        helper.make_node("Constant", [], ["one"], value_int=1),
+        helper.make_node("Gather", ["s", "one"], ["seq"]),
+        helper.make_node("Constant", [], ["zero"], value_ints=[0]),
+        helper.make_node("Unsqueeze", ["seq", "zero"], ["end"]),
+        helper.make_node("Constant", [], ["axis1"], value_ints=[1]),
+        helper.make_node("Slice", ["pos_buf", "zero", "end", "axis1"], ["pos"]),
+        helper.make_node("Gather", ["emb", "pos"], ["h"]),
+        helper.make_node("MatMul", ["h", "w"], ["y"], name="proj"),
+    ]
+    inits = [numpy_helper.from_array(np.arange(512, dtype=np.int64)[None], "pos_buf"),
+             _init("emb", (512, 64)), _init("w", (64, 32))]
+    m = _model(nodes, [_vi("ids", ["batch", "seq"], i64)], [_vi("y", None)], inits)
+    plain = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    h = next(v for v in plain.graph.value_info if v.name == "h")
+    assert not h.type.tensor_type.shape.dim[1].HasField("dim_value")  # onnx alone: unknown
+
+    s = model_stats(m, input_shapes={"ids": (1, 10)})
+    assert s["unknown_shape_nodes"] == []
+    assert s["layers"][0]["output_shape"] == [1, 10, 32]
+    assert s["macs"] == 10 * 64 * 32
+    assert s["int_elements"] == 512 + 3
+    assert s["params"] == 512 * 64 + 64 * 32
 
 
 def test_paddle_style_constant_weights_and_int_constants():

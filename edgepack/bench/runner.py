@@ -40,16 +40,19 @@ def _run_worker(config: Path, result: Path, label: str, total: int, progress: bo
     # stderr goes to a file: a chatty runtime must not fill a pipe nobody reads and stall the worker
     with progress_bar(label, total, progress) as advance, open(errfile, "w") as errf:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, text=True)
-        for line in proc.stdout:
-            try:
-                advance(json.loads(line)["progress"])
-            except (ValueError, KeyError):
-                pass  # libraries may print to stdout; only our JSON lines count
         try:
+            for line in proc.stdout:
+                try:
+                    advance(json.loads(line)["progress"])
+                except (ValueError, KeyError):
+                    pass  # libraries may print to stdout; only our JSON lines count
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
             raise EdgepackError(f"benchmark did not finish within {timeout_s:.0f} s")
+        finally:
+            if proc.poll() is None:  # interrupted or timed out: the worker must not outlive us
+                proc.kill()
+                proc.wait()
     if proc.returncode != 0 or not result.exists():
         lines = [ln for ln in errfile.read_text().splitlines() if ln.strip()]
         raise EdgepackError(f"benchmark process failed: {lines[-1] if lines else f'exit {proc.returncode}'}")

@@ -1,8 +1,8 @@
 """Static numbers about an ONNX model: ops, parameters, MACs per layer, size on disk.
 
 These feed `edgepack inspect` and the source-model section of report.json, so they must be
-cheap (one pass over the nodes after one shape inference) and honest about what they could
-not count (`unknown_shape_nodes`, `macs_assumed_dims`).
+cheap (one pass over the nodes after shape inference on a weightless copy) and honest about
+what they could not count (`unknown_shape_nodes`, `macs_assumed_dims`).
 
 What counts as a parameter: every constant tensor the graph stores, wherever it lives -
 initializers, `Constant` nodes (Paddle and some TF exports keep weights there) and
@@ -19,6 +19,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -42,11 +43,10 @@ _PARAM_BITS = _bits(
 _INT_TYPES = set(_bits(("INT16", 0), ("UINT16", 0), ("INT32", 0), ("UINT32", 0),
                        ("INT64", 0), ("UINT64", 0), ("BOOL", 0)))
 
-# op_type -> (index of input X, index of weight W) for the conv family
+# op_type -> index of the weight W, for the conv family
 _CONV_W = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
 # op_type -> (index of A, index of B) for the matmul family
-_MATMUL_AB = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3),
-              "FusedMatMul": (0, 1)}
+_MATMUL_AB = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3)}
 _MAC_OPS = set(_CONV_W) | set(_MATMUL_AB) | {"ConvTranspose", "Gemm", "FusedGemm"}
 
 
@@ -177,6 +177,83 @@ def _infer(model: onnx.ModelProto):
         except Exception:  # noqa: BLE001 - any failure just means "fewer shapes known"
             continue
     return None
+
+
+_FOLD_ROUNDS = 8  # each round lets a Shape see through one more level of dynamic-axis code
+_SMALL = 4096  # elements: shape arithmetic is this small, activations and weights are not
+# ops whose output can outgrow their inputs: folded only after a size check
+_GROWS = {"ConstantOfShape", "Expand", "Tile", "Range"}
+_FOLDABLE = _GROWS | {
+    "Constant", "Identity", "Cast", "Shape", "Size", "Gather", "GatherElements", "Unsqueeze",
+    "Squeeze", "Concat", "Slice", "Split", "Reshape", "Flatten", "Transpose", "Neg", "Abs",
+    "Floor", "Ceil", "Add", "Sub", "Mul", "Div", "Mod", "Min", "Max", "Equal", "Less",
+    "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Where", "ReduceProd",
+    "ReduceSum", "ReduceMin", "ReduceMax", "NonZero", "CumSum", "Clip", "Trilu",
+}
+
+
+def _grown_size(node: onnx.NodeProto, args: list) -> int:
+    op = node.op_type
+    if op == "ConstantOfShape":
+        return _numel(args[0].tolist())
+    if op == "Expand":
+        return _numel(np.broadcast_shapes(args[0].shape, tuple(args[1].tolist())))
+    if op == "Tile":
+        return _numel(np.multiply(args[0].shape, args[1]).tolist())
+    start, limit, delta = (float(a) for a in args[:3])  # Range
+    return max(0, math.ceil((limit - start) / delta)) if delta else _SMALL + 1
+
+
+def _fold_shape_math(light: onnx.ModelProto, shapes: dict):
+    """`light` with its small shape arithmetic evaluated into initializers, or None.
+
+    onnx's data propagation stops at patterns exporters emit for dynamic axes (BERT's
+    position ids: Slice(buffer, 0, Gather(Shape(ids), 1))), leaving every later shape unknown.
+    With the input dims fixed these are plain constants: evaluating them (onnx.reference, only
+    nodes whose inputs are all known and small) lets a second inference see through.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    g = light.graph
+    opsets = {o.domain: o.version for o in light.opset_import}
+    values = {t.name: numpy_helper.to_array(t) for t in g.initializer
+              if t.data_type in _INT_TYPES and _numel(t.dims) <= _SMALL}
+    keep, folded = [], []
+    for node in g.node:
+        ins = [i for i in node.input if i]
+        out = None
+        if node.op_type == "Shape" and ins:
+            src = values[ins[0]].shape if ins[0] in values else shapes.get(ins[0])
+            if _known(src):
+                at = {a.name: a.i for a in node.attribute}
+                out = [np.array(src[at.get("start", 0):at.get("end", len(src))], np.int64)]
+        elif (node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx")
+              and all(i in values for i in ins)):
+            args = [values[i] for i in ins]
+            if node.op_type not in _GROWS or _grown_size(node, args) <= _SMALL:
+                try:
+                    out = ReferenceEvaluator(node, opsets=opsets).run(None, dict(zip(ins, args)))
+                except Exception:  # noqa: BLE001 - leave it to the runtime
+                    out = None
+        if out is None or len(out) != len(node.output) or any(
+                np.asarray(v).size > _SMALL for v in out):
+            keep.append(node)
+            continue
+        for name, v in zip(node.output, out):
+            values[name] = np.asarray(v)
+            folded.append(numpy_helper.from_array(values[name], name))
+    if not folded:
+        return None
+    folded_model = onnx.ModelProto()
+    _copy_fields(light, folded_model, skip=("graph",))
+    _copy_fields(g, folded_model.graph, skip=("node",))
+    folded_model.graph.node.extend(keep)
+    folded_model.graph.initializer.extend(folded)
+    return folded_model
+
+
+def _unknown_macs(graph: onnx.GraphProto, shapes: dict) -> int:
+    return sum(1 for n in graph.node if n.op_type in _MAC_OPS and _node_macs(n, shapes.get) is None)
 
 
 def _known(shape) -> bool:
@@ -363,6 +440,18 @@ def model_stats(model: onnx.ModelProto, path: str | Path | None = None,
     light, assumed = _skeleton(model, input_shapes)
     inferred = _infer(light)
     shapes = _collect_shapes((inferred or light).graph, {})
+    current, unknown = light, _unknown_macs(light.graph, shapes)
+    for _ in range(_FOLD_ROUNDS if inferred is not None else 0):
+        if not unknown:
+            break
+        current = _fold_shape_math(current, shapes)
+        inferred = _infer(current) if current is not None else None
+        if inferred is None:
+            break
+        shapes.update(_collect_shapes(inferred.graph, {}))
+        unknown, before = _unknown_macs(light.graph, shapes), unknown
+        if unknown == before:
+            break
 
     walk = _Walk(shapes)
     walk.graph(model.graph)

@@ -1,0 +1,70 @@
+"""The Python API end to end on a CNN trained on real MNIST digits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import edgepack
+from edgepack.errors import EdgepackError
+from edgepack.fsutil import staged_dir
+
+from conftest import run_cli
+
+
+def test_compile_mnist_cnn_reports_accuracy_parity_and_latency(tmp_path, mnist_model, sample_sets):
+    model, torch_acc = mnist_model
+    assert torch_acc > 0.9  # the model really learned the digits
+    out = tmp_path / "out"
+    r = edgepack.compile(model, target="x86-avx2", input_shapes={"x": (1, 1, 28, 28)},
+                         calib=sample_sets["mnist_calib"], eval_data=sample_sets["mnist_eval"],
+                         output_dir=out, runs=30, warmup=3, progress=False)
+    assert (out / "report.json").is_file() and (out / "report.md").is_file()
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["artifacts"][0]["sha256"] == r["artifacts"][0]["sha256"]
+    acc = r["accuracy"]
+    assert acc["samples"] == 1000 and acc["source"] == pytest.approx(torch_acc, abs=1e-9)
+    art = r["artifacts"][0]
+    assert abs(art["accuracy_drop"]) <= 0.002  # fp32 artifact: same predictions up to float noise
+    assert art["parity"]["max_abs_diff"] < 1e-4 and art["parity"]["top1_agreement"] == 1.0
+    assert r["data"]["source"].endswith("calib.npz")
+    lat = art["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert art["runs"] == 30 and art["warmup"] == 3 and art["threads"] >= 1
+    assert r["source"]["macs"] == r["canonical"]["macs"] > 1e6  # BN folding changes no MACs
+
+
+def test_profile_api_measures_an_existing_artifact(tmp_path, mobilenet_onnx):
+    r = edgepack.profile(mobilenet_onnx, target="x86-avx2", runs=10, warmup=1, output_dir=tmp_path / "p",
+                         progress=False)
+    assert r["backend"] == "onnxruntime" and r["latency_ms"]["p50"] > 0
+    assert r["artifacts"][0]["inputs"][0]["shape"] == [1, 3, 224, 224]
+    assert (tmp_path / "p" / "report.md").read_text().count("p50") >= 1
+
+
+def test_staged_dir_leaves_nothing_when_the_work_fails(tmp_path):
+    out = tmp_path / "artifact"
+    with pytest.raises(RuntimeError):
+        with staged_dir(out) as stage:
+            (stage / "half.bin").write_bytes(b"x" * 100)
+            raise RuntimeError("killed mid-way")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_kept_without_force(tmp_path, mobilenet_onnx):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    with pytest.raises(EdgepackError, match="--force"):
+        edgepack.compile(mobilenet_onnx, target="x86-avx2", output_dir=out, runs=1, progress=False)
+    assert (out / "mine.txt").read_text() == "user data"
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    proc = run_cli("demo", "--epochs", "2", "-o", tmp_path / "demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["accuracy"]["source"] > 0.9
+    assert report["artifacts"][0]["accuracy"] > 0.9
+    assert "p50" in proc.stdout and "report:" in proc.stdout
