@@ -40,7 +40,7 @@ def _print_table(r: dict) -> None:
 
     from edgepack.ir.stats import format_count
 
-    t = Table(title=f"MNIST CNN compiled for {r['target']['name']} ({r['target']['description'][:60]})")
+    t = Table(title=f"MNIST CNN compiled for {r['target']['name']}")
     for col in ("model", "accuracy", "size", "params", "MACs", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
     src = r["source"]

@@ -12,15 +12,17 @@ out = Console(highlight=False)
 
 def targets_table(profiles) -> None:
     t = Table(title="target profiles")
-    for col in ("name", "precision", "runtimes", "INT8 scheme", "channel x", "description"):
+    for col in ("name", "precision", "runtimes", "INT8 scheme", "channel x", "CPU needs"):
         t.add_column(col)
     for p in profiles:
         q = p.quantization
         scheme = (f"w {q.weights.dtype} {'per-ch' if q.weights.per_channel else 'per-tensor'}"
                   f"{' sym' if q.weights.symmetric else ''}, a {q.activations.dtype}"
                   f"{', reduce-range' if q.reduce_range else ''}")
-        t.add_row(p.name, p.precision, ", ".join(p.backends), scheme, str(p.pruning.channel_multiple),
-                  p.description)
+        needs = " + ".join(filter(None, [p.cpu.arch, " ".join(p.cpu.requires_all),
+                                         " | ".join(p.cpu.requires_any)]))
+        name = f"{p.name} (= {p.derived_from})" if p.derived_from else p.name
+        t.add_row(name, p.precision, ", ".join(p.backends), scheme, str(p.pruning.channel_multiple), needs)
     out.print(t)
 
 

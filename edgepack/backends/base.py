@@ -1,7 +1,7 @@
 """The one interface every runtime implements: emit an artifact, load it, run it.
 
 Benchmarking is shared (edgepack.bench runs `load` and `run` in a fresh process), so a new
-runtime is one module with these four methods and a line in the registry.
+runtime is one module with these methods and a line in the registry (backends/__init__.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,18 @@ from edgepack.ir.spec import TensorSpec
 
 class Backend(ABC):
     name: ClassVar[str]
+    # True: for INT8, emit() receives the QDQ ONNX graph made by edgepack's quantize pass.
+    # False: emit() receives the float graph plus calibration data and quantizes its own way.
+    consumes_qdq: ClassVar[bool] = True
 
     @abstractmethod
-    def emit(self, model: onnx.ModelProto, outdir: Path, profile) -> Path:
-        """Write the artifact for `model` into `outdir` and return its main file."""
+    def emit(self, model: onnx.ModelProto, outdir: Path, profile, precision: str = "fp32",
+             calib=None) -> Path:
+        """Write the artifact for `model` into `outdir` and return its main file.
+
+        precision: "fp32" | "fp16" | "int8". calib: an edgepack.data.Dataset (only passed for
+        INT8 when `consumes_qdq` is False). Failures raise EdgepackError naming op and node.
+        """
 
     @abstractmethod
     def load(self, artifact: Path, threads: int) -> Any:
@@ -29,11 +37,15 @@ class Backend(ABC):
 
     @abstractmethod
     def run(self, session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One inference: feeds by input name -> outputs in graph order."""
+        """One inference: feeds by ONNX input name -> outputs in the ONNX graph's output order."""
 
     @abstractmethod
     def inputs(self, session: Any) -> list[TensorSpec]:
         """The loaded artifact's inputs, for making feeds when no data is given."""
+
+    def describe(self, artifact: Path) -> dict:
+        """Runtime-specific facts for the report (e.g. per-layer execution precision, untuned)."""
+        return {}
 
     def runner(self, artifact: Path, threads: int):
         """A callable feeds -> outputs over a loaded session (for parity checks)."""

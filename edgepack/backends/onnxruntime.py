@@ -14,7 +14,8 @@ from edgepack.ir.spec import TensorSpec
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def emit(self, model: onnx.ModelProto, outdir: Path, profile) -> Path:
+    def emit(self, model: onnx.ModelProto, outdir: Path, profile, precision: str = "fp32",
+             calib=None) -> Path:
         # ORT applies its own graph optimisations at load time, tuned to the CPU it runs on;
         # baking them in here would tie the artifact to this machine.
         path = outdir / "model.onnx"
