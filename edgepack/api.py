@@ -154,11 +154,14 @@ def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> lis
             if name not in REGISTRY:
                 get_backend(name)  # raises with close-name suggestions
         return list(dict.fromkeys(requested))
+    missing = []
     for name in profile.backends:
-        if name in REGISTRY:
+        try:
+            get_backend(name)
             return [name]
-    raise EdgepackError(f"none of {profile.name}'s runtimes ({', '.join(profile.backends)}) "
-                        f"is available; edgepack has: {', '.join(REGISTRY)}")
+        except EdgepackError as e:
+            missing.append(str(e))
+    raise EdgepackError(f"none of {profile.name}'s runtimes is usable: {'; '.join(missing)}")
 
 
 def _bench_settings(profile: TargetProfile, runs, warmup, threads) -> dict:

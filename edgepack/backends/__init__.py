@@ -19,6 +19,9 @@ class Entry(NamedTuple):
 
 REGISTRY: dict[str, Entry] = {
     "onnxruntime": Entry("edgepack.backends.onnxruntime", "OnnxRuntimeBackend", "", (".onnx",)),
+    "openvino": Entry("edgepack.backends.openvino", "OpenVinoBackend", "openvino", (".xml",)),
+    "tflite": Entry("edgepack.backends.tflite", "TfliteBackend", "tflite", (".tflite",)),
+    "tvm": Entry("edgepack.backends.tvm", "TvmBackend", "tvm", (".so",)),
 }
 
 
