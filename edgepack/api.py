@@ -17,7 +17,10 @@ from edgepack.bench.report import write_report
 from edgepack.bench.runner import benchmark
 from edgepack.data import Dataset, load_dataset, random_inputs
 from edgepack.errors import EdgepackError
-from edgepack.evaluate import evaluate
+from edgepack.passes.metrics import Evaluator, parse_drop
+from edgepack.passes.precision import quantize_for_target
+from edgepack.passes.quantize import IgnoredScope, to_fp16
+from edgepack.runtime import ort_runner
 from edgepack.frontends import load_source
 from edgepack.fsutil import dir_size, sha256_file, staged_dir
 from edgepack.hostinfo import environment
@@ -28,6 +31,8 @@ from edgepack.targets import TargetProfile, load_profile
 from edgepack.verify import measure_parity
 
 PARITY_SAMPLES = 16
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_MAX_DROP = 0.01
 BENCH_FEEDS = 8
 
 
@@ -40,13 +45,22 @@ def inspect(model, input_shapes: dict | None = None, weights: str | None = None)
 
 def compile(model, target: str | TargetProfile = "host", backends: list[str] | None = None,
             output_dir: str | Path | None = None, input_shapes: dict | None = None,
-            weights: str | None = None, calib: str | Path | None = None,
-            eval_data: str | Path | None = None, metric: str = "top1", runs: int | None = None,
-            warmup: int | None = None, threads: int | None = None, force: bool = False,
-            progress: bool = True) -> dict:
-    """Compile `model` for `target`; returns the report (also written to output_dir)."""
+            weights: str | None = None, calib: str | Path | None = None, precision: str | None = None,
+            eval_data: str | Path | None = None, metric: str | None = None, max_drop: str | float | None = None,
+            keep_float: list[str] | None = None, runs: int | None = None, warmup: int | None = None,
+            threads: int | None = None, force: bool = False, progress: bool = True) -> dict:
+    """Compile `model` for `target`; returns the report (also written to output_dir).
+
+    precision None = what the target rewards (its profile's `precision`) when calibration data
+    is given, else fp32. INT8 is checked against `max_drop` (default 0.01 absolute; "1%" is
+    relative) on `eval_data` with `metric`, or on fidelity to FP32 over the calibration inputs.
+    """
     profile = target if isinstance(target, TargetProfile) else load_profile(target)
     chosen = _choose_backends(profile, backends)
+    budget = parse_drop(DEFAULT_MAX_DROP if max_drop is None else max_drop)
+    scope = IgnoredScope.parse(keep_float)
+    if precision not in (None, *PRECISIONS):
+        raise EdgepackError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     source = load_source(model, input_shapes, weights)
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / f"{_slug(source.name)}-{profile.name}"
     if outdir.exists() and not force:  # fail before the slow part, not after it
@@ -54,13 +68,16 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
 
     canonical, canon_info = canonicalize(source.model, input_shapes)
     specs = graph_inputs(canonical)
+    batch = _batch(specs)
     data = _dataset(calib, specs)
+    evalset = _dataset(eval_data, specs)
+    wanted = precision or (profile.precision if data is not None else "fp32")
+    if wanted == "int8" and data is None:
+        raise EdgepackError("INT8 needs calibration data: pass --calib DATA (a few hundred samples)")
     parity_feeds = _feeds(data, specs, PARITY_SAMPLES)
-    canon_info["parity"] = measure_parity(source.run, _ort_reference(canonical), parity_feeds)
+    canon_info["parity"] = measure_parity(source.run, ort_runner(canonical, optimize=False), parity_feeds)
     canon_stats = model_stats(canonical)
     bench = _bench_settings(profile, runs, warmup, threads)
-    evalset = _dataset(eval_data, specs)
-    batch = _batch(specs)
 
     report = {
         "edgepack_version": __version__,
@@ -71,32 +88,51 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         "target": {"name": profile.name, "description": profile.description, "profile": profile.to_dict()},
         "data": {"source": data.source if data else "random normal inputs (no --calib given)",
                  "samples_for_parity": len(parity_feeds)},
+        "precision_requested": precision or f"target default ({wanted})",
         "artifacts": [],
         "environment": environment(),
     }
-    if evalset is not None:
-        report["accuracy"] = {"metric": metric, "data": evalset.source, "samples": len(evalset),
-                              "source": evaluate(source.run, evalset, batch, metric)}
+    if precision is None and data is None and profile.precision != "fp32":
+        report["notes"] = [f"{profile.name} rewards {profile.precision}; pass --calib DATA to get it"]
+    evaluator = None
+    if evalset is not None or wanted == "int8":
+        metric = metric or ("top1" if evalset is not None and evalset.labels is not None else "cosine")
+        evaluator = Evaluator.build(metric, evalset if evalset is not None else data, batch, source.run)
+        report["accuracy"] = {"metric": metric, "data": evaluator.data.source, "samples": len(evaluator.data),
+                              "source": evaluator.score(source.run)}
+
+    shipped, shipped_precision = canonical, wanted
+    if wanted == "int8":
+        shipped, shipped_precision, report["quantization"] = quantize_for_target(
+            canonical, data, profile, evaluator, report["accuracy"]["source"], budget, scope,
+            bench["threads"], batch, insist=precision == "int8")
+    elif wanted == "fp16":
+        shipped = to_fp16(canonical)
+
     ops = set(canon_stats["op_histogram"])
     with staged_dir(outdir, force) as stage:
         for name in chosen:
             backend = get_backend(name)
             art_dir = stage / name
             art_dir.mkdir()
-            path = backend.emit(canonical, art_dir, profile)
+            own_quantizer = shipped_precision != "fp32" and not backend.consumes_qdq
+            path = backend.emit(canonical if own_quantizer else shipped, art_dir, profile,
+                                precision=shipped_precision, calib=data if own_quantizer else None)
+            run = backend.runner(path, bench["threads"])
             entry = {
                 "backend": name,
-                "precision": "fp32",
+                "precision": shipped_precision,
                 "path": str(path.relative_to(stage)),
                 "size_bytes": dir_size(art_dir),
                 "sha256": sha256_file(path),
-                "parity": measure_parity(source.run, backend.runner(path, bench["threads"]), parity_feeds),
+                "parity": measure_parity(source.run, run, parity_feeds),
                 "unsupported_ops": profile.unsupported_ops(ops, name) if name in profile.backends else [],
                 "notes": [] if name in profile.backends else
                 [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
+                "runtime": backend.describe(path),
             }
-            if evalset is not None:
-                entry["accuracy"] = evaluate(backend.runner(path, bench["threads"]), evalset, batch, metric)
+            if evaluator is not None:
+                entry["accuracy"] = evaluator.score(run)
                 entry["accuracy_drop"] = report["accuracy"]["source"] - entry["accuracy"]
             entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
@@ -186,12 +222,6 @@ def _batch(specs) -> int:
     """The graph's fixed batch size (canonical graphs have static shapes)."""
     first = specs[0].shape[0] if specs and specs[0].shape else 1
     return first if isinstance(first, int) and first > 0 else 1
-
-
-def _ort_reference(model):
-    from edgepack.frontends.onnx_file import reference_runner
-
-    return reference_runner(model)
 
 
 def _source_section(source) -> dict:

@@ -52,9 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--backend", "-b", action="append", help="runtime(s) to emit for; default: the target's first")
     comp.add_argument("--calib", help="calibration/validation data (.npz, .npy or image folder)")
     comp.add_argument("--eval", help="labelled evaluation data: accuracy of source and artifacts")
-    comp.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy metric for --eval")
-    comp.add_argument("--precision", choices=["fp32"], default="fp32",
-                      help="only fp32 so far; INT8/FP16 come with the quantization passes")
+    comp.add_argument("--metric", help="top1|top5 (labels), agreement|cosine|mse (fidelity to FP32), "
+                      "or module:function taking a run(feeds) callable; default top1 with labels, else cosine")
+    comp.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                      help="default: what the target rewards when --calib is given, else fp32")
+    comp.add_argument("--max-drop", help="accuracy budget for INT8: 0.01 absolute (default) or 1%% relative")
+    comp.add_argument("--keep-float", action="append", metavar="name:N|pattern:RE|type:OP",
+                      help="nodes to keep in float (repeat); type accepts ONNX ops and DepthwiseConv")
     comp.add_argument("--json", action="store_true", help="print report.json to stdout")
     _add_bench_args(comp)
 
@@ -137,12 +141,18 @@ def cmd_compile(args) -> int:
 
     report = api.compile(args.model, target=args.target, backends=args.backend, output_dir=args.output,
                          input_shapes=_shapes(args), weights=args.weights, calib=args.calib,
-                         eval_data=args.eval, metric=args.metric,
+                         eval_data=args.eval, metric=args.metric, precision=args.precision,
+                         max_drop=args.max_drop, keep_float=args.keep_float,
                          runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force,
                          progress=not args.no_progress)
     if args.json:
-        return _print_json(report)
-    views.report_summary(report)
+        _print_json(report)
+    else:
+        views.report_summary(report)
+    quant = report.get("quantization") or {}
+    if quant and not quant["met"]:
+        print(f"edgepack: error: {quant['note']}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -8,12 +8,14 @@ needs a compile uses a tiny conv net written into a `file.py:factory`.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +81,9 @@ def ws(tmp_path_factory, mobilenet_onnx, sample_sets) -> dict:
     d = tmp_path_factory.mktemp("cli_ws")
     net_py = d / "net.py"
     net_py.write_text(NET_PY)
-    sys.path.insert(0, str(d))
-    try:
-        import net  # noqa: F401  (the user's file, imported the way a test of it would)
-    finally:
-        sys.path.remove(str(d))
+    spec = importlib.util.spec_from_file_location("edgepack_cli_test_net", net_py)
+    net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(net)
     # weights that differ from what make() builds, with non-trivial BatchNorm statistics, so a
     # compile that silently ignored --weights would not match the reference below
     torch.manual_seed(1)
@@ -98,7 +98,9 @@ def ws(tmp_path_factory, mobilenet_onnx, sample_sets) -> dict:
     partial.pop("fc.weight")
     torch.save(partial, d / "partial.pt")
     torch.save({"state": Evil()}, d / "evil.pt")
-    traced = torch.jit.trace(trained, torch.zeros(1, 3, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace is deprecated
+        traced = torch.jit.trace(trained, torch.zeros(1, 3, 32, 32))
     traced.save(str(d / "traced.pt"))
 
     mnv2 = Path(mobilenet_onnx)
@@ -413,6 +415,15 @@ def test_bad_input_without_o_creates_no_default_folder(ws, tmp_path, argv, needl
     assert list(tmp_path.iterdir()) == []  # no edgepack-out/
 
 
+@pytest.mark.xfail(strict=True, reason="edgepack bug: staged_dir() in edgepack/fsutil.py creates the "
+                   "output's missing parent folders before the work and keeps them when it fails")
+def test_failed_compile_leaves_no_parent_folders(ws, tmp_path):
+    proc = run_cli("compile", _factory(ws), "--input-shape", "x:1,3,32,32", "--runs", "0",
+                   "-o", tmp_path / "deep" / "er" / "OUT", cwd=tmp_path)
+    _assert_one_line_error(proc, "runs")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_targets_show_accepts_the_unbroken_yaml(ws):
     """Control for yaml-bad-value: the same file with a valid value loads, so the error is the value."""
     proc = run_cli("targets", "show", ws["dir"] / "good.yaml", "--json")
@@ -446,6 +457,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _stop(proc: subprocess.Popen, workers=()) -> None:
+    """Cleanup after a failed assertion: never leave this test's CLI or its worker running."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # the CLI kills its worker on SIGTERM
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    for pid in workers:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_killed_compile_leaves_nothing_half_written(ws, tmp_path, sig):
@@ -465,26 +490,28 @@ def test_killed_compile_leaves_nothing_half_written(ws, tmp_path, sig):
     work.mkdir()
     out = work / "OUT2"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TMPDIR": str(tmp)}
+    # 10M runs: the small net would get through 100k in seconds, before the signal is sent
     proc = subprocess.Popen([sys.executable, "-m", "edgepack", "compile", *map(str, model), "--target",
                              "x86-avx2", "-o", str(out), "--runs", "10000000", "--warmup", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=work)
+    workers = []
     try:
         deadline = time.monotonic() + 60
         while not list(work.glob(".OUT2.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert list(work.glob(".OUT2.tmp-*")), "no staging folder within 60 s"
-        workers = []
         while not workers and proc.poll() is None and time.monotonic() < deadline:
             workers = _children(proc.pid, "edgepack.bench.worker")
             time.sleep(0.05)
-        assert workers and proc.poll() is None, "the benchmark worker never started"
+        if proc.poll() is not None:
+            pytest.fail(f"compile ended (exit {proc.returncode}) before it could be killed:\n"
+                        f"{proc.communicate()[1][-3000:]}")
+        assert list(work.glob(".OUT2.tmp-*")), "no staging folder next to OUT2 while benchmarking"
+        assert workers, "the benchmark worker did not start within 60 s"
         time.sleep(0.5)  # well inside the timed loop
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _stop(proc, workers)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stdout + stderr
     assert stderr.strip().splitlines() == ["edgepack: interrupted (no output was left half-written)"]
@@ -493,3 +520,28 @@ def test_killed_compile_leaves_nothing_half_written(ws, tmp_path, sig):
     # and the benchmark's temp folder (onnxruntime leaves its own `.ses` id file in TMPDIR)
     assert not list(tmp.glob("edgepack-bench-*"))
     assert not any(_alive(pid) for pid in workers)  # the worker did not outlive the CLI
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.xfail(strict=True, reason="edgepack bug: api.profile() checks for an existing output "
+                   "folder only after the whole benchmark (compile checks before the slow part)")
+def test_profile_refuses_existing_output_before_benchmarking(compiled, tmp_path):
+    _, out, _ = compiled
+    existing = tmp_path / "P"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    proc = subprocess.Popen([sys.executable, "-m", "edgepack", "profile", str(out / "onnxruntime" / "model.onnx"),
+                             "--runs", "10000000", "--warmup", "0", "-o", str(existing)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while not workers and proc.poll() is None and time.monotonic() < deadline:
+            workers = _children(proc.pid, "edgepack.bench.worker")
+            time.sleep(0.05)
+    finally:
+        _stop(proc, workers)
+    started = bool(workers)
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+    assert not started, "profile started a 10M-run benchmark whose report it could never write"

@@ -42,18 +42,17 @@ def from_proto(model: onnx.ModelProto) -> Source:
 
 
 def reference_runner(model: onnx.ModelProto, input_shapes: dict | None = None):
-    """Run the graph as given, with ORT graph optimisations off, so it is an independent reference."""
-    import onnxruntime as ort
+    """Run the graph as given, ORT graph optimisations off, so it is an independent reference.
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
+    The session is created on first use: `inspect` loads sources without running them.
+    """
+    from edgepack.runtime import ort_runner
+
     state = {}
 
     def run(feeds):
-        if "session" not in state:
-            state["session"] = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        return state["session"].run(None, feeds)
+        if "runner" not in state:
+            state["runner"] = ort_runner(model, optimize=False)
+        return state["runner"](feeds)
 
     return run
-

@@ -40,6 +40,7 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
     if slim is None:
         slim = model
     slim = shape_inference.infer_shapes(slim, strict_mode=False, data_prop=True)
+    name_nodes(slim)
     try:
         onnx.checker.check_model(slim)
     except onnx.checker.ValidationError as e:
@@ -68,6 +69,15 @@ def with_static_inputs(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx
                 d.Clear()
                 d.dim_value = int(value)
     return model
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name: quantization scopes, reports and pruning plans refer to them."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
 
 
 def opset_of(model: onnx.ModelProto) -> int:

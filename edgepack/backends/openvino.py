@@ -1,0 +1,401 @@
+"""OpenVINO (CPU plugin): the artifact is an OpenVINO IR (`model.xml` + `model.bin`).
+
+Precisions and what really runs on the CPU (see `describe()` for a given artifact):
+
+* fp32: weights in FP32. OpenVINO's CPU plugin computes in BF16 by default wherever the CPU
+  has AMX-BF16/AVX512-BF16 (Sapphire Rapids and later), which moved MobileNetV2's logits by up
+  to 1.9 (top-1 changed on 4 of 60 photos) on such a Xeon; an fp32 artifact therefore records
+  INFERENCE_PRECISION_HINT=f32 and `load()` applies it, so fp32 means FP32 arithmetic.
+* fp16: weights stored in FP16 (half the size). The CPU decompresses them and computes in the
+  device's default precision: BF16 on AMX/AVX512-BF16 CPUs, FP32 elsewhere.
+* int8: the QDQ ONNX graph (QuantizeLinear/DequantizeLinear) becomes FakeQuantize, which the CPU
+  plugin runs as INT8 kernels (u8 activations x i8 weights; VNNI/AMX where present). Layers the
+  quantizer left float run in FP32 (hint f32), as the profile's `keep_float_op_types` intend.
+  `emit_nncf()` is the other INT8 route: NNCF post-training quantization (defaults) of the float
+  graph on calibration data.
+
+The settings `load()` needs (precision hint, ONNX output order) travel inside the IR as
+rt_info under "edgepack", so an artifact is self-describing wherever it is copied.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgepack.backends.base import Backend
+from edgepack.errors import EdgepackError, first_line
+from edgepack.ir.spec import TensorSpec
+
+ARTIFACT = "model.xml"
+DEVICE = "CPU"
+RT_KEY = "edgepack"
+PRECISIONS = ("fp32", "fp16", "int8")
+# Inference precision each artifact precision asks for ("" = the device's default).
+PRECISION_HINTS = {"fp32": "f32", "fp16": "", "int8": "f32"}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+_PROTOBUF_LIMIT = 2**31 - 1  # a serialized ModelProto cannot be larger
+
+# runtimePrecision of a layer in the compiled (runtime) model -> the class it is counted in.
+_PRECISION_CLASS = {"u8": "int8", "i8": "int8", "u4": "int4", "i4": "int4", "f32": "fp32",
+                    "bf16": "bf16", "f16": "fp16", "i32": "int32", "i64": "int64"}
+# Runtime-model layer types that are not computation (never counted).
+_NOT_COMPUTE = {"Const", "Input", "Output", "Parameter", "Result"}
+
+
+@dataclass
+class OvSession:
+    """A compiled model with its one InferRequest (reused across calls: no per-call setup)."""
+
+    compiled: Any
+    request: Any
+    inputs: list  # [(name, numpy dtype)] in the compiled model's input order
+    outputs: list  # compiled-model output ports, in the ONNX graph's output order
+    config: dict = field(default_factory=dict)
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    consumes_qdq = True
+
+    # ------------------------------------------------------------------ emit
+
+    def emit(self, model: onnx.ModelProto, outdir: Path, profile, precision: str = "fp32",
+             calib=None) -> Path:
+        """IR for `model` in `outdir`. int8 expects a QDQ graph; given a float graph and `calib`
+        it quantizes with NNCF instead (see `emit_nncf`)."""
+        if precision not in PRECISIONS:
+            raise EdgepackError(f"openvino: unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        has_qdq = any(n.op_type in QDQ_OPS for n in model.graph.node)
+        if precision == "int8" and not has_qdq:
+            if calib is None:
+                raise EdgepackError("openvino: int8 needs a QDQ graph (QuantizeLinear/DequantizeLinear) "
+                                    "or calibration data for NNCF; the model has neither")
+            return self.emit_nncf(model, outdir, profile, calib)
+        ov_model = _convert(model)
+        route = "qdq" if precision == "int8" else ("qdq" if has_qdq else "")
+        _annotate(ov_model, model, precision, int8_route=route, profile=profile)
+        return _save(ov_model, Path(outdir), compress_to_fp16=(precision == "fp16"))
+
+    def emit_nncf(self, model: onnx.ModelProto, outdir: Path, profile, calib,
+                  subset_size: int = 300, **nncf_options) -> Path:
+        """INT8 IR by NNCF post-training quantization of the float `model` (NNCF defaults:
+        MinMax ranges on `subset_size` samples, per-channel symmetric weights, fast bias
+        correction). `calib` is an edgepack Dataset or a list of feed dicts."""
+        import nncf
+
+        if any(n.op_type in QDQ_OPS for n in model.graph.node):
+            raise EdgepackError("openvino: emit_nncf needs the float graph; this one is already quantized (QDQ)")
+        feeds = _calibration_feeds(calib, model)
+        if not feeds:
+            raise EdgepackError("openvino: NNCF quantization needs at least one calibration sample")
+        ov_model = _convert(model)
+        _silence_nncf()
+        try:
+            quantized = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=min(subset_size, len(feeds)),
+                                      **nncf_options)
+        except Exception as e:
+            raise EdgepackError(f"openvino: NNCF quantization failed: {first_line(e)}") from None
+        _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
+                  extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(subset_size, len(feeds)))})
+        return _save(quantized, Path(outdir), compress_to_fp16=False)
+
+    # ------------------------------------------------------------------ run
+
+    def load(self, artifact: Path, threads: int) -> OvSession:
+        return _load(Path(artifact), threads, perf_count=False)
+
+    def run(self, session: OvSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        inputs = {}
+        for name, dtype in session.inputs:
+            if name not in feeds:
+                raise EdgepackError(f"openvino: no value for input {name!r}; "
+                                    f"got {', '.join(feeds) or 'nothing'}")
+            inputs[name] = np.ascontiguousarray(feeds[name], dtype=dtype)
+        result = session.request.infer(inputs, share_inputs=True)
+        return [result[port] for port in session.outputs]  # copies (share_outputs=False)
+
+    def inputs(self, session: OvSession) -> list[TensorSpec]:
+        specs = []
+        for port in session.compiled.inputs:
+            shape = tuple(d.get_length() if d.is_static else "?" for d in port.get_partial_shape())
+            specs.append(TensorSpec(port.get_any_name(), shape, _np_dtype(port.get_element_type()).name))
+        return specs
+
+    # ------------------------------------------------------------------ report
+
+    def describe(self, artifact: Path) -> dict:
+        """What the CPU really runs: per layer type, how many layers executed in which precision
+        (from the compiled runtime model after one profiled inference on zeros)."""
+        import openvino as ov
+
+        session = _load(Path(artifact), threads=1, perf_count=True)
+        zeros = {name: np.zeros(tuple(d if isinstance(d, int) else 1 for d in spec.shape), dtype)
+                 for spec, (name, dtype) in zip(self.inputs(session), session.inputs)}
+        session.request.infer(zeros)
+        executed = {p.node_name for p in session.request.get_profiling_info()
+                    if str(p.status).endswith(".EXECUTED")}
+        per_type: dict[str, Counter] = {}
+        totals: Counter = Counter()
+        for op in session.compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            layer = _rt_str(info, "layerType")
+            if layer in _NOT_COMPUTE or (executed and op.get_friendly_name() not in executed):
+                continue
+            prec = _rt_str(info, "runtimePrecision")
+            per_type.setdefault(layer, Counter())[prec] += 1
+            totals[_PRECISION_CLASS.get(prec, prec)] += 1
+        meta = _artifact_meta(Path(artifact))
+        hint = str(session.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        return {
+            "ov_version": ov.get_version(),
+            "device": _core().get_property(DEVICE, "FULL_DEVICE_NAME"),
+            "precision": meta.get("precision", "unknown"),
+            "int8_route": meta.get("int8_route") or None,
+            "inference_precision_hint": _short_type(hint),
+            "inference_precision_requested": meta.get("inference_precision_hint") or "device default",
+            "execution_precision": {k: dict(sorted(v.items())) for k, v in sorted(per_type.items())},
+            "layers_by_precision": dict(sorted(totals.items())),
+            "int8_layers": totals.get("int8", 0),
+            "fp32_layers": totals.get("fp32", 0),
+            "notes": _notes(meta.get("precision"), _short_type(hint)),
+        }
+
+
+# ---------------------------------------------------------------------- conversion
+
+
+@functools.cache
+def _core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+def _convert(model: onnx.ModelProto):
+    """onnx.ModelProto -> ov.Model; failures become one line naming the op and node."""
+    import openvino as ov
+
+    try:
+        if model.ByteSize() < _PROTOBUF_LIMIT:
+            return ov.convert_model(io.BytesIO(model.SerializeToString()))
+        tmp = Path(tempfile.mkdtemp(prefix="edgepack-ov-"))  # > 2 GiB: weights as external data
+        try:
+            path = tmp / "model.onnx"
+            onnx.save(model, str(path), save_as_external_data=True, location="model.onnx.data")
+            return ov.convert_model(str(path))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except Exception as e:
+        raise EdgepackError(conversion_error(e, model)) from None
+
+
+def conversion_error(e: BaseException, model: onnx.ModelProto | None = None) -> str:
+    """OpenVINO's multi-page conversion report -> one line naming the op, node and reason."""
+    text = str(e)
+    nodes = list(model.graph.node) if model is not None else []
+    missing = re.search(r"No conversion rule found for operations?:\s*(.+)", text)
+    if missing:
+        where = []
+        for op in (o.strip() for o in missing.group(1).split(",") if o.strip()):
+            domain, _, op_type = op.rpartition(".")  # "com.example.FancyOp" / "FancyOp"
+            names = [n.name or n.output[0] for n in nodes if n.op_type == op_type
+                     and (n.domain or "ai.onnx") == (domain or "ai.onnx")]
+            shown = ", ".join(repr(x) for x in names[:3]) + (", ..." if len(names) > 3 else "")
+            where.append(f"{op} (node {shown})" if names else op)
+        return f"openvino cannot convert op {'; '.join(where)}: OpenVINO has no conversion rule for it"
+    failed = re.search(r"<Node\((\w+)\):\s*([^>]*)>", text)
+    if failed:
+        op_type, out_name = failed.group(1), failed.group(2).strip()
+        node = next((n for n in nodes if out_name in n.output or n.name == out_name), None)
+        name = (node.name or out_name) if node is not None else out_name
+        return f"openvino cannot convert node {name!r} ({op_type}): {_reason(text)}"
+    summary = re.search(r"Conversion is failed for:\s*(.+)", text)
+    if summary:
+        return f"openvino cannot convert {summary.group(1).strip()}: {_reason(text)}"
+    return f"openvino cannot convert the model: {_reason(text)}"
+
+
+def _reason(text: str) -> str:
+    """The most specific line of an OpenVINO error: the last informative one before 'Summary'."""
+    body = text.split("Summary:")[0]
+    skip = ("Check '", "While validating", "FrontEnd API failed", "Model wasn't fully converted",
+            "[ONNX Frontend]", "-- ", "Exception from src")
+    lines = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    reason = lines[-1] if lines else first_line(Exception(text))
+    return reason[:300]
+
+
+def _annotate(ov_model, source: onnx.ModelProto, precision: str, int8_route: str, profile,
+              extra: dict | None = None) -> None:
+    """Record what load() and describe() need inside the IR (rt_info["edgepack"])."""
+    from edgepack import __version__
+
+    meta = {
+        "precision": precision,
+        "int8_route": int8_route,
+        "inference_precision_hint": PRECISION_HINTS[precision],
+        # OpenVINO keeps ONNX tensor names; the order is kept explicitly so run() never depends on it.
+        "onnx_outputs": json.dumps([o.name for o in source.graph.output]),
+        "edgepack_version": __version__,
+        "target": getattr(profile, "name", "") or "",
+        **(extra or {}),
+    }
+    options = _profile_options(profile)
+    if options:
+        meta["runtime_options"] = json.dumps(options)
+    for key, value in meta.items():
+        ov_model.set_rt_info(str(value), [RT_KEY, key])
+
+
+def _profile_options(profile) -> dict:
+    """Runtime options a target profile gives OpenVINO (a `runtimes[].options` mapping, where the
+    profile schema has one); applied at load, after edgepack's own settings."""
+    try:
+        runtime = profile.runtime("openvino")
+    except Exception:
+        return {}
+    options = getattr(runtime, "options", None)
+    return {str(k): str(v) for k, v in dict(options or {}).items()}
+
+
+def _save(ov_model, outdir: Path, compress_to_fp16: bool) -> Path:
+    """Write model.xml + model.bin; the .xml appears last, so its presence means complete."""
+    import openvino as ov
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    final = outdir / ARTIFACT
+    tmp = outdir / f".{final.stem}.tmp-{os.getpid()}.xml"
+    try:
+        ov.save_model(ov_model, str(tmp), compress_to_fp16=compress_to_fp16)
+        os.replace(tmp.with_suffix(".bin"), final.with_suffix(".bin"))
+        os.replace(tmp, final)
+    except Exception as e:
+        for p in (tmp, tmp.with_suffix(".bin")):
+            p.unlink(missing_ok=True)
+        raise EdgepackError(f"openvino: cannot write {final}: {first_line(e)}") from None
+    return final
+
+
+def _calibration_feeds(calib, model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
+    """Full batches shaped like the model's inputs, from a Dataset or a list of feed dicts."""
+    if isinstance(calib, (list, tuple)):
+        return list(calib)
+    from edgepack.ir.spec import graph_inputs
+
+    specs = graph_inputs(model)
+    first = specs[0].shape[0] if specs and specs[0].shape else 1
+    batch = first if isinstance(first, int) and first > 0 else 1
+    return [f for f in calib.batches(batch) if len(next(iter(f.values()))) == batch]
+
+
+def _silence_nncf() -> None:
+    import logging
+
+    try:
+        from nncf.common.logging import nncf_logger
+
+        nncf_logger.setLevel(logging.ERROR)
+    except ImportError:
+        pass
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _artifact_meta(path: Path, ov_model=None) -> dict:
+    model = ov_model if ov_model is not None else _core().read_model(str(path))
+    if not model.has_rt_info([RT_KEY]):
+        return {}
+    section = model.get_rt_info([RT_KEY])
+    try:
+        return {k: _as_str(v) for k, v in section.astype(dict).items()}
+    except Exception:
+        return {}
+
+
+def _load(path: Path, threads: int, perf_count: bool) -> OvSession:
+    if not path.is_file():
+        raise EdgepackError(f"{path}: no such file")
+    if threads < 1:
+        raise EdgepackError(f"openvino: threads must be >= 1, got {threads}")
+    core = _core()
+    try:
+        ov_model = core.read_model(str(path))
+    except Exception as e:
+        raise EdgepackError(f"{path}: OpenVINO cannot read it: {first_line(e)}") from None
+    meta = _artifact_meta(path, ov_model)
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                              "NUM_STREAMS": 1}
+    if meta.get("inference_precision_hint"):
+        config["INFERENCE_PRECISION_HINT"] = meta["inference_precision_hint"]
+    if meta.get("runtime_options"):
+        config.update(json.loads(meta["runtime_options"]))
+    if perf_count:
+        config["PERF_COUNT"] = True
+    try:
+        compiled = core.compile_model(ov_model, DEVICE, config)
+    except Exception as e:
+        raise EdgepackError(f"{path}: OpenVINO cannot compile it for {DEVICE}: {_reason(str(e))}") from None
+    outputs = list(compiled.outputs)
+    order = json.loads(meta["onnx_outputs"]) if meta.get("onnx_outputs") else []
+    if order:
+        by_name = {n: port for port in compiled.outputs for n in port.get_names()}
+        missing = [n for n in order if n not in by_name]
+        if missing:
+            raise EdgepackError(f"{path}: outputs {missing} of the ONNX graph are not in the IR")
+        outputs = [by_name[n] for n in order]
+    inputs = [(port.get_any_name(), _np_dtype(port.get_element_type())) for port in compiled.inputs]
+    return OvSession(compiled, compiled.create_infer_request(), inputs, outputs, config)
+
+
+def _np_dtype(ov_type) -> np.dtype:
+    try:
+        return np.dtype(ov_type.to_dtype())
+    except Exception:
+        return np.dtype(np.float32)
+
+
+def _as_str(v) -> str:
+    try:
+        return v.astype(str)
+    except Exception:
+        return str(v)
+
+
+def _rt_str(info, key: str) -> str:
+    return _as_str(info[key]) if key in info else "?"
+
+
+def _short_type(t: str) -> str:
+    """'<Type: 'bfloat16'>' / 'bf16' -> 'bf16'."""
+    names = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "undefined": "undefined"}
+    m = re.search(r"'(\w+)'", t)
+    t = m.group(1) if m else t
+    return names.get(t, t)
+
+
+def _notes(precision: str | None, hint: str) -> list[str]:
+    notes = []
+    if precision == "fp16":
+        notes.append("weights are stored in FP16; OpenVINO CPU decompresses them and computes in the "
+                     f"inference precision ({hint}), not in FP16, unless INFERENCE_PRECISION_HINT says f16")
+    if precision == "fp32":
+        notes.append("INFERENCE_PRECISION_HINT=f32 is set: OpenVINO CPU would otherwise compute in BF16 "
+                     "on CPUs with AMX/AVX512-BF16")
+    if precision == "int8":
+        notes.append("FakeQuantize layers are fused into INT8 kernels; layers left float run in "
+                     f"{hint}")
+    return notes

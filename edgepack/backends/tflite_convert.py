@@ -1,0 +1,352 @@
+"""ONNX -> TFLite, run as a child process by `TfliteBackend.emit` (never imported by the parent).
+
+    python -m edgepack.backends.tflite_convert JOB.json      (cwd: a scratch folder)
+
+Why a child process in a scratch folder: onnx2tf writes working files into the current folder,
+reads `calibration_image_sample_data_20x128x128x3_float32.npy` from it (and downloads that file
+when it is missing), calls `sys.exit` on some errors, and TensorFlow keeps gigabytes resident.
+None of that may touch the user's process or folders.
+
+The route (evidence in shared/TFLITE.md): onnx2tf 1.29.24 (installed with --no-deps beside
+TensorFlow 2.21) turns the ONNX graph into a Keras graph in NHWC without stray transposes; its
+own simplifier and saving are off (the graph is already canonical; `disable_model_save` makes it
+return the model instead of serialising it three times, which took ~85 s for MobileNetV2). The
+precision is then made by one `TFLiteConverter.from_concrete_functions` call: fp32, fp16 weights,
+or full-integer INT8 (per-channel weights, calibrated on the caller's data, int8/uint8/float I/O).
+
+Inputs of the job (JSON): onnx (path), precision, io_dtype, per_channel, calib (npz keyed by ONNX
+input name, ONNX layout, or null), keep_float_ops (TFLite op names to leave in float; only for
+float I/O), out (folder). Results: OUT/model.tflite, OUT/model.io.json, or OUT/error.json with
+{"stage", "op_type", "node", "message"} when the conversion fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _sanitize(name: str) -> str:
+    """How onnx2tf renames ONNX node/tensor names (colons are not allowed in TF names)."""
+    return re.sub("^/", "wa/", name.replace(":", "__"))
+
+
+def _node_of(onnx_model, name: str | None):
+    """(op_type, node name) of the ONNX node onnx2tf called `name` (possibly sanitised)."""
+    if not name:
+        return None, None
+    plain = re.sub("^wa/", "/", name)
+    for node in onnx_model.graph.node:
+        if name in (node.name, _sanitize(node.name)) or plain == node.name:
+            return node.op_type, node.name
+    return None, plain
+
+
+def _ops_named_in(onnx_model, text: str):
+    """The first ONNX node whose (sanitised) name appears in a converter message."""
+    for node in onnx_model.graph.node:
+        for cand in {node.name, _sanitize(node.name)}:
+            if cand and len(cand) > 2 and cand in text:
+                return node.op_type, node.name
+    return None, None
+
+
+def _first_line(text: str, limit: int = 240) -> str:
+    for line in str(text).splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+        if line:
+            return line[:limit]
+    return ""
+
+
+def _channel_last(rank: int) -> list[int]:
+    return [0, *range(2, rank), 1]
+
+
+def _inverse(perm: list[int]) -> list[int]:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return inv
+
+
+def _input_perm(onnx_shape: list[int], tf_shape: list[int]) -> list[int]:
+    """Permutation taking an ONNX-layout input to the converted model's layout."""
+    rank = len(onnx_shape)
+    ident = list(range(rank))
+    cl = _channel_last(rank) if rank >= 3 else ident
+    matches_cl = [onnx_shape[p] for p in cl] == tf_shape
+    if matches_cl:  # onnx2tf moves channels last for 3-5 D inputs: prefer that when both fit
+        return cl
+    if onnx_shape == tf_shape:
+        return ident
+    raise ValueError(f"input shape {onnx_shape} became {tf_shape}: no known layout mapping")
+
+
+def _norm_err(ref, got) -> float:
+    import numpy as np
+
+    ref = np.asarray(ref, np.float64)
+    got = np.asarray(got, np.float64)
+    if ref.shape != got.shape:
+        return float("inf")
+    return float(np.abs(ref - got).max() / (np.abs(ref).max() + 1e-12))
+
+
+def convert(job: dict) -> dict:
+    import numpy as np
+    import onnx
+
+    out = Path(job["out"])
+    onnx_model = onnx.load(job["onnx"])
+    # Offline: onnx2tf would download this file for 3-channel 4-D inputs; it only feeds its own
+    # checks (our calibration data is passed to the converter directly).
+    if not Path(SAMPLE_FILE).is_file():
+        np.save(SAMPLE_FILE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+
+    t0 = time.perf_counter()
+    stage = "onnx2tf"
+    try:
+        import onnx2tf
+        import tensorflow as tf
+
+        try:
+            model = onnx2tf.convert(onnx_graph=onnx_model, output_folder_path=str(Path.cwd() / "saved_model"),
+                                    not_use_onnxsim=True, disable_model_save=True, verbosity="error")
+        except SystemExit as e:  # onnx2tf exits on some input problems after logging them
+            raise RuntimeError(f"onnx2tf exited ({e.code}); see its log") from None
+        graph_s = time.perf_counter() - t0
+        stage = "check"
+
+        from edgepack.ir.spec import graph_inputs, graph_outputs
+
+        in_specs, out_specs = graph_inputs(onnx_model), graph_outputs(onnx_model)
+        keras_in = {_sanitize(t.name): t for t in model.inputs}
+        keras_in.update({t.name: t for t in model.inputs})
+        inputs = []
+        for k, spec in enumerate(in_specs):
+            tf_t = keras_in.get(spec.name)
+            if tf_t is None:
+                tf_t = keras_in.get(_sanitize(spec.name))
+            if tf_t is None:
+                tf_t = model.inputs[k]
+            tf_shape = [int(d) for d in tf_t.shape]
+            inputs.append({"name": spec.name, "onnx_shape": list(spec.shape), "onnx_dtype": spec.dtype,
+                           "keras_name": tf_t.name, "tf_shape": tf_shape,
+                           "perm": _input_perm(list(spec.shape), tf_shape)})
+
+        # A sample in ONNX layout: the first calibration batch, else seeded normal data.
+        calib = None
+        if job.get("calib"):
+            with np.load(job["calib"]) as z:
+                calib = {k: z[k] for k in z.files}
+        batch = int(in_specs[0].shape[0]) if in_specs and in_specs[0].shape else 1
+        rng = np.random.default_rng(0)
+
+        def onnx_batch(i: int) -> dict:
+            if calib is not None:
+                return {s.name: calib[s.name][i * batch:(i + 1) * batch] for s in in_specs}
+            return {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in in_specs}
+
+        def to_tf(feed: dict) -> list:
+            return [np.ascontiguousarray(np.transpose(feed[i["name"]], i["perm"])) for i in inputs]
+
+        sample = onnx_batch(0)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        ref = ort.InferenceSession(onnx_model.SerializeToString(), opts,
+                                   providers=["CPUExecutionProvider"]).run(None, sample)
+        keras_out = model(to_tf(sample))
+        keras_out = [np.asarray(t) for t in (keras_out if isinstance(keras_out, (list, tuple)) else [keras_out])]
+        layouts = getattr(model, "onnx_output_layouts", {}) or {}
+        outputs = []
+        for k, spec in enumerate(out_specs):
+            r = np.asarray(ref[k])
+            tf_arr = keras_out[k]
+            rank = r.ndim
+            cands = [list(range(rank))] + ([_inverse(_channel_last(rank))] if rank >= 3 else [])
+            if layouts.get(spec.name) and rank >= 3:
+                cands.reverse()
+            # perm takes the converted model's output back to the ONNX layout
+            errs = [_norm_err(r, np.transpose(tf_arr, p)) if len(p) == tf_arr.ndim else float("inf")
+                    for p in cands]
+            best = int(np.argmin(errs))
+            if not np.isfinite(errs[best]):
+                raise ValueError(f"output {spec.name!r}: shape {list(r.shape)} became {list(tf_arr.shape)}")
+            outputs.append({"name": spec.name, "onnx_shape": list(r.shape), "onnx_dtype": spec.dtype,
+                            "tf_shape": list(tf_arr.shape), "perm": cands[best],
+                            "graph_rel_err": errs[best]})
+
+        stage = "tflite"
+        t1 = time.perf_counter()
+        fn = tf.function(lambda *xs: model(xs),
+                         input_signature=[tf.TensorSpec(t.shape, t.dtype, t.name) for t in model.inputs])
+        holder = tf.Module()  # not the Keras model: tracking its layers costs ~15 s per conversion
+        holder.fn = fn
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], holder)
+        precision = job["precision"]
+        notes = []
+        calib_used = 0
+        if precision == "fp16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":
+            if calib is None:
+                raise ValueError("int8 needs calibration data")
+            n = len(next(iter(calib.values()))) // batch
+            calib_used = n * batch
+
+            def representative():
+                for i in range(n):
+                    yield [x.astype(np.float32) for x in to_tf(onnx_batch(i))]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter._experimental_disable_per_channel = not job.get("per_channel", True)
+            io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[job["io_dtype"]]
+            keep = list(job.get("keep_float_ops") or [])
+            if keep and io == tf.float32:
+                # selective quantization: the named ops stay float (they run on the CPU)
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
+                debugger = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=representative,
+                    debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=keep))
+                flat = debugger.get_nondebug_quantized_model()
+                notes.append(f"kept in float: {', '.join(keep)}")
+            else:
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.inference_input_type = io
+                converter.inference_output_type = io
+        if not (precision == "int8" and job.get("keep_float_ops") and job["io_dtype"] == "float32"):
+            flat = converter.convert()
+        tflite_path = out / "model.tflite"
+        tflite_path.write_bytes(flat)
+        convert_s = time.perf_counter() - t1
+
+        stage = "check"
+        io_map = _map_io(tflite_path, inputs, outputs, to_tf(sample), keras_out)
+        return {
+            "format": 1,
+            "precision": precision,
+            "converter": f"onnx2tf {onnx2tf.__version__} + TFLiteConverter (tensorflow {tf.__version__})",
+            "io_dtype": job["io_dtype"] if precision == "int8" else "float32",
+            "weights_per_channel": bool(job.get("per_channel", True)) if precision == "int8" else None,
+            "calibration_samples": calib_used,
+            "inputs": io_map["inputs"],
+            "outputs": io_map["outputs"],
+            "sample_check": io_map["check"],
+            "notes": notes,
+            "seconds": {"graph": round(graph_s, 2), "convert": round(convert_s, 2)},
+        }
+    except Exception as e:  # noqa: BLE001 - turned into one line for the parent
+        traceback.print_exc()
+        op_type, node = _node_of(onnx_model, getattr(e, "onnx_op_name", None))
+        text = str(e)
+        m = re.search(r"No module named 'onnx2tf\.ops\.(\w+)'", text)
+        if m:
+            op_type = m.group(1)
+            text = f"{op_type} is not implemented by onnx2tf"
+            if node is None:
+                node = next((n.name for n in onnx_model.graph.node if n.op_type == op_type), None)
+        if op_type is None:
+            op_type, node = _ops_named_in(onnx_model, text)
+        raise ConversionError({"stage": stage, "op_type": op_type, "node": node,
+                               "message": _first_line(text) or type(e).__name__}) from e
+
+
+class ConversionError(Exception):
+    def __init__(self, info: dict):
+        super().__init__(info["message"])
+        self.info = info
+
+
+def _map_io(tflite_path: Path, inputs: list, outputs: list, tf_sample: list, keras_out: list) -> dict:
+    """Match the .tflite's tensors to ONNX inputs/outputs; record layouts and quantization."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(tflite_path), num_threads=1)
+    it.allocate_tensors()
+    tin, tout = it.get_input_details(), it.get_output_details()
+    if len(tin) != len(inputs) or len(tout) != len(outputs):
+        raise ValueError(f"the .tflite has {len(tin)} inputs / {len(tout)} outputs, the ONNX graph "
+                         f"{len(inputs)} / {len(outputs)}")
+
+    def quant(d):
+        scale, zp = d["quantization"]
+        if np.dtype(d["dtype"]).kind in "iu" and scale:
+            return {"scale": float(scale), "zero_point": int(zp)}
+        return None
+
+    remaining = list(tin)
+    res_in = []
+    for k, spec in enumerate(inputs):
+        names = (spec["keras_name"], _sanitize(spec["name"]), spec["name"])
+        d = next((d for d in remaining if any(d["name"] in (n, f"serving_default_{n}:0") for n in names)), None)
+        d = d or remaining[0]
+        remaining.remove(d)
+        res_in.append({**{k2: spec[k2] for k2 in ("name", "onnx_shape", "onnx_dtype", "perm")},
+                       "tflite_name": d["name"], "tflite_shape": [int(x) for x in d["shape"]],
+                       "tflite_dtype": np.dtype(d["dtype"]).name, "quant": quant(d)})
+        x = tf_sample[k]
+        q = res_in[-1]["quant"]
+        if q:
+            info = np.iinfo(np.dtype(d["dtype"]))
+            x = np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max)
+        it.set_tensor(d["index"], x.astype(d["dtype"]))
+    it.invoke()
+    got = []
+    for d in tout:
+        y = it.get_tensor(d["index"]).astype(np.float32)
+        q = quant(d)
+        if q:
+            y = (y - q["zero_point"]) * q["scale"]
+        got.append((d, y))
+    res_out, worst = [], 0.0
+    free = list(range(len(got)))
+    for k, spec in enumerate(outputs):
+        errs = [_norm_err(keras_out[k], got[j][1]) if j in free else float("inf") for j in range(len(got))]
+        j = int(np.argmin(errs))
+        if not np.isfinite(errs[j]):
+            raise ValueError(f"no .tflite output matches ONNX output {spec['name']!r} {spec['tf_shape']}")
+        free.remove(j)
+        d = got[j][0]
+        worst = max(worst, errs[j])
+        res_out.append({**{k2: spec[k2] for k2 in ("name", "onnx_shape", "onnx_dtype", "perm")},
+                        "tflite_name": d["name"], "tflite_shape": [int(x) for x in d["shape"]],
+                        "tflite_dtype": np.dtype(d["dtype"]).name, "quant": quant(d)})
+    return {"inputs": res_in, "outputs": res_out,
+            "check": {"max_rel_err_vs_float_graph": worst,
+                      "float_graph_rel_err_vs_onnx": max((o["graph_rel_err"] for o in outputs), default=0.0)}}
+
+
+def main(job_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    out = Path(job["out"])
+    try:
+        result = convert(job)
+    except ConversionError as e:
+        _write_json(out / "error.json", e.info)
+        return 2
+    _write_json(out / "model.io.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,480 @@
+"""Apache TVM (Relax, 0.27): the artifact is a shared library `model.so` plus `model.json`.
+
+ONNX -> Relax (`tvm.relax.frontend.onnx.from_onnx`) -> legalize + fuse -> schedules -> `model.so`.
+
+Schedules, in order of preference for each fused kernel:
+1. MetaSchedule tuning records for this model + target, from a database cached under
+   ~/.cache/edgepack/tvm/<hash of model, target, TVM version>/ (tuned within a time budget:
+   `tune_seconds`, or $EDGEPACK_TVM_TUNE_SECONDS; 0 = no new tuning, cached records still apply);
+2. edgepack's default CPU schedule (`_CpuDefault`): parallel outer loops, reductions moved outside
+   a vectorised innermost output loop. TVM 0.27 ships default schedules for GPUs only, and
+   unscheduled CPU kernels are single-threaded scalar loops.
+
+An artifact without tuning records is reported as untuned: it runs and is correct, but it is
+not a deployable result (MobileNetV2 untuned is several times slower than ONNX Runtime).
+
+Cross-compiled artifacts (a profile whose `tvm.target` names another architecture, e.g. arm64)
+are linked with the Debian cross toolchain (`aarch64-linux-gnu-g++`) and run on the emulated
+board (edgepack.board), not on this host.
+
+Threads: TVM's CPU thread pool reads TVM_NUM_THREADS when it starts, so `load` sets it before
+the first inference and also reconfigures a pool that is already running
+(`runtime.config_threadpool`), so every `load(threads=N)` runs with N threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgepack.backends.base import Backend
+from edgepack.errors import EdgepackError, first_line
+from edgepack.ir.spec import TensorSpec, graph_inputs, graph_outputs
+
+SIDECAR = "model.json"
+CACHE_VERSION = 1  # bump when what goes into the key or the database layout changes
+UNTUNED_NOTE = "untuned TVM is not a deployable result: give it a tuning budget (EDGEPACK_TVM_TUNE_SECONDS)"
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+def cache_root() -> Path:
+    env = os.environ.get("EDGEPACK_TVM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgepack" / "tvm"
+
+
+def _env_seconds() -> float:
+    raw = os.environ.get("EDGEPACK_TVM_TUNE_SECONDS", "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise EdgepackError(f"EDGEPACK_TVM_TUNE_SECONDS={raw!r}: expected a number of seconds") from None
+    if value < 0:
+        raise EdgepackError(f"EDGEPACK_TVM_TUNE_SECONDS={raw!r}: must be >= 0")
+    return value
+
+
+class TvmBackend(Backend):
+    name = "tvm"
+    consumes_qdq = True
+
+    def __init__(self, tune_seconds: float | None = None, cache_dir: str | Path | None = None,
+                 trials_per_iter: int | None = None):
+        self.tune_seconds = _env_seconds() if tune_seconds is None else float(tune_seconds)
+        if self.tune_seconds < 0:
+            raise EdgepackError(f"tune_seconds must be >= 0, got {tune_seconds}")
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.trials_per_iter = trials_per_iter
+        self.last_tuning: dict | None = None  # what the latest emit() did about tuning
+
+    # ------------------------------------------------------------------ emit
+
+    def emit(self, model: onnx.ModelProto, outdir: Path, profile, precision: str = "fp32",
+             calib=None) -> Path:
+        if precision == "int8":
+            raise EdgepackError("TVM INT8 not supported yet: compile fp32, or use another backend for int8")
+        if precision != "fp32":
+            raise EdgepackError(f"TVM {precision} not supported yet: only fp32")
+        import tvm
+
+        target_dict, cross = resolve_target(profile)
+        target = tvm.target.Target(target_dict)
+        triple = _triple(target_dict)
+        mod = import_onnx(model)
+
+        key = cache_key(model, target_dict)
+        work_dir = (self.cache_dir or cache_root()) / key
+        tuning = _tune(mod, target, work_dir, 0.0 if cross else self.tune_seconds, self.trials_per_iter)
+        if cross and self.tune_seconds > 0:
+            tuning["notes"].append("not tuned: tuning a cross-compiled target needs the real board "
+                                   "(MetaSchedule RPC runner); emulated timings would mislead it")
+        self.last_tuning = tuning
+
+        t0 = time.perf_counter()
+        try:
+            ex = _build(mod, target, work_dir if tuning["records"] else None)
+        except EdgepackError:
+            raise
+        except Exception as e:  # a lowering/codegen failure in TVM itself
+            raise EdgepackError(f"TVM failed to compile the model for {target_dict}: {first_line(e)}") from None
+        build_s = time.perf_counter() - t0
+
+        path = Path(outdir) / "model.so"
+        try:
+            if cross:
+                from tvm.support.cc import cross_compiler
+
+                cxx = f"{triple}-g++"
+                if not shutil.which(cxx):
+                    raise EdgepackError(f"{cxx} not found: cross-compiling for {triple} needs "
+                                        f"`apt-get install g++-{triple.replace('_', '-')}`")
+                ex.export_library(str(path), fcompile=cross_compiler(cxx))
+            else:
+                ex.export_library(str(path))
+        except EdgepackError:
+            raise
+        except Exception as e:
+            raise EdgepackError(f"TVM could not link {path.name}: {first_line(e)}") from None
+
+        sidecar = {
+            "format": "tvm-relax-vm",
+            "tvm_version": tvm.__version__,
+            "entry": "main",
+            "inputs": [s.to_dict() for s in graph_inputs(model)],
+            "outputs": [s.to_dict() for s in graph_outputs(model)],
+            "target": target_dict,
+            "target_triple": triple,
+            "cross_compiled": cross,
+            "tuned": tuning["records"] > 0,
+            "tuning": {k: v for k, v in tuning.items() if k != "notes"},
+            "build_s": round(build_s, 2),
+            "default_schedule": "edgepack _CpuDefault (parallel + vectorise) for kernels without records",
+            "notes": tuning["notes"] + ([] if tuning["records"] else [UNTUNED_NOTE]),
+        }
+        (Path(outdir) / SIDECAR).write_text(json.dumps(sidecar, indent=2))
+        return path
+
+    # ------------------------------------------------------------------ run
+
+    def load(self, artifact: Path, threads: int):
+        artifact = Path(artifact)
+        meta = read_sidecar(artifact)
+        arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
+        if meta.get("target_triple", arch).split("-")[0] != arch:
+            what = meta["target_triple"].split("-")[0]
+            raise EdgepackError(f"{what} artifact: run it on the board (edgepack.board)")
+        _set_threads(threads)
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        vm = VirtualMachine(tvm.runtime.load_module(str(artifact)), tvm.cpu())
+        return _Session(vm, meta)
+
+    def run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import tvm
+
+        try:
+            args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[s["name"]], dtype=s["dtype"]))
+                    for s in session.meta["inputs"]]
+        except KeyError as e:
+            raise EdgepackError(f"TVM artifact needs input {e.args[0]!r}; got {', '.join(feeds)}") from None
+        return _flatten(session.vm[session.meta.get("entry", "main")](*args))
+
+    def inputs(self, session) -> list[TensorSpec]:
+        return [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in session.meta["inputs"]]
+
+    def describe(self, artifact: Path) -> dict:
+        meta = read_sidecar(Path(artifact))
+        return {"tuned": meta["tuned"], "target": meta["target"], "target_triple": meta["target_triple"],
+                "cross_compiled": meta["cross_compiled"], "tuning": meta["tuning"], "notes": meta["notes"]}
+
+
+class _Session:
+    def __init__(self, vm, meta: dict):
+        self.vm = vm
+        self.meta = meta
+
+
+# ---------------------------------------------------------------------- helpers (public for tests)
+
+def read_sidecar(artifact: Path) -> dict:
+    path = Path(artifact).with_name(SIDECAR)
+    if not path.is_file():
+        raise EdgepackError(f"{artifact}: {SIDECAR} missing beside it (it holds the I/O names and target)")
+    return json.loads(path.read_text())
+
+
+def resolve_target(profile) -> tuple[dict, bool]:
+    """The TVM target dict for `profile` and whether it is for another architecture."""
+    import tvm
+
+    wanted = getattr(getattr(profile, "tvm", None), "target", None)
+    host_arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
+    if wanted:
+        target = dict(wanted)
+        triple = target.get("mtriple")
+        cross = bool(triple) and triple.split("-")[0] != host_arch
+    else:  # the machine that compiles is the machine that runs: let LLVM name its CPU
+        target = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
+        cross = False
+    if target.get("kind", "llvm") == "llvm" and "num-cores" not in target:
+        # MetaSchedule needs a core count to plan parallel loops.
+        cores = profile.effective_threads() if not cross else (profile.benchmark.threads or 4)
+        target["num-cores"] = int(cores)
+    try:
+        tvm.target.Target(target)
+    except Exception as e:
+        raise EdgepackError(f"profile {profile.name}: tvm.target {target} is not a valid TVM target: "
+                            f"{first_line(e)}") from None
+    return target, cross
+
+
+def _triple(target: dict) -> str:
+    if target.get("mtriple"):
+        return str(target["mtriple"])
+    arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
+    return f"{arch}-linux-gnu" if sys.platform.startswith("linux") else f"{arch}-{sys.platform}"
+
+
+def cache_key(model: onnx.ModelProto, target: dict) -> str:
+    import tvm
+
+    h = hashlib.sha256()
+    h.update(model.SerializeToString(deterministic=True))
+    h.update(json.dumps(target, sort_keys=True).encode())
+    h.update(f"tvm {tvm.__version__} edgepack-tvm-cache {CACHE_VERSION}".encode())
+    return h.hexdigest()[:20]
+
+
+def import_onnx(model: onnx.ModelProto):
+    """ONNX -> Relax IRModule; an unsupported op is an EdgepackError naming the op and its node."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+        known = set(_get_convert_map()) | {"Constant", "If"}
+    except Exception:  # private helper moved: the importer's own check still applies
+        known = None
+    if known is not None:
+        missing = [n for n in model.graph.node if n.op_type not in known]
+        if missing:
+            ops = sorted({n.op_type for n in missing})
+            nodes = ", ".join(f"{n.op_type} node {n.name or '(unnamed)'!r}" for n in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise EdgepackError(f"TVM cannot import op{'s' if len(ops) > 1 else ''} {', '.join(ops)}: "
+                                f"{nodes}{more} (no converter in TVM's Relax ONNX frontend)")
+    try:
+        mod = from_onnx(model, keep_params_in_input=False)
+    except Exception as e:
+        node = _failing_node(e)
+        where = f"{node.op_type} node {node.name or '(unnamed)'!r}" if node is not None else "the graph"
+        raise EdgepackError(f"TVM cannot import {where}: {first_line(e)}") from None
+    from tvm import relax
+
+    return relax.transform.DecomposeOpsForInference()(mod)
+
+
+def _failing_node(exc: BaseException):
+    """The ONNX node the Relax importer was converting when `exc` was raised, if known."""
+    tb = exc.__traceback__
+    node = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_construct_nodes":
+            node = tb.tb_frame.f_locals.get("node", node)
+        tb = tb.tb_next
+    return node
+
+
+def _flatten(out) -> list[np.ndarray]:
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    result = []
+    for item in out:
+        result.extend(_flatten(item))
+    return result
+
+
+def _set_threads(threads: int) -> None:
+    threads = max(1, int(threads))
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the pool starts
+    if "tvm" in sys.modules:  # a pool may already be running with another count
+        import tvm
+
+        config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+        if config is not None:
+            config(1, threads)  # 1 = kBig: the big cores, `threads` of them
+
+
+# ---------------------------------------------------------------------- build
+
+def _prepare(mod, target):
+    """Legalize + fuse exactly as MetaSchedule's task extraction does, so records match kernels."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as rp  # 0.27: relax.pipeline's wrappers miss it
+
+    seq = [*rp.library_dispatch_passes(target), relax.transform.LegalizeOps(),
+           relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+           relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(seq)(mod)
+
+
+def _build(mod, target, work_dir: Path | None):
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as rp
+    from tvm.s_tir import dlight as dl
+
+    mod = _prepare(mod, target)
+    with target, tvm.transform.PassContext(opt_level=3):
+        if work_dir is not None:
+            with _database(work_dir):
+                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        lanes = max(4, tvm.target.codegen.llvm_get_vector_width(target) // 32)
+        mod = dl.ApplyDefaultSchedule(_cpu_default_rule(lanes))(mod)
+        mod = tvm.transform.Sequential([*rp.dataflow_lower_passes(target), *rp.finalize_passes(target)])(mod)
+        return tvm.compile(mod, target=target, relax_pipeline=None)
+
+
+def _database(work_dir: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
+                                    path_tuning_record=str(work_dir / "database_tuning_record.json"),
+                                    module_equality="structural")
+
+
+def _cpu_default_rule(lanes: int):
+    """A dlight rule for kernels without tuning records (TVM 0.27 has defaults for GPUs only).
+
+    Per block: spatial loops first, the innermost spatial loop split into a vector of up to
+    2x`lanes`, reduction loops moved outside that vector, the outer spatial loops fused and run in
+    parallel. Producers (padding, ...) are inlined first. A block this cannot schedule is left as
+    it was: correct, only slower.
+    """
+    from tvm import s_tir, tirx
+    from tvm.s_tir import dlight as dl
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.s_tir.dlight.base import try_inline
+
+    class _CpuDefault(dl.ScheduleRule):
+        def apply(self, func, target, _tunable):
+            if not isinstance(func, tirx.PrimFunc) or (func.attrs and "tir.is_scheduled" in func.attrs):
+                return None
+            sch = s_tir.Schedule(func)
+            infos = normalize_prim_func(sch)
+            if infos is None:
+                return None
+            for info in try_inline(sch, infos):
+                try:
+                    self._block(sch, info)
+                except Exception:  # tvm ScheduleError: schedule primitives check before changing
+                    pass
+            return sch
+
+        @staticmethod
+        def _block(sch, info):
+            kinds, block = info.dom_kind(), info.block_rv
+            loops = sch.get_loops(block)
+            if not loops or "O" in kinds or "S" not in kinds:
+                return
+            spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]
+            reduce = [lp for lp, k in zip(loops, kinds) if k == "R"]
+            sch.reorder(*spatial, *reduce)
+            extent = sch.get(spatial[-1]).extent
+            if not isinstance(extent, tirx.IntImm):
+                return
+            extent = int(extent.value)
+            vec = next(d for d in range(min(extent, 2 * lanes), 0, -1) if extent % d == 0)
+            if 1 < vec < extent:
+                outer_last, inner = sch.split(spatial[-1], [None, vec])
+                outer = [*spatial[:-1], outer_last]
+            elif vec > 1:
+                inner, outer = spatial[-1], spatial[:-1]
+            else:
+                inner, outer = None, spatial
+            if reduce and inner is not None:
+                sch.reorder(*reduce, inner)
+            if outer:
+                sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+            if inner is not None:
+                sch.vectorize(inner)
+            if reduce:
+                sch.decompose_reduction(block, reduce[0])
+
+    return _CpuDefault()
+
+
+# ---------------------------------------------------------------------- tuning
+
+def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | None) -> dict:
+    """Tune for up to `seconds` more (records accumulate in `work_dir`); report what is there."""
+    stats_path = work_dir / "edgepack_tuning.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {
+        "seconds_spent": 0.0, "trials": 0, "sessions": 0}
+    notes: list[str] = []
+    reused = stats["trials"] > 0
+    new_s = 0.0
+    todo = seconds - stats["seconds_spent"]  # a budget already spent on this model+target is not spent again
+    if seconds > 0 and todo > 1.0:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        trials, tasks = _run_metaschedule(mod, target, work_dir, todo, trials_per_iter)
+        new_s = time.perf_counter() - t0
+        stats = {"seconds_spent": stats["seconds_spent"] + new_s, "trials": stats["trials"] + trials,
+                 "sessions": stats["sessions"] + 1, "tasks": tasks}
+        stats_path.write_text(json.dumps(stats, indent=2))
+    records = _count_records(work_dir)
+    if seconds > 0 and reused and new_s == 0.0:
+        notes.append(f"reused {records} cached tuning records ({stats['seconds_spent']:.0f} s of tuning "
+                     f"already spent on this model and target)")
+    return {"records": records, "seconds_requested": seconds, "seconds_this_compile": round(new_s, 1),
+            "seconds_total": round(stats["seconds_spent"], 1), "trials_total": stats["trials"],
+            "tasks": stats.get("tasks"), "reused_cache": reused, "database": str(work_dir),
+            "cost_model": _cost_model_kind(), "notes": notes}
+
+
+def _count_records(work_dir: Path) -> int:
+    path = work_dir / "database_tuning_record.json"
+    if not path.is_file():
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _cost_model_kind() -> str:
+    try:
+        import xgboost  # noqa: F401
+
+        return "xgb"
+    except ImportError:
+        return "random"  # without xgboost MetaSchedule's learned model is unavailable
+
+
+def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | None):
+    """MetaSchedule over every fused kernel, stopped when the time budget runs out."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.ir.utils import derived_object
+
+    tasks = ms.relax_integration.extract_tasks(_prepare(mod, target), target)
+    if not tasks:
+        return 0, 0
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, str(work_dir), space="post-order-apply", strategy="evolutionary", seed=0)
+    deadline = time.monotonic() + seconds
+    count = {"trials": 0}
+
+    @derived_object
+    class _Deadline(ms.measure_callback.PyMeasureCallback):
+        """Stops every task once the budget is spent; records measured so far are kept."""
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            count["trials"] += len(runner_results)
+            if time.monotonic() >= deadline:
+                for i in range(len(contexts)):
+                    try:
+                        task_scheduler.terminate_task(i)
+                    except Exception:
+                        pass  # already finished
+
+    # Fewer candidates per round in short budgets, so that every kernel gets some.
+    per_iter = trials_per_iter or int(min(64, max(8, seconds / len(contexts))))
+    ms.tune.tune_tasks(
+        tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+        max_trials_global=100_000, max_trials_per_task=2_000, num_trials_per_iter=per_iter,
+        database=_database(work_dir), cost_model=_cost_model_kind(),
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _Deadline()],
+        task_scheduler="gradient")
+    return count["trials"], len(contexts)

@@ -1,0 +1,78 @@
+"""Accuracy control: put the quantized layers that hurt the metric most back to float until the
+drop fits the budget.
+
+Layers are ranked by their measured effect on the metric, not by a proxy: the quantized nodes
+are cut into contiguous groups (in graph order, so a group is a stretch of the network), each
+group alone is kept float and the metric re-measured. Calibration is cached by the Quantizer,
+so each trial costs one re-quantization and one evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from edgepack.passes.metrics import Evaluator, drop
+from edgepack.passes.quantize import Quantizer, quantized_nodes
+from edgepack.runtime import ort_runner
+
+MAX_GROUPS = 12
+
+
+@dataclass
+class ControlResult:
+    model: onnx.ModelProto
+    score: float
+    drop: float
+    met: bool
+    kept_float: list[dict] = field(default_factory=list)  # node, op_type, group, gain, reason
+    steps: list[dict] = field(default_factory=list)
+    ranking: list[dict] = field(default_factory=list)
+
+
+def _groups(model: onnx.ModelProto, names: set[str], n_groups: int) -> list[list[onnx.NodeProto]]:
+    nodes = [n for n in model.graph.node if n.name in names]
+    size = max(1, -(-len(nodes) // n_groups))
+    return [nodes[i:i + size] for i in range(0, len(nodes), size)]
+
+
+def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_drop: float,
+            relative: bool, keep_float: list[str], progress=None) -> ControlResult:
+    """Quantize with `keep_float`; if the drop exceeds `max_drop`, rank groups of layers by the
+    metric gained when each alone stays float, then return groups to float, best first, until
+    the budget is met. If it never is, the best model seen is returned with met=False."""
+    def trial(extra: list[str]):
+        model = quantizer.quantize(list(keep_float) + extra)
+        score = evaluator.score(ort_runner(model))
+        return model, score, drop(base_score, score, relative)
+
+    model, score, d = trial([])
+    steps = [{"kept_float": len(keep_float), "score": score, "drop": d}]
+    best = ControlResult(model, score, d, d <= max_drop, steps=steps)
+    if best.met:
+        return best
+    groups = _groups(quantizer.model, quantized_nodes(model) - set(keep_float), MAX_GROUPS)
+    ranking = []
+    for i, group in enumerate(groups):
+        _, g_score, _ = trial([n.name for n in group])
+        ranking.append({"group": i, "nodes": [n.name for n in group], "gain": g_score - score,
+                        "first": group[0].name, "last": group[-1].name})
+        if progress:
+            progress(i + 1, len(groups))
+    ranking.sort(key=lambda r: -r["gain"])
+    best.ranking = ranking
+    floated: list[dict] = []
+    op_type = {n.name: n.op_type for n in quantizer.model.graph.node}
+    for r in ranking:
+        floated += [{"node": n, "op_type": op_type[n], "group": r["group"], "gain": r["gain"],
+                     "reason": f"accuracy: keeping this group float alone gained {r['gain']:+.4f}"}
+                    for n in r["nodes"]]
+        model, g_score, d = trial([f["node"] for f in floated])
+        steps.append({"kept_float": len(keep_float) + len(floated), "score": g_score, "drop": d})
+        if g_score > best.score:
+            best = ControlResult(model, g_score, d, d <= max_drop, list(floated), steps, ranking)
+        if d <= max_drop:
+            break
+    best.steps, best.ranking = steps, ranking
+    return best

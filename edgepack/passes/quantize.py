@@ -1,0 +1,191 @@
+"""Static INT8 (QDQ) with onnxruntime.quantization, parameterised entirely by the target profile.
+
+edgepack adds only what ORT lacks: a profile -> quantizer-settings mapping, an ignored scope
+users can extend by name, pattern or layer kind, and a calibration cache so the accuracy and
+speed searches re-quantize without re-calibrating.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgepack.data import Dataset
+from edgepack.errors import EdgepackError, first_line
+
+# layer kinds beyond ONNX op types, so scopes and measurements can tell depthwise from dense conv
+DEPTHWISE = "DepthwiseConv"
+
+
+def layer_kind(node: onnx.NodeProto, shapes: dict[str, list]) -> str:
+    """The op type, refined to DepthwiseConv for grouped convs with one input channel per group."""
+    if node.op_type == "Conv":
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        w = shapes.get(node.input[1])
+        if group > 1 and w is not None and len(w) > 1 and w[1] == 1:
+            return DEPTHWISE
+    return node.op_type
+
+
+def initializer_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    return {t.name: list(t.dims) for t in model.graph.initializer}
+
+
+@dataclass
+class IgnoredScope:
+    """Nodes to keep in float: exact names, regular expressions over names, or layer kinds."""
+
+    names: list[str] = field(default_factory=list)
+    patterns: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # ONNX op types or DepthwiseConv
+
+    @classmethod
+    def parse(cls, items: list[str] | None) -> "IgnoredScope":
+        """CLI form: `name:conv1`, `pattern:features\\.1[0-9]`, `type:DepthwiseConv` (bare = name)."""
+        scope = cls()
+        for item in items or []:
+            kind, sep, value = item.partition(":")
+            if not sep:
+                kind, value = "name", item
+            bucket = {"name": scope.names, "pattern": scope.patterns, "type": scope.kinds}.get(kind)
+            if bucket is None or not value:
+                raise EdgepackError(f"--keep-float {item!r}: expected name:NODE, pattern:REGEX or type:OP")
+            bucket.append(value)
+        return scope
+
+    def merged(self, other: "IgnoredScope") -> "IgnoredScope":
+        return IgnoredScope(self.names + other.names, self.patterns + other.patterns, self.kinds + other.kinds)
+
+    def resolve(self, model: onnx.ModelProto) -> list[str]:
+        """Node names the scope selects; a name or pattern that selects nothing is an error."""
+        nodes = list(model.graph.node)
+        all_names = {n.name for n in nodes}
+        from edgepack.errors import close_names
+
+        for name in self.names:
+            if name not in all_names:
+                raise EdgepackError(f"keep-float node {name!r} is not in the graph{close_names(name, all_names)}")
+        selected = set(self.names)
+        for pattern in self.patterns:
+            try:
+                rx = re.compile(pattern)
+            except re.error as e:
+                raise EdgepackError(f"keep-float pattern {pattern!r}: {e}")
+            hits = {n.name for n in nodes if rx.search(n.name)}
+            if not hits:
+                raise EdgepackError(f"keep-float pattern {pattern!r} matches no node")
+            selected |= hits
+        if self.kinds:
+            shapes = initializer_shapes(model)
+            selected |= {n.name for n in nodes if layer_kind(n, shapes) in self.kinds or n.op_type in self.kinds}
+        return sorted(selected)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an edgepack Dataset (batches of the graph's size)."""
+
+    def __init__(self, data: Dataset, batch: int):
+        self.data, self.batch = data, batch
+        self.rewind()
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = iter(self.data.batches(self.batch))
+
+    def __len__(self):
+        return len(self.data) // self.batch
+
+
+def ort_settings(profile) -> dict:
+    """The target profile's quantization scheme in onnxruntime.quantization's terms."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    q = profile.quantization
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    return {
+        "quant_format": {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[q.format],
+        "per_channel": q.weights.per_channel,
+        "reduce_range": q.reduce_range,
+        "weight_type": qtype[q.weights.dtype],
+        "activation_type": qtype[q.activations.dtype],
+        "calibrate_method": {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                             "percentile": CalibrationMethod.Percentile}[q.calibration],
+        "op_types_to_quantize": list(q.op_types),
+        "extra_options": {"WeightSymmetric": q.weights.symmetric,
+                          "ActivationSymmetric": q.activations.symmetric},
+    }
+
+
+class Quantizer:
+    """Quantizes one float model many times (different float scopes) from one calibration."""
+
+    def __init__(self, model: onnx.ModelProto, calib: Dataset, profile, batch: int = 1):
+        if calib is None or len(calib) == 0:
+            raise EdgepackError("INT8 needs calibration data: pass --calib DATA (a few hundred samples)")
+        if len(calib) < batch:
+            raise EdgepackError(f"{calib.source}: {len(calib)} samples, fewer than one batch of {batch}")
+        self.model, self.calib, self.profile, self.batch = model, calib, profile, batch
+        self.settings = ort_settings(profile)
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgepack-quant-")
+        self._cache = Path(self._tmp.name) / "calibration.json"
+        # quantize_static rewrites a ModelProto it is given (moves weights to external data),
+        # so it always gets this file instead
+        self._float_path = Path(self._tmp.name) / "model.fp32.onnx"
+        onnx.save(model, str(self._float_path))
+        self.base_scope = IgnoredScope(kinds=list(profile.quantization.keep_float_op_types))
+
+    def quantize(self, keep_float: list[str] = ()) -> onnx.ModelProto:
+        """QDQ model with the nodes in `keep_float` (plus the profile's float op types) left in float."""
+        from onnxruntime.quantization import quantize_static
+
+        exclude = sorted(set(keep_float) | set(self.base_scope.resolve(self.model)))
+        out = Path(self._tmp.name) / "model.int8.onnx"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ORT warns on the root logger about pre-processing we already did
+        try:
+            quantize_static(str(self._float_path), str(out), _Reader(self.calib, self.batch), nodes_to_exclude=exclude,
+                            calibration_cache_path=str(self._cache), **self.settings)
+        except EdgepackError:
+            raise
+        except Exception as e:
+            raise EdgepackError(f"INT8 quantization failed: {type(e).__name__}: {first_line(e)}")
+        finally:
+            root.setLevel(level)
+        return onnx.load(str(out))
+
+    def quantizable_nodes(self) -> list[str]:
+        types = set(self.settings["op_types_to_quantize"])
+        return [n.name for n in self.model.graph.node if n.op_type in types]
+
+
+def quantized_nodes(qmodel: onnx.ModelProto) -> set[str]:
+    """Nodes whose weight or activation inputs come through DequantizeLinear (i.e. run in INT8)."""
+    dq_outputs = {o for n in qmodel.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in qmodel.graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_outputs for i in n.input)}
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 weights and compute with float32 I/O (ORT's converter keeps I/O types stable)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(model, keep_io_types=True)
+    except Exception as e:
+        raise EdgepackError(f"FP16 conversion failed: {first_line(e)}")
+
+
+def model_size(model: onnx.ModelProto) -> int:
+    return model.ByteSize()
+
+
+__all__ = ["IgnoredScope", "Quantizer", "quantized_nodes", "to_fp16", "layer_kind", "np"]

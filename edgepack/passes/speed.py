@@ -1,0 +1,56 @@
+"""Which layer kinds are worth running in INT8 on this CPU? Measured, not assumed.
+
+INT8 is not always faster: on AVX2 without VNNI, ORT's INT8 MobileNetV2 ran 2.2x slower than
+FP32, largely in depthwise convolutions. For each quantized layer kind we time the INT8 model
+with that kind kept in float; a kind whose float version is faster stays float.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+
+from edgepack.passes.quantize import Quantizer, initializer_shapes, layer_kind, quantized_nodes
+from edgepack.runtime import ort_runner
+
+MIN_GAIN = 0.05  # a kind must save >= 5% of end-to-end latency to count as "slower in INT8"
+
+
+def kinds_of(model: onnx.ModelProto, names: set[str]) -> dict[str, list[str]]:
+    shapes = initializer_shapes(model)
+    out: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        if n.name in names:
+            out.setdefault(layer_kind(n, shapes), []).append(n.name)
+    return out
+
+
+def select_kinds(quantizer: Quantizer, feeds: dict[str, np.ndarray], threads: int,
+                 keep_float: list[str] = (), runs: int = 30) -> dict:
+    """Time FP32, INT8, and INT8 minus each layer kind; return the kinds to keep float + evidence."""
+    def ms(model):
+        return ort_runner(model, threads).median_ms(feeds, runs=runs)
+
+    fp32_ms = ms(quantizer.model)
+    qmodel = quantizer.quantize(keep_float)
+    int8_ms = ms(qmodel)
+    by_kind = kinds_of(quantizer.model, quantized_nodes(qmodel) - set(keep_float))
+    evidence, slow = [], []
+    current_ms, floated = int8_ms, list(keep_float)
+    for kind, nodes in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
+        t = ms(quantizer.quantize(floated + nodes))
+        row = {"kind": kind, "layers": len(nodes), "int8_ms": current_ms, "with_kind_float_ms": t}
+        if t < current_ms * (1 - MIN_GAIN):
+            slow.append(kind)
+            floated += nodes
+            row["decision"] = "keep float: faster than INT8 here"
+            current_ms = t
+        else:
+            row["decision"] = "INT8"
+        evidence.append(row)
+    return {"fp32_ms": fp32_ms, "int8_all_ms": int8_ms, "int8_selected_ms": current_ms,
+            "float_kinds": slow, "float_nodes": [n for k in slow for n in by_kind[k]],
+            "per_kind": evidence, "threads": threads, "runs": runs,
+            "layer_kinds": dict(Counter({k: len(v) for k, v in by_kind.items()}))}

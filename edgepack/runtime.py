@@ -1,0 +1,42 @@
+"""In-process ONNX Runtime sessions over ModelProtos, for passes that evaluate candidate models.
+
+(Artifacts are measured by edgepack.bench in a fresh process; this is for search loops.)
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+
+
+class OrtRunner:
+    def __init__(self, model: onnx.ModelProto, threads: int = 0, optimize: bool = True):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.outputs = self.session.get_outputs()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, feeds)
+
+    def median_ms(self, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> float:
+        for _ in range(warmup):
+            self(feeds)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self(feeds)
+            times.append((time.perf_counter() - t0) * 1e3)
+        return float(np.median(times))
+
+
+def ort_runner(model: onnx.ModelProto, threads: int = 0, optimize: bool = True) -> OrtRunner:
+    return OrtRunner(model, threads, optimize)
