@@ -22,7 +22,7 @@ from edgepack.passes.precision import quantize_for_target
 from edgepack.passes.quantize import IgnoredScope, to_fp16
 from edgepack.runtime import ort_runner
 from edgepack.frontends import load_source
-from edgepack.fsutil import dir_size, sha256_file, staged_dir
+from edgepack.fsutil import check_free, dir_size, sha256_file, staged_dir
 from edgepack.hostinfo import environment
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs, graph_outputs
@@ -63,8 +63,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         raise EdgepackError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     source = load_source(model, input_shapes, weights)
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / f"{_slug(source.name)}-{profile.name}"
-    if outdir.exists() and not force:  # fail before the slow part, not after it
-        raise EdgepackError(f"{outdir} already exists: pass --force to replace it, or -o another folder")
+    check_free(outdir, force)  # fail before the slow part, not after it
 
     canonical, canon_info = canonicalize(source.model, input_shapes)
     specs = graph_inputs(canonical)
@@ -158,6 +157,9 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
         raise
     except Exception as e:
         raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {str(e).strip().splitlines()[0][:200]}")
+    outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
+        f"profile-{_slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_free(outdir, force)
     data = _dataset(inputs, specs)
     bench = _bench_settings(prof, runs, warmup, threads)
     entry = {"backend": runtime.name, "precision": "as built", "path": str(path), "size_bytes": dir_size(path),
@@ -173,8 +175,6 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
         **_primary(entry),
         "environment": environment(),
     }
-    outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
-        f"profile-{_slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     with staged_dir(outdir, force) as stage:
         report["output_dir"] = str(outdir)
         write_report(stage, report)

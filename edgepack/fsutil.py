@@ -19,16 +19,22 @@ def staged_dir(outdir: Path, force: bool = False):
     Staging next to the destination keeps the final rename on one file system (atomic).
     """
     outdir = Path(outdir)
-    if outdir.exists() and not force:
-        raise EdgepackError(f"{outdir} already exists: pass --force to replace it, or -o another folder")
+    check_free(outdir, force)
     if outdir.exists() and not outdir.is_dir():
         raise EdgepackError(f"{outdir} exists and is not a folder")
+    created = [p for p in reversed(outdir.parents) if not p.exists()]
     outdir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
+    stage.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs should follow the user's umask
     try:
         yield stage
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        for parent in reversed(created):  # leave no empty folders a failed run made
+            try:
+                parent.rmdir()
+            except OSError:
+                break
         raise
     old = None
     if outdir.exists():
@@ -45,12 +51,25 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_free(outdir: Path, force: bool) -> None:
+    """Refuse early (before slow work) to replace an existing output without --force."""
+    if Path(outdir).exists() and not force:
+        raise EdgepackError(f"{outdir} already exists: pass --force to replace it, or -o another folder")
 
 
 def sha256_file(path: Path) -> str:

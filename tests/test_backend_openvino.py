@@ -187,10 +187,13 @@ def test_int8_by_nncf_from_the_float_graph(ov, profile, canonical, photos, refer
 
 def test_compile_end_to_end_with_openvino(mobilenet_onnx, sample_sets, tmp_path):
     out = tmp_path / "out"
+    # precision fp32: x86-vnni's default with calibration data is INT8 (the quantize pass's own tests)
     r = edgepack.compile(mobilenet_onnx, target="x86-vnni", backends=["openvino"], output_dir=out,
-                         calib=sample_sets["photos"], runs=10, warmup=1, threads=THREADS, progress=False)
+                         calib=sample_sets["photos"], precision="fp32", runs=10, warmup=1, threads=THREADS,
+                         progress=False)
     art = r["artifacts"][0]
-    assert art["backend"] == "openvino" and art["path"] == "openvino/model.xml"
+    assert art["backend"] == "openvino" and art["path"] == "openvino/model.xml" and art["precision"] == "fp32"
+    assert art["runtime"]["inference_precision_hint"] == "f32" and art["runtime"]["int8_layers"] == 0
     assert (out / "openvino" / "model.xml").is_file() and (out / "openvino" / "model.bin").is_file()
     assert art["parity"]["max_abs_diff"] <= 1e-4 and art["parity"]["top1_agreement"] == 1.0
     lat = art["latency_ms"]

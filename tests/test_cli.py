@@ -243,7 +243,7 @@ def test_inspect_table_lists_layers(ws):
     assert "Conv" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_targets_list_and_show(tmp_path):
+def test_targets_list_and_show():
     proc = run_cli("targets", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     names = [p["name"] for p in json.loads(proc.stdout)]
@@ -328,8 +328,6 @@ def test_force_does_not_replace_a_file_with_a_folder(ws, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
-@pytest.mark.xfail(strict=True, reason="edgepack bug: outputs are created 0700/0600 by "
-                   "tempfile.mkdtemp/mkstemp in edgepack/fsutil.py, ignoring the umask")
 def test_outputs_are_readable_like_any_file_the_user_creates(compiled):
     _, out, _ = compiled
     umask = os.umask(0)
@@ -415,8 +413,6 @@ def test_bad_input_without_o_creates_no_default_folder(ws, tmp_path, argv, needl
     assert list(tmp_path.iterdir()) == []  # no edgepack-out/
 
 
-@pytest.mark.xfail(strict=True, reason="edgepack bug: staged_dir() in edgepack/fsutil.py creates the "
-                   "output's missing parent folders before the work and keeps them when it fails")
 def test_failed_compile_leaves_no_parent_folders(ws, tmp_path):
     proc = run_cli("compile", _factory(ws), "--input-shape", "x:1,3,32,32", "--runs", "0",
                    "-o", tmp_path / "deep" / "er" / "OUT", cwd=tmp_path)
@@ -523,8 +519,6 @@ def test_killed_compile_leaves_nothing_half_written(ws, tmp_path, sig):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.xfail(strict=True, reason="edgepack bug: api.profile() checks for an existing output "
-                   "folder only after the whole benchmark (compile checks before the slow part)")
 def test_profile_refuses_existing_output_before_benchmarking(compiled, tmp_path):
     _, out, _ = compiled
     existing = tmp_path / "P"

@@ -37,7 +37,7 @@ import onnx
 
 from edgepack.backends.base import Backend
 from edgepack.errors import EdgepackError, first_line
-from edgepack.ir.spec import TensorSpec
+from edgepack.ir.spec import TensorSpec, graph_inputs
 
 ARTIFACT = "model.xml"
 DEVICE = "CPU"
@@ -61,7 +61,7 @@ class OvSession:
 
     compiled: Any
     request: Any
-    inputs: list  # [(name, numpy dtype)] in the compiled model's input order
+    inputs: list  # [(ONNX input name, numpy dtype)] in the compiled model's input order
     outputs: list  # compiled-model output ports, in the ONNX graph's output order
     config: dict = field(default_factory=dict)
 
@@ -119,19 +119,19 @@ class OpenVinoBackend(Backend):
 
     def run(self, session: OvSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         inputs = {}
-        for name, dtype in session.inputs:
+        for i, (name, dtype) in enumerate(session.inputs):
             if name not in feeds:
                 raise EdgepackError(f"openvino: no value for input {name!r}; "
                                     f"got {', '.join(feeds) or 'nothing'}")
-            inputs[name] = np.ascontiguousarray(feeds[name], dtype=dtype)
+            inputs[i] = np.ascontiguousarray(feeds[name], dtype=dtype)
         result = session.request.infer(inputs, share_inputs=True)
         return [result[port] for port in session.outputs]  # copies (share_outputs=False)
 
     def inputs(self, session: OvSession) -> list[TensorSpec]:
         specs = []
-        for port in session.compiled.inputs:
+        for port, (name, dtype) in zip(session.compiled.inputs, session.inputs):
             shape = tuple(d.get_length() if d.is_static else "?" for d in port.get_partial_shape())
-            specs.append(TensorSpec(port.get_any_name(), shape, _np_dtype(port.get_element_type()).name))
+            specs.append(TensorSpec(name, shape, dtype.name))
         return specs
 
     # ------------------------------------------------------------------ report
@@ -142,9 +142,9 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         session = _load(Path(artifact), threads=1, perf_count=True)
-        zeros = {name: np.zeros(tuple(d if isinstance(d, int) else 1 for d in spec.shape), dtype)
-                 for spec, (name, dtype) in zip(self.inputs(session), session.inputs)}
-        session.request.infer(zeros)
+        zeros = {spec.name: np.zeros(tuple(d if isinstance(d, int) else 1 for d in spec.shape), spec.dtype)
+                 for spec in self.inputs(session)}
+        self.run(session, zeros)
         executed = {p.node_name for p in session.request.get_profiling_info()
                     if str(p.status).endswith(".EXECUTED")}
         per_type: dict[str, Counter] = {}
@@ -247,7 +247,9 @@ def _annotate(ov_model, source: onnx.ModelProto, precision: str, int8_route: str
         "precision": precision,
         "int8_route": int8_route,
         "inference_precision_hint": PRECISION_HINTS[precision],
-        # OpenVINO keeps ONNX tensor names; the order is kept explicitly so run() never depends on it.
+        # OpenVINO keeps ONNX tensor names but a port may carry several (a fused Cast adds its
+        # own); the graph's own names and output order are kept so run() depends on neither.
+        "onnx_inputs": json.dumps([i.name for i in graph_inputs(source)]),
         "onnx_outputs": json.dumps([o.name for o in source.graph.output]),
         "edgepack_version": __version__,
         "target": getattr(profile, "name", "") or "",
@@ -293,8 +295,6 @@ def _calibration_feeds(calib, model: onnx.ModelProto) -> list[dict[str, np.ndarr
     """Full batches shaped like the model's inputs, from a Dataset or a list of feed dicts."""
     if isinstance(calib, (list, tuple)):
         return list(calib)
-    from edgepack.ir.spec import graph_inputs
-
     specs = graph_inputs(model)
     first = specs[0].shape[0] if specs and specs[0].shape else 1
     batch = first if isinstance(first, int) and first > 0 else 1
@@ -357,7 +357,11 @@ def _load(path: Path, threads: int, perf_count: bool) -> OvSession:
         if missing:
             raise EdgepackError(f"{path}: outputs {missing} of the ONNX graph are not in the IR")
         outputs = [by_name[n] for n in order]
-    inputs = [(port.get_any_name(), _np_dtype(port.get_element_type())) for port in compiled.inputs]
+    onnx_inputs = set(json.loads(meta["onnx_inputs"])) if meta.get("onnx_inputs") else set()
+    inputs = []
+    for port in compiled.inputs:
+        names = sorted(port.get_names() & onnx_inputs) or [port.get_any_name()]
+        inputs.append((names[0], _np_dtype(port.get_element_type())))
     return OvSession(compiled, compiled.create_infer_request(), inputs, outputs, config)
 
 

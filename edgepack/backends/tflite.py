@@ -97,7 +97,8 @@ class TfliteBackend(Backend):
                 notes.append(f"profile asks for {quant.activations.dtype} activations; TFLite quantizes "
                              "activations to int8 (asymmetric)")
             if quant.io_dtype == "float32":
-                for op in quant.keep_float_op_types:
+                present = {n.op_type for n in model.graph.node}
+                for op in (o for o in quant.keep_float_op_types if o in present):
                     if op in _ONNX_TO_TFLITE_KEEP_FLOAT:
                         job["keep_float_ops"].append(_ONNX_TO_TFLITE_KEEP_FLOAT[op])
                     else:

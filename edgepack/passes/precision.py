@@ -21,14 +21,16 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
     user_float = scope.resolve(model)
     feeds = next(calib.batches(batch))
     speed = select_kinds(quantizer, feeds, threads, keep_float=user_float)
-    keep = user_float + speed["float_nodes"]
+    # an explicit --precision int8 gets INT8 layers: the speed evidence is reported, not applied
+    speed_float = [] if insist else speed["float_nodes"]
+    keep = user_float + speed_float
     max_drop, relative = budget
     result = control(quantizer, evaluator, base_score, max_drop, relative, keep, progress=progress)
     int8_ms = ort_runner(result.model, threads).median_ms(feeds)
     fp32_ms = ort_runner(model, threads).median_ms(feeds)
     q = profile.quantization
     kept = ([{"node": n, "reason": "ignored scope (user or profile)"} for n in user_float]
-            + [{"node": n, "reason": "speed: this layer kind ran faster in float here"} for n in speed["float_nodes"]]
+            + [{"node": n, "reason": "speed: this layer kind ran faster in float here"} for n in speed_float]
             + result.kept_float)
     section = {
         "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
