@@ -33,6 +33,7 @@ from edgepack.verify import measure_parity
 PARITY_SAMPLES = 16
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_DROP = 0.01
+FIDELITY_SAMPLES = 64
 BENCH_FEEDS = 8
 
 
@@ -96,7 +97,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     evaluator = None
     if evalset is not None or wanted == "int8":
         metric = metric or ("top1" if evalset is not None and evalset.labels is not None else "cosine")
-        evaluator = Evaluator.build(metric, evalset if evalset is not None else data, batch, source.run)
+        # fidelity on calibration inputs needs no more than FIDELITY_SAMPLES to rank layers
+        judged = evalset if evalset is not None else data.take(FIDELITY_SAMPLES * batch)
+        evaluator = Evaluator.build(metric, judged, batch, source.run)
         report["accuracy"] = {"metric": metric, "data": evaluator.data.source, "samples": len(evaluator.data),
                               "source": evaluator.score(source.run)}
 
@@ -104,7 +107,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     if wanted == "int8":
         shipped, shipped_precision, report["quantization"] = quantize_for_target(
             canonical, data, profile, evaluator, report["accuracy"]["source"], budget, scope,
-            bench["threads"], batch, insist=precision == "int8")
+            bench["threads"], batch, insist=precision == "int8",
+            # dynamic INT8 (MatMulInteger) is an ONNX Runtime format; other runtimes need QDQ
+            allow_dynamic=all(name == "onnxruntime" for name in chosen))
     elif wanted == "fp16":
         shipped = to_fp16(canonical)
 

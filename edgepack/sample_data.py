@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from edgepack.errors import EdgepackError
 from edgepack.data import Preprocess, save_npz
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -162,6 +163,47 @@ def prepare_photos(folder: Path, force: bool = False) -> dict[str, Path]:
     return {"photos": folder}
 
 
+# --------------------------------------------------------------------------- sentences
+
+SENTENCE_MODULES = ("json", "pathlib", "collections", "itertools", "functools", "re", "string",
+                    "textwrap", "csv", "argparse", "logging", "datetime", "random", "statistics",
+                    "shutil", "subprocess", "threading", "queue", "socket", "email")
+SEQ_LEN = 64
+
+
+def sentences(limit: int = 400) -> list[str]:
+    """Real English sentences: the first sentence of each docstring in some stdlib modules."""
+    import importlib
+    import inspect
+
+    found: list[str] = []
+    for name in SENTENCE_MODULES:
+        mod = importlib.import_module(name)
+        for _, obj in sorted(vars(mod).items()):
+            doc = inspect.getdoc(obj) if callable(obj) else None
+            first = (doc or "").strip().split("\n\n")[0].replace("\n", " ")
+            if 30 <= len(first) <= 300 and first not in found:
+                found.append(first)
+    return found[:limit]
+
+
+def prepare_sentences(folder: Path, force: bool = False) -> dict[str, Path]:
+    """Token ids for MiniLM-style encoders (calib.npz: input_ids, attention_mask)."""
+    calib, source = folder / "calib.npz", folder / "SOURCE.txt"
+    if not force and calib.is_file() and source.is_file():
+        return {"sentences": calib}
+    from edgepack.models.minilm import tokenize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = sentences()
+    save_npz(calib, tokenize(text, SEQ_LEN))
+    _write_text(source, (f"{len(text)} real English sentences: first sentences of docstrings in Python's "
+                         f"standard library ({', '.join(SENTENCE_MODULES)}), tokenized for "
+                         f"all-MiniLM-L6-v2 to {SEQ_LEN} tokens.\n"))
+    (folder / "sentences.txt").write_text("\n".join(text) + "\n")
+    return {"sentences": calib}
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -170,6 +212,10 @@ def prepare(root: Path | None = None, force: bool = False) -> dict[str, Path]:
     root = Path(root) if root is not None else default_root()
     out = prepare_mnist(root / "mnist", force)
     out.update(prepare_photos(root / "photos", force))
+    try:
+        out.update(prepare_sentences(root / "sentences", force))
+    except EdgepackError:  # the text extra (tokenizer + MiniLM) is not installed
+        pass
     return out
 
 
@@ -182,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = args.root if args.root is not None else default_root()
     present = {k: (root / k / "SOURCE.txt").is_file() and not args.force
-               for k in ("mnist", "photos")}
+               for k in ("mnist", "photos", "sentences")}
     for key, path in prepare(root, args.force).items():
         state = "already present" if present[key.split("_")[0]] else "wrote"
         print(f"{key}: {path} ({state})")

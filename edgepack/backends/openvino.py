@@ -64,6 +64,7 @@ class OvSession:
     inputs: list  # [(ONNX input name, numpy dtype)] in the compiled model's input order
     outputs: list  # compiled-model output ports, in the ONNX graph's output order
     config: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # rt_info["edgepack"] of the artifact
 
 
 class OpenVinoBackend(Backend):
@@ -85,8 +86,7 @@ class OpenVinoBackend(Backend):
                                     "or calibration data for NNCF; the model has neither")
             return self.emit_nncf(model, outdir, profile, calib)
         ov_model = _convert(model)
-        route = "qdq" if precision == "int8" else ("qdq" if has_qdq else "")
-        _annotate(ov_model, model, precision, int8_route=route, profile=profile)
+        _annotate(ov_model, model, precision, int8_route="qdq" if has_qdq else "", profile=profile)
         return _save(ov_model, Path(outdir), compress_to_fp16=(precision == "fp16"))
 
     def emit_nncf(self, model: onnx.ModelProto, outdir: Path, profile, calib,
@@ -157,7 +157,7 @@ class OpenVinoBackend(Backend):
             prec = _rt_str(info, "runtimePrecision")
             per_type.setdefault(layer, Counter())[prec] += 1
             totals[_PRECISION_CLASS.get(prec, prec)] += 1
-        meta = _artifact_meta(Path(artifact))
+        meta = session.meta
         hint = str(session.compiled.get_property("INFERENCE_PRECISION_HINT"))
         return {
             "ov_version": ov.get_version(),
@@ -362,7 +362,7 @@ def _load(path: Path, threads: int, perf_count: bool) -> OvSession:
     for port in compiled.inputs:
         names = sorted(port.get_names() & onnx_inputs) or [port.get_any_name()]
         inputs.append((names[0], _np_dtype(port.get_element_type())))
-    return OvSession(compiled, compiled.create_infer_request(), inputs, outputs, config)
+    return OvSession(compiled, compiled.create_infer_request(), inputs, outputs, config, meta)
 
 
 def _np_dtype(ov_type) -> np.dtype:

@@ -11,6 +11,15 @@ INT8 here is the TFLite converter's own post-training quantization (per-channel 
 weights, asymmetric int8 activations, min/max calibration on the caller's data), not edgepack's
 QDQ graph: `consumes_qdq = False`. Conversion runs in a child process in a scratch folder
 (`tflite_convert.py`); only model.tflite and model.io.json land in the output folder.
+
+describe() lists the .tflite's ops and reports, against the target's runtime entry (recorded
+in the sidecar at emit time, or a profile passed in), the ops its accelerator would not run:
+TFLite ops whose ONNX counterparts are missing from `supported_ops`, and on full-integer
+targets (integer `io_dtype`) every op that still computes in float.
+
+Install: `pip install 'edgepack[tflite]'`, then `pip install --no-deps onnx2tf==1.29.24` plus
+its small dependencies (its metadata pins numpy 1.26 / onnx 1.19 / tensorflow 2.19; see
+shared/TFLITE.md). A .tflite without a sidecar (made elsewhere) loads with its own tensors.
 """
 
 from __future__ import annotations
@@ -84,6 +93,7 @@ class TfliteBackend(Backend):
             raise EdgepackError(f"tflite: unknown precision {precision!r}; use fp32, fp16 or int8")
         _check_converter_installed()
         outdir = Path(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
         quant = profile.quantization
         specs = graph_inputs(model)
         job = {"precision": precision, "io_dtype": quant.io_dtype, "per_channel": quant.weights.per_channel,
@@ -118,8 +128,10 @@ class TfliteBackend(Backend):
             job.update(onnx=str(onnx_path), out=str(tmp))
             (tmp / "job.json").write_text(json.dumps(job))
             log = tmp / "convert.log"
+            root = str(Path(__file__).resolve().parents[2])  # edgepack importable even when not installed
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-                   "PYTHONWARNINGS": "ignore"}
+                   "PYTHONWARNINGS": "ignore",
+                   "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
             try:
                 with open(log, "w") as logf:
                     proc = subprocess.run([sys.executable, "-m", "edgepack.backends.tflite_convert",
@@ -267,11 +279,18 @@ def _failure_line(tmp: Path, log: Path, model: onnx.ModelProto, rc: int) -> str:
         op = next((n.op_type for n in model.graph.node if n.name == node), None)
     if op and not node:
         node = next((n.name for n in model.graph.node if n.op_type == op), None)
-    message = info.get("message") or _last_error_line(text) or f"converter exited with code {rc}"
-    stage = {"onnx2tf": "onnx2tf", "tflite": "the TFLite converter", "check": "the I/O check"}.get(
-        info.get("stage"), "onnx2tf")
+    if rc < 0 and not info:
+        message = f"the converter process crashed (signal {-rc}); last output: {_last_error_line(text) or 'none'}"
+    else:
+        message = info.get("message") or _last_error_line(text) or f"converter exited with code {rc}"
     where = f" {op} node {node!r}" if op and node else (f" {op}" if op else "")
-    return f"tflite: {stage} cannot convert{where}: {message}"
+    stage = info.get("stage", "onnx2tf")
+    if stage == "tflite":
+        return f"tflite: the TFLite converter failed on{where or ' the graph'}: {message}"
+    if stage == "check":
+        near = f" (near{where})" if where else ""
+        return f"tflite: the converted model does not run in LiteRT{near}: {message}"
+    return f"tflite: onnx2tf cannot convert{where}: {message}"
 
 
 def _last_error_line(text: str) -> str:

@@ -106,6 +106,74 @@ def _norm_err(ref, got) -> float:
     return float(np.abs(ref - got).max() / (np.abs(ref).max() + 1e-12))
 
 
+def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
+    """Padded MaxPool -> Pad(constant = the input's calibrated minimum) + unpadded MaxPool.
+
+    onnx2tf pads a MaxPool TensorFlow cannot pad itself with the dtype's lowest value
+    (-3.4e38); the calibrator then records that as the tensor's range and the INT8 model gets
+    a scale of ~1e36 (LiteRT 2.3 aborts on it). In INT8 the lowest value the tensor can hold is
+    its calibrated minimum, so padding with that keeps MaxPool exact on the calibrated range.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    def attr(node, name, default):
+        for a in node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    pools = [n for n in onnx_model.graph.node if n.op_type == "MaxPool"
+             and attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and any(attr(n, "pads", []))]
+    if not pools:
+        return onnx_model, []
+    model = onnx.ModelProto.FromString(onnx_model.SerializeToString())
+    lows = {}
+    if calib is not None:
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto.FromString(model.SerializeToString())
+        for name in {n.input[0] for n in pools}:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        n = len(next(iter(calib.values()))) // batch
+        for i in range(n):
+            outs = sess.run(None, {k: v[i * batch:(i + 1) * batch] for k, v in calib.items()})
+            for name, v in zip(names, outs):
+                lows[name] = min(lows.get(name, np.inf), float(np.min(v)))
+    notes = []
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    for node in nodes:
+        if node not in pools:
+            model.graph.node.append(node)
+            continue
+        pads = list(attr(node, "pads", []))
+        low = lows.get(node.input[0], 0.0)
+        rank = len(pads) // 2 + 2
+        full = [0, 0, *pads[:rank - 2], 0, 0, *pads[rank - 2:]]
+        base = f"{node.name or node.output[0]}__pad"
+        model.graph.initializer.extend([numpy_helper.from_array(np.asarray(full, np.int64), base + "_pads"),
+                                        numpy_helper.from_array(np.asarray(low, np.float32), base + "_value")])
+        model.graph.node.append(helper.make_node("Pad", [node.input[0], base + "_pads", base + "_value"],
+                                                 [base + "_out"], name=base, mode="constant"))
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.input[0] = base + "_out"
+        for a in new.attribute:
+            if a.name == "pads":
+                del a.ints[:]
+                a.ints.extend([0] * len(pads))
+        model.graph.node.append(new)
+        notes.append(f"MaxPool {node.name!r}: padded explicitly with {low:.4g} (its calibrated minimum)")
+    return model, notes
+
+
 def convert(job: dict) -> dict:
     import numpy as np
     import onnx
@@ -119,13 +187,32 @@ def convert(job: dict) -> dict:
 
     t0 = time.perf_counter()
     stage = "onnx2tf"
+    precision = job["precision"]
+    notes = []
     try:
+        calib = None
+        if job.get("calib"):
+            with np.load(job["calib"]) as z:
+                calib = {k: z[k] for k in z.files}
+        source_model = onnx_model
+        if precision == "int8":
+            from edgepack.ir.spec import graph_inputs as _gi
+
+            ins = _gi(onnx_model)
+            b = int(ins[0].shape[0]) if ins and ins[0].shape else 1
+            onnx_model, pad_notes = _explicit_maxpool_pads(onnx_model, calib, b)
+            notes += pad_notes
         import onnx2tf
         import tensorflow as tf
 
         try:
-            model = onnx2tf.convert(onnx_graph=onnx_model, output_folder_path=str(Path.cwd() / "saved_model"),
-                                    not_use_onnxsim=True, disable_model_save=True, verbosity="error")
+            # output_integer_quantized_tflite only changes MaxPool padding (0 instead of -3.4e38,
+            # for what _explicit_maxpool_pads did not cover, e.g. ceil_mode's extra end pad);
+            # onnx2tf gets a copy: it edits the graph it is given
+            model = onnx2tf.convert(onnx_graph=onnx.ModelProto.FromString(onnx_model.SerializeToString()),
+                                    output_folder_path=str(Path.cwd() / "saved_model"),
+                                    not_use_onnxsim=True, disable_model_save=True, verbosity="error",
+                                    output_integer_quantized_tflite=precision == "int8")
         except SystemExit as e:  # onnx2tf exits on some input problems after logging them
             raise RuntimeError(f"onnx2tf exited ({e.code}); see its log") from None
         graph_s = time.perf_counter() - t0
@@ -149,10 +236,6 @@ def convert(job: dict) -> dict:
                            "perm": _input_perm(list(spec.shape), tf_shape)})
 
         # A sample in ONNX layout: the first calibration batch, else seeded normal data.
-        calib = None
-        if job.get("calib"):
-            with np.load(job["calib"]) as z:
-                calib = {k: z[k] for k in z.files}
         batch = int(in_specs[0].shape[0]) if in_specs and in_specs[0].shape else 1
         rng = np.random.default_rng(0)
 
@@ -199,9 +282,8 @@ def convert(job: dict) -> dict:
         holder = tf.Module()  # not the Keras model: tracking its layers costs ~15 s per conversion
         holder.fn = fn
         converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], holder)
-        precision = job["precision"]
-        notes = []
         calib_used = 0
+        flat = None
         if precision == "fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
@@ -230,10 +312,11 @@ def convert(job: dict) -> dict:
                 flat = debugger.get_nondebug_quantized_model()
                 notes.append(f"kept in float: {', '.join(keep)}")
             else:
+                # full integer: conversion fails rather than leave an op in float
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
                 converter.inference_input_type = io
                 converter.inference_output_type = io
-        if not (precision == "int8" and job.get("keep_float_ops") and job["io_dtype"] == "float32"):
+        if flat is None:
             flat = converter.convert()
         tflite_path = out / "model.tflite"
         tflite_path.write_bytes(flat)
@@ -256,6 +339,7 @@ def convert(job: dict) -> dict:
         }
     except Exception as e:  # noqa: BLE001 - turned into one line for the parent
         traceback.print_exc()
+        onnx_model = source_model if "source_model" in locals() else onnx_model
         op_type, node = _node_of(onnx_model, getattr(e, "onnx_op_name", None))
         text = str(e)
         m = re.search(r"No module named 'onnx2tf\.ops\.(\w+)'", text)

@@ -409,6 +409,7 @@ def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | No
     new_s = 0.0
     todo = seconds - stats["seconds_spent"]  # a budget already spent on this model+target is not spent again
     if seconds > 0 and todo > 1.0:
+        _check_ffi()
         work_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         trials, tasks = _run_metaschedule(mod, target, work_dir, todo, trials_per_iter)
@@ -424,6 +425,17 @@ def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | No
             "seconds_total": round(stats["seconds_spent"], 1), "trials_total": stats["trials"],
             "tasks": stats.get("tasks"), "reused_cache": reused, "database": str(work_dir),
             "cost_model": _cost_model_kind(), "notes": notes}
+
+
+def _check_ffi() -> None:
+    """apache-tvm 0.27.0.post1 with apache-tvm-ffi 0.1.15 segfaults when it serialises TIR to JSON
+    (every MetaSchedule database write): refuse with a one-line fix instead of a dead process."""
+    import tvm_ffi
+
+    parts = tuple(int(p) for p in tvm_ffi.__version__.split(".")[:3] if p.isdigit())
+    if parts >= (0, 1, 15):
+        raise EdgepackError(f"TVM tuning crashes with apache-tvm-ffi {tvm_ffi.__version__} (segfault saving "
+                            f"tuning records): pip install 'apache-tvm-ffi==0.1.14.post1'")
 
 
 def _count_records(work_dir: Path) -> int:

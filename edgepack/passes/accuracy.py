@@ -15,6 +15,7 @@ import onnx
 
 from edgepack.passes.metrics import Evaluator, drop
 from edgepack.passes.quantize import Quantizer, quantized_nodes
+from edgepack.passes.speed import kinds_of
 from edgepack.runtime import ort_runner
 
 MAX_GROUPS = 12
@@ -31,10 +32,18 @@ class ControlResult:
     ranking: list[dict] = field(default_factory=list)
 
 
-def _groups(model: onnx.ModelProto, names: set[str], n_groups: int) -> list[list[onnx.NodeProto]]:
+def _groups(model: onnx.ModelProto, names: set[str], n_groups: int) -> list[tuple[str, list[onnx.NodeProto]]]:
+    """Candidate groups: contiguous stretches of the graph, and every layer kind as a whole
+    (one kind, e.g. the Mul/Add inside GELU, can hurt everywhere while the matmuls are fine)."""
     nodes = [n for n in model.graph.node if n.name in names]
     size = max(1, -(-len(nodes) // n_groups))
-    return [nodes[i:i + size] for i in range(0, len(nodes), size)]
+    groups = [(f"{nodes[i].name} .. {nodes[min(i + size, len(nodes)) - 1].name}", nodes[i:i + size])
+              for i in range(0, len(nodes), size)]
+    kinds = kinds_of(model, names)
+    if len(kinds) > 1:
+        by_name = {n.name: n for n in nodes}
+        groups += [(f"all {k} layers", [by_name[n] for n in members]) for k, members in sorted(kinds.items())]
+    return groups
 
 
 def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_drop: float,
@@ -54,10 +63,9 @@ def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_d
         return best
     groups = _groups(quantizer.model, quantized_nodes(model) - set(keep_float), MAX_GROUPS)
     ranking = []
-    for i, group in enumerate(groups):
+    for i, (label, group) in enumerate(groups):
         _, g_score, _ = trial([n.name for n in group])
-        ranking.append({"group": i, "nodes": [n.name for n in group], "gain": g_score - score,
-                        "first": group[0].name, "last": group[-1].name})
+        ranking.append({"group": label, "nodes": [n.name for n in group], "gain": g_score - score})
         if progress:
             progress(i + 1, len(groups))
     ranking.sort(key=lambda r: -r["gain"])
@@ -65,9 +73,12 @@ def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_d
     floated: list[dict] = []
     op_type = {n.name: n.op_type for n in quantizer.model.graph.node}
     for r in ranking:
+        new = [n for n in r["nodes"] if n not in {f["node"] for f in floated}]
+        if not new:  # a kind group can be covered by stretches already returned to float
+            continue
         floated += [{"node": n, "op_type": op_type[n], "group": r["group"], "gain": r["gain"],
-                     "reason": f"accuracy: keeping this group float alone gained {r['gain']:+.4f}"}
-                    for n in r["nodes"]]
+                     "reason": f"accuracy: keeping '{r['group']}' float alone gained {r['gain']:+.4f}"}
+                    for n in new]
         model, g_score, d = trial([f["node"] for f in floated])
         steps.append({"kept_float": len(keep_float) + len(floated), "score": g_score, "drop": d})
         if g_score > best.score:

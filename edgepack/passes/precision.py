@@ -1,5 +1,6 @@
-"""Choose what ships for INT8: measured speed per layer kind, then the accuracy budget, then a
-final FP32-vs-INT8 check, so an INT8 model slower than its source is never shipped silently."""
+"""Choose what ships for INT8: measured speed per layer kind, the accuracy budget, static vs
+dynamic format, and a final FP32-vs-INT8 check — an INT8 model slower than its source is never
+shipped silently."""
 
 from __future__ import annotations
 
@@ -13,46 +14,71 @@ from edgepack.passes.speed import select_kinds
 from edgepack.runtime import ort_runner
 
 
-def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluator: Evaluator,
-                        base_score: float, budget: tuple[float, bool], scope: IgnoredScope,
-                        threads: int, batch: int, insist: bool, progress=None) -> tuple[onnx.ModelProto, str, dict]:
-    """Returns (model to ship, "int8" | "fp32", the report's quantization section)."""
-    quantizer = Quantizer(model, calib, profile, batch)
-    user_float = scope.resolve(model)
-    feeds = next(calib.batches(batch))
-    speed = select_kinds(quantizer, feeds, threads, keep_float=user_float)
+def _static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress) -> dict:
+    """Static QDQ: user scope + out-of-range tensors + slow kinds float, then the accuracy loop."""
+    user_float = scope.resolve(quantizer.model)
+    outliers = {n: r for n, r in quantizer.outlier_nodes().items() if n not in user_float}
+    speed = select_kinds(quantizer, feeds, threads, keep_float=user_float + list(outliers))
     # an explicit --precision int8 gets INT8 layers: the speed evidence is reported, not applied
     speed_float = [] if insist else speed["float_nodes"]
-    keep = user_float + speed_float
-    max_drop, relative = budget
-    result = control(quantizer, evaluator, base_score, max_drop, relative, keep, progress=progress)
-    int8_ms = ort_runner(result.model, threads).median_ms(feeds)
-    fp32_ms = ort_runner(model, threads).median_ms(feeds)
-    q = profile.quantization
+    result = control(quantizer, evaluator, base_score, *budget, user_float + list(outliers) + speed_float,
+                     progress=progress)
     kept = ([{"node": n, "reason": "ignored scope (user or profile)"} for n in user_float]
+            + [{"node": n, "reason": r} for n, r in outliers.items()]
             + [{"node": n, "reason": "speed: this layer kind ran faster in float here"} for n in speed_float]
             + result.kept_float)
+    return {"format": "static QDQ", "model": result.model, "score": result.score, "drop": result.drop,
+            "met": result.met, "ms": ort_runner(result.model, threads).median_ms(feeds), "kept_float": kept,
+            "accuracy_steps": result.steps, "group_ranking": result.ranking, "speed": speed}
+
+
+def _dynamic(quantizer, evaluator, base_score, budget, feeds, threads) -> dict | None:
+    model = quantizer.quantize_dynamic()
+    if model is None:
+        return None
+    score = evaluator.score(ort_runner(model))
+    d = drop(base_score, score, budget[1])
+    return {"format": "dynamic (MatMul/Gemm, ORT MatMulInteger)", "model": model, "score": score, "drop": d,
+            "met": d <= budget[0], "ms": ort_runner(model, threads).median_ms(feeds), "kept_float": []}
+
+
+def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluator: Evaluator,
+                        base_score: float, budget: tuple[float, bool], scope: IgnoredScope, threads: int,
+                        batch: int, insist: bool, allow_dynamic: bool = True,
+                        progress=None) -> tuple[onnx.ModelProto, str, dict]:
+    """Returns (model to ship, "int8" | "fp32", the report's quantization section)."""
+    quantizer = Quantizer(model, calib, profile, batch)
+    feeds = next(calib.batches(batch))
+    candidates = [_static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress)]
+    if allow_dynamic:
+        candidates.append(_dynamic(quantizer, evaluator, base_score, budget, feeds, threads))
+    candidates = [c for c in candidates if c is not None]
+    # the fastest format that meets the budget; if none does, the most accurate one
+    meeting = [c for c in candidates if c["met"]]
+    best = min(meeting, key=lambda c: c["ms"]) if meeting else max(candidates, key=lambda c: c["score"])
+    fp32_ms = ort_runner(model, threads).median_ms(feeds)
+    q = profile.quantization
     section = {
         "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
                    "reduce_range": q.reduce_range, "calibration": q.calibration, "op_types": list(q.op_types)},
         "calibration": {"data": calib.source, "samples": len(calib)},
-        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": result.score,
-        "drop": result.drop, "max_drop": max_drop, "relative": relative, "met": result.met,
-        "int8_layers": len(quantized_nodes(result.model)), "kept_float": kept,
-        "accuracy_steps": result.steps, "group_ranking": result.ranking,
-        "speed": speed, "fp32_ms": fp32_ms, "int8_ms": int8_ms, "timing": f"in-process median, {threads} threads",
+        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"], "drop": best["drop"],
+        "max_drop": budget[0], "relative": budget[1], "met": best["met"], "format": best["format"],
+        "int8_layers": len(quantized_nodes(best["model"])) or sum(
+            n.op_type in ("MatMulInteger", "ConvInteger") for n in best["model"].graph.node),
+        "kept_float": best["kept_float"], "fp32_ms": fp32_ms, "int8_ms": best["ms"],
+        "timing": f"in-process median, {threads} threads",
+        "format_candidates": [{k: c[k] for k in ("format", "score", "drop", "met", "ms")} for c in candidates],
+        **{k: candidates[0][k] for k in ("accuracy_steps", "group_ranking", "speed")},
     }
-    if not result.met:
-        section["note"] = (f"accuracy budget not met: best INT8 {evaluator.metric} {result.score:.4f} vs "
-                           f"FP32 {base_score:.4f} (drop {result.drop:.4f} > {max_drop}); shipped the best found")
-    if int8_ms >= fp32_ms:
-        msg = f"INT8 measured slower than FP32 here ({int8_ms:.3f} vs {fp32_ms:.3f} ms)"
+    if not best["met"]:
+        section["note"] = (f"accuracy budget not met: best INT8 {evaluator.metric} {best['score']:.4f} vs "
+                           f"FP32 {base_score:.4f} (drop {best['drop']:.4f} > {budget[0]}); shipped the best found")
+    if best["ms"] >= fp32_ms:
+        msg = f"INT8 measured slower than FP32 here ({best['ms']:.3f} vs {fp32_ms:.3f} ms)"
         if not insist:
             section.update(decision="fp32", note=f"{msg}: shipping FP32")
             return model, "fp32", section
         section["warning"] = f"{msg}; shipped INT8 because --precision int8 was asked"
     section["decision"] = "int8"
-    return result.model, "int8", section
-
-
-__all__ = ["quantize_for_target", "drop"]
+    return best["model"], "int8", section

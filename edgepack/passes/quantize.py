@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from edgepack.errors import EdgepackError, first_line
 
 # layer kinds beyond ONNX op types, so scopes and measurements can tell depthwise from dense conv
 DEPTHWISE = "DepthwiseConv"
+# a calibrated |range| beyond this cannot be represented usefully in 8 bits
+OUTLIER_RANGE = 1e4
 
 
 def layer_kind(node: onnx.NodeProto, shapes: dict[str, list]) -> str:
@@ -87,6 +90,18 @@ class IgnoredScope:
         return sorted(selected)
 
 
+@contextmanager
+def _quiet():
+    """ORT's quantizers warn on the root logger about pre-processing that canonicalize already did."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over an edgepack Dataset (batches of the graph's size)."""
 
@@ -148,19 +163,53 @@ class Quantizer:
 
         exclude = sorted(set(keep_float) | set(self.base_scope.resolve(self.model)))
         out = Path(self._tmp.name) / "model.int8.onnx"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ORT warns on the root logger about pre-processing we already did
         try:
-            quantize_static(str(self._float_path), str(out), _Reader(self.calib, self.batch), nodes_to_exclude=exclude,
-                            calibration_cache_path=str(self._cache), **self.settings)
+            with _quiet():
+                quantize_static(str(self._float_path), str(out), _Reader(self.calib, self.batch), nodes_to_exclude=exclude,
+                                calibration_cache_path=str(self._cache), **self.settings)
         except EdgepackError:
             raise
         except Exception as e:
             raise EdgepackError(f"INT8 quantization failed: {type(e).__name__}: {first_line(e)}")
-        finally:
-            root.setLevel(level)
         return onnx.load(str(out))
+
+    def quantize_dynamic(self) -> onnx.ModelProto | None:
+        """Weights INT8 ahead of time, activations quantized per inference (ORT's
+        DynamicQuantizeLinear + MatMulInteger): the format transformers keep accuracy with,
+        since their activation ranges vary per input. None when the graph has no MatMul/Gemm."""
+        from onnxruntime.quantization import quantize_dynamic
+
+        ops = [t for t in ("MatMul", "Gemm") if t in self.settings["op_types_to_quantize"]]
+        if not any(n.op_type in ops for n in self.model.graph.node):
+            return None
+        out = Path(self._tmp.name) / "model.dynamic.onnx"
+        try:
+            with _quiet():
+                quantize_dynamic(str(self._float_path), str(out), op_types_to_quantize=ops,
+                                 per_channel=self.settings["per_channel"],
+                                 reduce_range=self.settings["reduce_range"], weight_type=self.settings["weight_type"])
+        except Exception as e:
+            raise EdgepackError(f"dynamic INT8 quantization failed: {type(e).__name__}: {first_line(e)}")
+        return onnx.load(str(out))
+
+    def outlier_nodes(self, limit: float = OUTLIER_RANGE) -> dict[str, str]:
+        """Nodes touching a tensor whose calibrated range no 8-bit grid can hold (e.g. attention
+        masks filled with -1e9 or finfo.min): {node: reason}. Needs one calibration run."""
+        from onnxruntime.quantization.calibrate import load_tensors_data
+
+        if not self._cache.exists():
+            self.quantize()
+        wide = {}
+        for name, data in load_tensors_data(self._cache).data.items():
+            lo, hi = float(np.min(data.range_value[0])), float(np.max(data.range_value[1]))
+            if max(abs(lo), abs(hi)) > limit:
+                wide[name] = (lo, hi)
+        out = {}
+        for n in self.model.graph.node:
+            for t in [*n.input, *n.output]:
+                if t in wide and n.op_type in self.settings["op_types_to_quantize"]:
+                    out[n.name] = f"range: tensor {t} spans [{wide[t][0]:.3g}, {wide[t][1]:.3g}]"
+        return out
 
     def quantizable_nodes(self) -> list[str]:
         types = set(self.settings["op_types_to_quantize"])

@@ -15,6 +15,7 @@ import onnx
 from edgepack.passes.quantize import Quantizer, initializer_shapes, layer_kind, quantized_nodes
 from edgepack.runtime import ort_runner
 
+COMPUTE_KINDS = {"Conv", "DepthwiseConv", "ConvTranspose", "MatMul", "Gemm"}
 MIN_GAIN = 0.05  # a kind must save >= 5% of end-to-end latency to count as "slower in INT8"
 
 
@@ -37,6 +38,10 @@ def select_kinds(quantizer: Quantizer, feeds: dict[str, np.ndarray], threads: in
     qmodel = quantizer.quantize(keep_float)
     int8_ms = ms(qmodel)
     by_kind = kinds_of(quantizer.model, quantized_nodes(qmodel) - set(keep_float))
+    # time compute kinds one by one; the cheap data-movement ops together, as one trial
+    movers = [k for k in by_kind if k not in COMPUTE_KINDS]
+    if len(movers) > 1:
+        by_kind["+".join(sorted(movers))] = [n for k in movers for n in by_kind.pop(k)]
     evidence, slow = [], []
     current_ms, floated = int8_ms, list(keep_float)
     for kind, nodes in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
