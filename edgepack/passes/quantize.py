@@ -19,6 +19,7 @@ import onnx
 
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError, first_line
+from edgepack.ir.stats import model_stats
 
 # layer kinds beyond ONNX op types, so scopes and measurements can tell depthwise from dense conv
 DEPTHWISE = "DepthwiseConv"
@@ -176,12 +177,13 @@ class Quantizer:
     def quantize_dynamic(self) -> onnx.ModelProto | None:
         """Weights INT8 ahead of time, activations quantized per inference (ORT's
         DynamicQuantizeLinear + MatMulInteger): the format transformers keep accuracy with,
-        since their activation ranges vary per input. None when the graph has no MatMul/Gemm."""
+        since their activation ranges vary per input. None unless MatMul/Gemm do most MACs."""
         from onnxruntime.quantization import quantize_dynamic
 
         ops = [t for t in ("MatMul", "Gemm") if t in self.settings["op_types_to_quantize"]]
-        if not any(n.op_type in ops for n in self.model.graph.node):
-            return None
+        by_op = model_stats(self.model)["macs_by_op"]
+        if sum(by_op.get(t, 0) for t in ops) < 0.5 * max(sum(by_op.values()), 1):
+            return None  # convolution nets: dynamic would leave most of the work in float
         out = Path(self._tmp.name) / "model.dynamic.onnx"
         try:
             with _quiet():
