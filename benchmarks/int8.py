@@ -97,11 +97,12 @@ def main() -> int:
     ap.add_argument("--models", default="mobilenet,mnist,minilm")
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--threads", type=int, help="default: the target's benchmark threads")
     ap.add_argument("--out")
     args = ap.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     profile = load_profile(args.target)
-    threads = profile.effective_threads()
+    threads = args.threads or profile.effective_threads()
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="edgepack-int8-bench-"))
     for name, case in build_cases(args.models.split(",")).items():
@@ -132,7 +133,7 @@ def main() -> int:
         calib_path = tmp / f"{len(rows)}-calib.npz"
         np.savez(calib_path, **calib.inputs)
         rep = edgepack.compile(fp32, target=profile, calib=calib_path, output_dir=tmp / f"{len(rows)}-edgepack",
-                               runs=5, warmup=1, progress=False)
+                               runs=5, warmup=1, threads=threads, progress=False)
         q = rep.get("quantization", {})
         art = tmp / f"{len(rows)}-edgepack" / rep["artifacts"][0]["path"]
         variants.append((f"edgepack ({profile.name}: {rep['precision']})", rep["backend"], art, rep["precision"]))

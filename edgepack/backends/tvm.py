@@ -486,7 +486,64 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(work_dir),
         max_trials_global=100_000, max_trials_per_task=2_000, num_trials_per_iter=per_iter,
+        builder=_in_process_builder(),
+        runner=ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)),
         database=_database(work_dir), cost_model=_cost_model_kind(),
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _Deadline()],
         task_scheduler="gradient")
     return count["trials"], len(contexts)
+
+
+def _in_process_builder():
+    """MetaSchedule's LocalBuilder starts fresh worker processes for every batch; each one imports
+    TVM's tensor intrinsics, which takes 30-60 s when torch is installed (tvm_ffi imports torch, and
+    TVMScript's parser scans sys.modules for every frame of every intrinsic). Compiling a
+    candidate takes ~0.1 s, so this builds them here, in the tuning process, instead."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    _import_tensor_intrin()
+
+    @derived_object
+    class _InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    path = default_export(default_build(item.mod, item.target, None))
+                    results.append(ms.builder.BuilderResult(path, None))
+                except Exception as e:  # a candidate that does not compile is just a bad candidate
+                    results.append(ms.builder.BuilderResult(None, f"build failed: {first_line(e)}"))
+            return results
+
+    return _InProcessBuilder()
+
+
+def _import_tensor_intrin() -> None:
+    """Import tvm.s_tir.tensor_intrin in ~2 s instead of 30-60 s.
+
+    Every @T.prim_func there calls inspect.stack(), and inspect.getmodule() rescans all of
+    sys.modules for each frame whose file it has not cached (frozen importlib frames never are);
+    with torch loaded that is thousands of modules x thousands of frames. Memoising getmodule by
+    file name for the length of this one import gives the same answers."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    import inspect
+
+    original = inspect.getmodule
+    memo: dict = {}
+
+    def getmodule(obj, _filename=None):
+        if _filename is None:
+            return original(obj)
+        if _filename not in memo:
+            memo[_filename] = original(obj, _filename)
+        return memo[_filename]
+
+    inspect.getmodule = getmodule
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.getmodule = original
