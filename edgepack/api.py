@@ -140,7 +140,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                 entry["accuracy_drop"] = report["accuracy"]["source"] - entry["accuracy"]
             entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
-        report.update(_primary(report["artifacts"][0]))
+        report["selected"] = _select(report["artifacts"], budget[0] if evaluator is not None else None)
+        report.update(_primary(report["artifacts"][report["selected"]["index"]]))
         report["output_dir"] = str(outdir)
         write_report(stage, report)
     return report
@@ -189,20 +190,24 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
 # -- helpers ---------------------------------------------------------------------------------
 
 def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> list[str]:
-    """Requested backends as given; otherwise the target's preferred runtime that edgepack has."""
-    if requested:
+    """Requested backends as given; "auto": every runtime of the target that edgepack can build
+    here (the fastest within the accuracy budget is then selected); by default the target's
+    preferred runtime that is installed."""
+    if requested and requested != ["auto"]:
         for name in requested:
             if name not in REGISTRY:
                 get_backend(name)  # raises with close-name suggestions
         return list(dict.fromkeys(requested))
-    missing = []
+    usable, missing = [], []
     for name in profile.backends:
         try:
             get_backend(name)
-            return [name]
+            usable.append(name)
         except EdgepackError as e:
             missing.append(str(e))
-    raise EdgepackError(f"none of {profile.name}'s runtimes is usable: {'; '.join(missing)}")
+    if not usable:
+        raise EdgepackError(f"none of {profile.name}'s runtimes is usable: {'; '.join(missing)}")
+    return usable if requested == ["auto"] else usable[:1]
 
 
 def _bench_settings(profile: TargetProfile, runs, warmup, threads) -> dict:
@@ -237,8 +242,20 @@ def _source_section(source) -> dict:
             "outputs": [s.to_dict() for s in graph_outputs(source.model)]}
 
 
+def _select(artifacts: list[dict], max_drop: float | None) -> dict:
+    """The artifact to ship: the lowest p50 among those within the accuracy budget."""
+    ok = [i for i, a in enumerate(artifacts) if max_drop is None or a.get("accuracy_drop", 0.0) <= max_drop]
+    pool = ok or range(len(artifacts))
+    best = min(pool, key=lambda i: artifacts[i]["latency_ms"]["p50"])
+    a = artifacts[best]
+    why = "the only artifact" if len(artifacts) == 1 else (
+        f"lowest p50 ({a['latency_ms']['p50']:.3f} ms) of {len(artifacts)} artifacts"
+        + (" within the accuracy budget" if max_drop is not None and ok else ""))
+    return {"index": best, "backend": a["backend"], "reason": why}
+
+
 def _primary(entry: dict) -> dict:
-    """The first artifact's headline fields, at the top of the report for quick reading."""
+    """The shipped artifact's headline fields, at the top of the report for quick reading."""
     keys = ("backend", "precision", "latency_ms", "load_ms", "throughput_per_s", "memory_mb", "parity")
     return {k: entry[k] for k in keys if k in entry}
 

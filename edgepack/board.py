@@ -41,7 +41,8 @@ CROSS_CXX = "aarch64-linux-gnu-g++"
 HOST_APT_PACKAGES = ("qemu-user-static", "gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu")
 BOARD_DEBS = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1", "libgomp1")
 # Pinned where edgepack pins the host side, so the board runs the same runtime versions.
-BOARD_WHEELS = ("numpy>=2.0", "apache-tvm==0.27.0.post1", "ai-edge-litert==2.3.0", "onnxruntime==1.32.0")
+BOARD_WHEELS = ("numpy>=2.0", "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1",
+                "ai-edge-litert==2.3.0", "onnxruntime==1.32.0")
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
                    "manylinux2014_aarch64")
 BOARD_CORES = 4  # what the fake /proc/cpuinfo announces

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="model -> artifact(s) for a target, with parity and latency")
     _add_model_args(comp)
     comp.add_argument("--target", "-t", default="host", help="profile name, 'host' (default) or a YAML file")
-    comp.add_argument("--backend", "-b", action="append", help="runtime(s) to emit for; default: the target's first")
+    comp.add_argument("--backend", "-b", action="append", help="runtime(s) to emit for (repeat), or 'auto' for all of the target's "
+                      "runtimes, shipping the fastest within budget; default: the target's first")
     comp.add_argument("--calib", help="calibration/validation data (.npz, .npy or image folder)")
     comp.add_argument("--eval", help="labelled evaluation data: accuracy of source and artifacts")
     comp.add_argument("--metric", help="top1|top5 (labels), agreement|cosine|mse (fidelity to FP32), "

@@ -84,4 +84,7 @@ def report_summary(r: dict) -> None:
         if a.get("unsupported_ops"):
             out.print(f"[yellow]{a['backend']}: ops the target's runtime does not run: "
                       f"{', '.join(a['unsupported_ops'])}[/yellow]")
+    sel = r.get("selected")
+    if sel and len(r["artifacts"]) > 1:
+        out.print(f"selected: {sel['backend']} ({sel['reason']})")
     out.print(f"report: {r['output_dir']}/report.md (and report.json)")

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import yaml
 
 import edgepack
 from edgepack.data import load_dataset
@@ -122,3 +123,14 @@ def test_int8_bad_inputs_are_one_line_errors(tmp_path, mobilenet_onnx, sample_se
         assert proc.returncode == 1, (extra, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_profile_with_an_unsupported_scheme_is_refused(tmp_path, mnist_canonical, sample_sets):
+    d = load_profile("x86-vnni").to_dict()
+    d.update(name="odd", derived_from=None)
+    d["quantization"]["activations"]["dtype"] = "int8"
+    d["quantization"]["weights"]["dtype"] = "uint8"
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump(d))
+    data = load_dataset(sample_sets["mnist_calib"], graph_inputs(mnist_canonical))
+    with pytest.raises(EdgepackError, match="no kernels for that scheme"):
+        Quantizer(mnist_canonical, data, load_profile(str(tmp_path / "odd.yaml")))

@@ -418,6 +418,12 @@ def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | No
                  "sessions": stats["sessions"] + 1, "tasks": tasks}
         stats_path.write_text(json.dumps(stats, indent=2))
     records = _count_records(work_dir)
+    if records and not _ffi_ok():
+        import tvm_ffi
+
+        notes.append(f"{records} cached tuning records not applied: apache-tvm-ffi {tvm_ffi.__version__} "
+                     f"crashes reading them ({FFI_PIN} works)")
+        records = 0
     if seconds > 0 and reused and new_s == 0.0:
         notes.append(f"reused {records} cached tuning records ({stats['seconds_spent']:.0f} s of tuning "
                      f"already spent on this model and target)")
@@ -427,15 +433,25 @@ def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | No
             "cost_model": _cost_model_kind(), "notes": notes}
 
 
-def _check_ffi() -> None:
-    """apache-tvm 0.27.0.post1 with apache-tvm-ffi 0.1.15 segfaults when it serialises TIR to JSON
-    (every MetaSchedule database write): refuse with a one-line fix instead of a dead process."""
+FFI_PIN = "apache-tvm-ffi==0.1.14.post1"
+
+
+def _ffi_ok() -> bool:
+    """apache-tvm 0.27.0.post1 with apache-tvm-ffi 0.1.15 segfaults when it serialises TIR to or
+    from JSON (every MetaSchedule database read and write); 0.1.14 works."""
     import tvm_ffi
 
     parts = tuple(int(p) for p in tvm_ffi.__version__.split(".")[:3] if p.isdigit())
-    if parts >= (0, 1, 15):
+    return parts < (0, 1, 15)
+
+
+def _check_ffi() -> None:
+    """Refuse with a one-line fix instead of a dead process."""
+    import tvm_ffi
+
+    if not _ffi_ok():
         raise EdgepackError(f"TVM tuning crashes with apache-tvm-ffi {tvm_ffi.__version__} (segfault saving "
-                            f"tuning records): pip install 'apache-tvm-ffi==0.1.14.post1'")
+                            f"tuning records): pip install '{FFI_PIN}'")
 
 
 def _count_records(work_dir: Path) -> int:
@@ -460,11 +476,17 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
     from tvm.s_tir import meta_schedule as ms
     from tvm.ir.utils import derived_object
 
+    _import_tensor_intrin()  # before anything of MetaSchedule imports it the slow way
     tasks = ms.relax_integration.extract_tasks(_prepare(mod, target), target)
     if not tasks:
         return 0, 0
+    cost_model = _cost_model_kind()
+    # Evolutionary search spends ~10 s per kernel and round ranking candidates with the cost model:
+    # worth it with a learned model (xgboost), wasted with the random one, where sampling the
+    # design space (replay-trace) finds the same candidates for a fraction of the time.
+    strategy = "evolutionary" if cost_model == "xgb" else "replay-trace"
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, str(work_dir), space="post-order-apply", strategy="evolutionary", seed=0)
+        tasks, str(work_dir), space="post-order-apply", strategy=strategy, seed=0)
     deadline = time.monotonic() + seconds
     count = {"trials": 0}
 
@@ -489,9 +511,11 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
         builder=_in_process_builder(),
         runner=ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
             number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)),
-        database=_database(work_dir), cost_model=_cost_model_kind(),
+        database=_database(work_dir), cost_model=cost_model,
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _Deadline()],
-        task_scheduler="gradient")
+        # The gradient scheduler measures every kernel once before it looks at results (and so at
+        # the clock); round-robin notices the deadline within one kernel. Long budgets get gradient.
+        task_scheduler="gradient" if seconds >= 30 * len(contexts) else "round-robin")
     return count["trials"], len(contexts)
 
 
@@ -503,8 +527,6 @@ def _in_process_builder():
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-
-    _import_tensor_intrin()
 
     @derived_object
     class _InProcessBuilder(ms.builder.PyBuilder):

@@ -125,6 +125,10 @@ def ort_settings(profile) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     q = profile.quantization
+    if q.activations.dtype == "int8" and q.weights.dtype == "uint8":
+        raise EdgepackError(f"target {profile.name} asks for int8 activations with uint8 weights: "
+                            "ONNX Runtime has no kernels for that scheme (use int8 or uint8 weights with uint8 "
+                            "activations, or int8 for both)")
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     return {
         "quant_format": {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[q.format],

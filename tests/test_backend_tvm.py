@@ -1,0 +1,167 @@
+"""The TVM (Relax) emitter on real models and runtimes: parity, untuned reporting, op errors, tuning cache.
+
+Host artifacts only; the cross-compiled arm64 artifact is run on the emulated board in test_board.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+pytest.importorskip("tvm")
+
+from edgepack.backends import backend_for_artifact, get_backend  # noqa: E402
+from edgepack.backends.tvm import UNTUNED_NOTE, TvmBackend  # noqa: E402
+from edgepack.bench.runner import benchmark  # noqa: E402
+from edgepack.data import load_dataset  # noqa: E402
+from edgepack.errors import EdgepackError  # noqa: E402
+from edgepack.frontends import load_source  # noqa: E402
+from edgepack.ir.canonical import canonicalize  # noqa: E402
+from edgepack.ir.spec import graph_inputs  # noqa: E402
+from edgepack.targets import load_profile  # noqa: E402
+
+THREADS = 2
+
+
+@pytest.fixture(scope="module")
+def host():
+    return load_profile("host")
+
+
+@pytest.fixture
+def tvm_cache(tmp_path, monkeypatch):
+    """A private tuning cache: never read or pollute the user's ~/.cache/edgepack/tvm."""
+    monkeypatch.setenv("EDGEPACK_TVM_CACHE", str(tmp_path / "tvm-cache"))
+    monkeypatch.delenv("EDGEPACK_TVM_TUNE_SECONDS", raising=False)
+    return tmp_path / "tvm-cache"
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    """The MNIST CNN (conv-BN-ReLU x3, pools, linear) as a user's torch model becomes canonical ONNX."""
+    import torch
+
+    from edgepack.models.mnist_cnn import MnistCNN
+
+    torch.manual_seed(0)
+    source = load_source(MnistCNN(width=8).eval(), {"": (1, 1, 28, 28)})
+    model, _ = canonicalize(source.model)
+    return model
+
+
+def _ort(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def test_small_cnn_parity_and_fresh_process_benchmark(small_cnn, host, tmp_path, tvm_cache):
+    tvm = get_backend("tvm")
+    path = tvm.emit(small_cnn, tmp_path, host)
+    assert path.name == "model.so" and (tmp_path / "model.json").is_file()
+    assert backend_for_artifact(path).name == "tvm"
+
+    name = graph_inputs(small_cnn)[0].name
+    x = np.random.default_rng(0).standard_normal((8, 1, 1, 28, 28)).astype(np.float32)
+    session, ref = tvm.load(path, THREADS), _ort(small_cnn)
+    diff = max(float(np.abs(tvm.run(session, {name: xi})[0] - ref.run(None, {name: xi})[0]).max()) for xi in x)
+    assert diff <= 1e-4, diff
+    assert [s.name for s in tvm.inputs(session)] == [name]
+
+    info = tvm.describe(path)
+    assert info["target_triple"].startswith("x86_64") and not info["cross_compiled"]
+    assert info["target"]["kind"] == "llvm" and info["target"]["mcpu"]  # the host CPU, detected
+
+    # the shared fresh-process benchmark loads and times the artifact like any other runtime's
+    result = benchmark("tvm", path, [{name: x[0]}], threads=1, warmup=1, runs=3, progress=False)
+    assert result["runs"] == 3 and result["latency_ms"]["p50"] > 0
+
+
+def test_mobilenet_untuned_parity_on_photos(mobilenet_onnx, sample_sets, host, tmp_path, tvm_cache):
+    model, _ = canonicalize(onnx.load(str(mobilenet_onnx)))
+    photos = load_dataset(sample_sets["photos"], graph_inputs(model)).inputs["input"][:4]
+    tvm = TvmBackend(tune_seconds=0)
+    path = tvm.emit(model, tmp_path, host)
+    session, ref = tvm.load(path, THREADS), _ort(model)
+    for x in photos:
+        feed = {"input": x[None]}
+        out, want = tvm.run(session, feed)[0], ref.run(None, feed)[0]
+        assert out.shape == (1, 1000)
+        assert float(np.abs(out - want).max()) <= 1e-4
+        assert out.argmax() == want.argmax()
+
+    info = tvm.describe(path)
+    assert info["tuned"] is False
+    assert UNTUNED_NOTE in info["notes"] and "not a deployable result" in UNTUNED_NOTE
+    sidecar = (tmp_path / "model.json").read_text()
+    assert '"tuned": false' in sidecar
+
+
+def test_unsupported_op_names_op_and_node(host, tmp_path, tvm_cache):
+    # Celu is standard ONNX (opset 12) but TVM 0.27's Relax importer has no converter for it.
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu0"),
+         helper.make_node("Celu", ["r"], ["y"], name="my_celu", alpha=1.0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    with pytest.raises(EdgepackError, match=r"Celu.*my_celu"):
+        TvmBackend().emit(model, tmp_path, host)
+
+
+def test_int8_is_refused(small_cnn, host, tmp_path, tvm_cache):
+    with pytest.raises(EdgepackError, match="TVM INT8 not supported yet"):
+        TvmBackend().emit(small_cnn, tmp_path, host, precision="int8")
+
+
+def test_tune_seconds_from_environment(monkeypatch):
+    monkeypatch.setenv("EDGEPACK_TVM_TUNE_SECONDS", "7.5")
+    assert TvmBackend().tune_seconds == 7.5
+    assert TvmBackend(tune_seconds=0).tune_seconds == 0
+    monkeypatch.setenv("EDGEPACK_TVM_TUNE_SECONDS", "soon")
+    with pytest.raises(EdgepackError, match="EDGEPACK_TVM_TUNE_SECONDS"):
+        TvmBackend()
+
+
+def test_tuning_records_are_cached_and_reused(host, tmp_path, tvm_cache):
+    """Tune a one-kernel model for a few seconds; the second compile reuses the records, tunes nothing."""
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 4, 3, 3], rng.standard_normal(288).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"x": rng.standard_normal((1, 4, 16, 16)).astype(np.float32)}
+    want = _ort(model).run(None, x)[0]
+
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        backend = TvmBackend(tune_seconds=4, trials_per_iter=8)
+        t0 = time.perf_counter()
+        path = backend.emit(model, out, host)
+        runs.append((time.perf_counter() - t0, backend.describe(path)))
+        got = backend.run(backend.load(path, THREADS), x)[0]
+        assert float(np.abs(got - want).max()) <= 1e-4
+
+    (first_s, first), (second_s, second) = runs
+    assert first["tuned"] and first["tuning"]["records"] > 0 and first["tuning"]["seconds_this_compile"] > 0
+    assert not first["tuning"]["reused_cache"]
+    assert second["tuned"] and second["tuning"]["reused_cache"]
+    assert second["tuning"]["seconds_this_compile"] == 0  # the budget was spent already: not again
+    assert second["tuning"]["records"] == first["tuning"]["records"]
+    assert second["tuning"]["database"] == first["tuning"]["database"]
+    assert str(tvm_cache) in second["tuning"]["database"]
+    assert any("reused" in n for n in second["notes"])
+    assert second_s < first_s
