@@ -5,6 +5,7 @@ compile(): frontend -> canonical ONNX -> per-backend artifact -> parity -> laten
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,9 +121,17 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             art_dir = stage / name
             art_dir.mkdir()
             own_quantizer = shipped_precision != "fp32" and not backend.consumes_qdq
-            path = backend.emit(canonical if own_quantizer else shipped, art_dir, profile,
-                                precision=shipped_precision, calib=data if own_quantizer else None)
-            run = backend.runner(path, bench["threads"])
+            try:
+                path = backend.emit(canonical if own_quantizer else shipped, art_dir, profile,
+                                    precision=shipped_precision, calib=data if own_quantizer else None)
+                run = backend.runner(path, bench["threads"])
+            except EdgepackError as e:
+                if backends != ["auto"]:
+                    raise
+                # exploring every runtime: one that cannot take this model is reported, not fatal
+                report.setdefault("skipped", []).append({"backend": name, "reason": str(e)})
+                shutil.rmtree(art_dir)
+                continue
             entry = {
                 "backend": name,
                 "precision": shipped_precision,
@@ -140,6 +149,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                 entry["accuracy_drop"] = report["accuracy"]["source"] - entry["accuracy"]
             entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
+        if not report["artifacts"]:
+            raise EdgepackError("no runtime could build this model: " +
+                                "; ".join(f"{x['backend']}: {x['reason']}" for x in report["skipped"]))
         report["selected"] = _select(report["artifacts"], budget[0] if evaluator is not None else None)
         report.update(_primary(report["artifacts"][report["selected"]["index"]]))
         report["output_dir"] = str(outdir)

@@ -84,6 +84,8 @@ def report_summary(r: dict) -> None:
         if a.get("unsupported_ops"):
             out.print(f"[yellow]{a['backend']}: ops the target's runtime does not run: "
                       f"{', '.join(a['unsupported_ops'])}[/yellow]")
+    for skip in r.get("skipped", []):
+        out.print(f"skipped {skip['backend']}: {skip['reason']}")
     sel = r.get("selected")
     if sel and len(r["artifacts"]) > 1:
         out.print(f"selected: {sel['backend']} ({sel['reason']})")

@@ -322,8 +322,7 @@ def _build(mod, target, work_dir: Path | None):
         if work_dir is not None:
             with _database(work_dir):
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-        lanes = max(4, tvm.target.codegen.llvm_get_vector_width(target) // 32)
-        mod = dl.ApplyDefaultSchedule(_cpu_default_rule(lanes))(mod)
+        mod = dl.ApplyDefaultSchedule(_cpu_default_rule(max(4, _lanes(target))))(mod)
         mod = tvm.transform.Sequential([*rp.dataflow_lower_passes(target), *rp.finalize_passes(target)])(mod)
         return tvm.compile(mod, target=target, relax_pipeline=None)
 
@@ -503,20 +502,67 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
                     except Exception:
                         pass  # already finished
 
+    builder = _in_process_builder()
+    runner = ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
+        number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False))
+    database = _database(work_dir)
+    count["trials"] += _seed_default_schedules(contexts, target, builder, runner, database, deadline)
+    if time.monotonic() >= deadline:
+        return count["trials"], len(contexts)
     # Fewer candidates per round in short budgets, so that every kernel gets some.
     per_iter = trials_per_iter or int(min(64, max(8, seconds / len(contexts))))
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(work_dir),
         max_trials_global=100_000, max_trials_per_task=2_000, num_trials_per_iter=per_iter,
-        builder=_in_process_builder(),
-        runner=ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
-            number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)),
-        database=_database(work_dir), cost_model=cost_model,
+        builder=builder, runner=runner, database=database, cost_model=cost_model,
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _Deadline()],
         # The gradient scheduler measures every kernel once before it looks at results (and so at
         # the clock); round-robin notices the deadline within one kernel. Long budgets get gradient.
         task_scheduler="gradient" if seconds >= 30 * len(contexts) else "round-robin")
     return count["trials"], len(contexts)
+
+
+def _seed_default_schedules(contexts, target, builder, runner, database, deadline: float) -> int:
+    """Measure edgepack's default schedule of every kernel and record it like a tuning trial.
+
+    The database then holds, per kernel, the best of (default schedule, searched candidates): a
+    short random search that finds nothing better cannot make the tuned artifact slower than the
+    untuned one, and the search starts from a measured baseline. Returns the trials measured."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    rule = _cpu_default_rule(max(4, _lanes(target)))
+    todo = []
+    for ctx in contexts:
+        func = ctx.mod["main"]
+        try:
+            sch = rule.apply(func.with_attr("target", target), target, False)
+        except Exception:
+            sch = None
+        if sch is not None and sch.trace is not None:
+            todo.append((ctx.mod, sch, ArgInfo.from_prim_func(func)))
+    done = 0
+    for start in range(0, len(todo), 8):  # in batches, so the deadline is looked at
+        if time.monotonic() >= deadline:
+            break
+        batch = todo[start:start + 8]
+        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch, _ in batch])
+        ok = [(item, b) for item, b in zip(batch, built) if b.error_msg is None]
+        futures = runner.run([ms.runner.RunnerInput(b.artifact_path, target.kind.name, args)
+                              for (_, _, args), b in ok])
+        for ((mod, sch, args), _), future in zip(ok, futures):
+            result = future.result()
+            if result.error_msg is None and result.run_secs:
+                database.commit_tuning_record(ms.database.TuningRecord(
+                    sch.trace, database.commit_workload(mod), result.run_secs, target, args))
+                done += 1
+    return done
+
+
+def _lanes(target) -> int:
+    import tvm
+
+    return tvm.target.codegen.llvm_get_vector_width(target) // 32
 
 
 def _in_process_builder():
