@@ -7,11 +7,12 @@ The scripts put the repository root on sys.path before importing this module.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -84,16 +85,24 @@ def load_photos(folder: Path, model: onnx.ModelProto):
     return load_dataset(folder, graph_inputs(model))
 
 
-def each_model(names: str, photos: Path, workdir: Path | None, prefix: str) -> Iterator[tuple]:
-    """(name, label, canonical ONNX model, photos as an (N, 3, 224, 224) array, work folder) for
-    each comma-separated name; work folders are under `workdir`, else a temporary folder."""
+def run_models(args: argparse.Namespace, prefix: str, step: Callable) -> tuple[dict, np.ndarray, tuple, tuple]:
+    """For each of --models: export and canonicalize it, load the photos for it, and call
+    step(name, canonical ONNX model, photos as an (N, 3, 224, 224) array, work folder); work
+    folders are under --workdir, else a temporary folder (prefix `prefix`). Returns
+    ({label: what step returned}, the photos, the load average before and after)."""
+    folder = photos_dir()
+    results = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        for name in names.split(","):
-            work = (workdir or Path(tmp)) / name
+        for name in args.models.split(","):
+            work = (args.workdir or Path(tmp)) / name
             work.mkdir(parents=True)
             module, label = source_module(name)
             model = export(module, work / "source.onnx")
-            yield name, label, model, load_photos(photos, model).inputs["input"], work
+            photos = load_photos(folder, model).inputs["input"]
+            print(f"{label}: building artifacts", flush=True)
+            results[label] = step(name, model, photos, work)
+    return results, photos, load_before, os.getloadavg()
 
 
 # --------------------------------------------------------------------------- building
@@ -226,7 +235,9 @@ def timing_note(args: argparse.Namespace, load_before: tuple, load_after: tuple)
             f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
 
 
-def write_report(out: Path, md: str) -> None:
+def write_report(out: Path, title: str, intro: str, table: str, verdicts: list[str]) -> None:
+    """The Markdown report (title, intro paragraph, table, verdict bullets) to `out` and stdout."""
+    md = "\n".join([title, "", intro, "", table, "", *verdicts, ""])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
     print()

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import edgepack  # noqa: E402
+from benchmarks.common import cosine, top1_agreement  # noqa: E402
 from edgepack import sample_data  # noqa: E402
 from edgepack.backends import get_backend  # noqa: E402
 from edgepack.bench.runner import benchmark  # noqa: E402
@@ -68,9 +69,8 @@ def fidelity(run, ref_run, data: Dataset, kind: str) -> float:
         return float((out.argmax(1) == data.labels[: len(out)]).mean())
     ref = outputs(ref_run, data, 1)
     if kind == "agreement":
-        return float((out.argmax(1) == ref.argmax(1)).mean())
-    cos = np.sum(out * ref, 1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
-    return float(cos.mean())
+        return top1_agreement(ref, out)
+    return float(cosine(out, ref).mean())
 
 
 def ort_default(fp32_path: Path, out: Path, calib: Dataset) -> Path:

@@ -31,9 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (Artifacts, add_model_args, add_timing_args, each_model, host,  # noqa: E402
-                               measure, photos_dir, summary, table_head, table_row, timing_note,
-                               timing_rows, write_report)
+from benchmarks.common import (Artifacts, add_model_args, add_timing_args, host, measure,  # noqa: E402
+                               run_models, summary, table_head, table_row, timing_note, timing_rows,
+                               write_report)
 from edgepack.backends import get_backend  # noqa: E402
 from edgepack.data import Dataset  # noqa: E402
 from edgepack.passes.quantize import Quantizer  # noqa: E402
@@ -162,34 +162,22 @@ def main(argv=None) -> int:
         os.nice(args.nice)
 
     profile = load_profile(args.target)
-    photos_root = photos_dir()
-    results = {}
-    load_before = os.getloadavg()
-    for name, label, model, photos, work in each_model(args.models, photos_root, args.workdir, "edgepack-ovbench-"):
-        print(f"{label}: building artifacts", flush=True)
-        arts = build(name, model, photos, profile, work)
-        results[label] = measure_model(arts, photos, args.threads, args.warmup, args.runs, args.repeats,
-                                       args.quiet_wait)
-    load_after = os.getloadavg()
 
-    md = "\n".join([
-        "# OpenVINO INT8: QDQ graph vs NNCF",
-        "",
-        f"Measured by `benchmarks/openvino_int8.py` on {environment(args.threads)}; "
-        f"{timing_note(args, load_before, load_after)}; each timing waited up to "
-        f"{args.quiet_wait:.0f} s for the CPUs to be < 30% busy; niceness {os.nice(0)}). "
-        f"Top-1 agreement is with ORT FP32 on the {len(photos)} bundled real photos; QDQ (target "
-        f"{profile.name}'s scheme) and NNCF (defaults) both calibrate on those photos. OpenVINO fp32 "
-        "runs with INFERENCE_PRECISION_HINT=f32; its fp16-weights artifact computes in the CPU's "
-        "default precision (BF16 with AMX). ResNet18 has random weights: its latency is real, its "
-        "agreement is not a quality measure.",
-        "",
-        table(results, len(photos)),
-        "",
-        *verdict(results),
-        "",
-    ])
-    write_report(args.out, md)
+    def step(name, model, photos, work):
+        arts = build(name, model, photos, profile, work)
+        return measure_model(arts, photos, args.threads, args.warmup, args.runs, args.repeats, args.quiet_wait)
+
+    results, photos, load_before, load_after = run_models(args, "edgepack-ovbench-", step)
+
+    intro = (f"Measured by `benchmarks/openvino_int8.py` on {environment(args.threads)}; "
+             f"{timing_note(args, load_before, load_after)}; each timing waited up to "
+             f"{args.quiet_wait:.0f} s for the CPUs to be < 30% busy; niceness {os.nice(0)}). "
+             f"Top-1 agreement is with ORT FP32 on the {len(photos)} bundled real photos; QDQ (target "
+             f"{profile.name}'s scheme) and NNCF (defaults) both calibrate on those photos. OpenVINO fp32 "
+             "runs with INFERENCE_PRECISION_HINT=f32; its fp16-weights artifact computes in the CPU's "
+             "default precision (BF16 with AMX). ResNet18 has random weights: its latency is real, its "
+             "agreement is not a quality measure.")
+    write_report(args.out, "# OpenVINO INT8: QDQ graph vs NNCF", intro, table(results, len(photos)), verdict(results))
     return 0
 
 

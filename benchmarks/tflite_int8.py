@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -31,8 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (Artifacts, add_model_args, add_timing_args, cosine, each_model,  # noqa: E402
-                               host, measure, photos_dir, summary, table_head, table_row, timing_note,
+from benchmarks.common import (Artifacts, add_model_args, add_timing_args, cosine, host,  # noqa: E402
+                               measure, run_models, summary, table_head, table_row, timing_note,
                                timing_rows, write_report)
 from edgepack.backends import get_backend  # noqa: E402
 from edgepack.data import Dataset  # noqa: E402
@@ -143,33 +142,22 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
 
     profile = load_profile(args.target)
-    photos_root = photos_dir()
-    results = {}
-    load_before = os.getloadavg()
-    for name, label, model, photos, work in each_model(args.models, photos_root, args.workdir, "edgepack-tflbench-"):
-        print(f"{label}: building artifacts", flush=True)
-        arts, secs = build(name, model, photos, profile, work)
-        results[label] = (measure_model(arts, photos, args.threads, args.warmup, args.runs, args.repeats), secs)
-    load_after = os.getloadavg()
 
-    md = "\n".join([
-        "# TFLite full-integer INT8 vs FP32",
-        "",
-        f"Measured by `benchmarks/tflite_int8.py` on {environment(args.threads)}; "
-        f"{timing_note(args, load_before, load_after)}: other work shared the CPU). "
-        f"TFLite runs with XNNPACK (ai_edge_litert's default) and its times include edgepack's "
-        f"NCHW->NHWC transpose and int8 I/O (de)quantization. Top-1 agreement and cosine are with "
-        f"ORT FP32 on the {len(photos)} bundled real photos; the INT8 model (target {profile.name}: "
-        f"per-channel int8 weights, int8 activations, {profile.quantization.io_dtype} I/O) is "
-        f"calibrated by the TFLite converter on those same photos. ResNet18 has random weights: its "
-        f"latency is real, its agreement is not a quality measure.",
-        "",
-        table(results, len(photos)),
-        "",
-        *verdict(results),
-        "",
-    ])
-    write_report(args.out, md)
+    def step(name, model, photos, work):
+        arts, secs = build(name, model, photos, profile, work)
+        return measure_model(arts, photos, args.threads, args.warmup, args.runs, args.repeats), secs
+
+    results, photos, load_before, load_after = run_models(args, "edgepack-tflbench-", step)
+
+    intro = (f"Measured by `benchmarks/tflite_int8.py` on {environment(args.threads)}; "
+             f"{timing_note(args, load_before, load_after)}: other work shared the CPU). "
+             f"TFLite runs with XNNPACK (ai_edge_litert's default) and its times include edgepack's "
+             f"NCHW->NHWC transpose and int8 I/O (de)quantization. Top-1 agreement and cosine are with "
+             f"ORT FP32 on the {len(photos)} bundled real photos; the INT8 model (target {profile.name}: "
+             f"per-channel int8 weights, int8 activations, {profile.quantization.io_dtype} I/O) is "
+             f"calibrated by the TFLite converter on those same photos. ResNet18 has random weights: its "
+             f"latency is real, its agreement is not a quality measure.")
+    write_report(args.out, "# TFLite full-integer INT8 vs FP32", intro, table(results, len(photos)), verdict(results))
     return 0
 
 

@@ -18,7 +18,7 @@ from edgepack.bench.report import write_report
 from edgepack.bench.runner import benchmark
 from edgepack.data import Dataset, load_dataset, random_inputs
 from edgepack.errors import EdgepackError
-from edgepack.passes.metrics import Evaluator, parse_drop
+from edgepack.passes.metrics import Evaluator, drop, parse_drop
 from edgepack.passes.precision import quantize_for_target
 from edgepack.passes.quantize import IgnoredScope, to_fp16
 from edgepack.runtime import ort_runner
@@ -117,14 +117,10 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     ops = set(canon_stats["op_histogram"])
     with staged_dir(outdir, force) as stage:
         for name in chosen:
-            backend = get_backend(name)
             art_dir = stage / name
             art_dir.mkdir()
-            own_quantizer = shipped_precision != "fp32" and not backend.consumes_qdq
             try:
-                path = backend.emit(canonical if own_quantizer else shipped, art_dir, profile,
-                                    precision=shipped_precision, calib=data if own_quantizer else None)
-                run = backend.runner(path, bench["threads"])
+                entry = _artifact(name, art_dir, canonical, shipped, shipped_precision, data, profile, ops, bench)
             except EdgepackError as e:
                 if backends != ["auto"]:
                     raise
@@ -132,22 +128,14 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                 report.setdefault("skipped", []).append({"backend": name, "reason": str(e)})
                 shutil.rmtree(art_dir)
                 continue
-            entry = {
-                "backend": name,
-                "precision": shipped_precision,
-                "path": str(path.relative_to(stage)),
-                "size_bytes": dir_size(art_dir),
-                "sha256": sha256_file(path),
-                "parity": measure_parity(source.run, run, parity_feeds),
-                "unsupported_ops": profile.unsupported_ops(ops, name) if name in profile.backends else [],
-                "notes": [] if name in profile.backends else
-                [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
-                "runtime": backend.describe(path),
-            }
+            entry["path"] = str(Path(entry["path"]).relative_to(stage))
+            run = entry.pop("run")
+            entry["parity"] = measure_parity(source.run, run, parity_feeds)
             if evaluator is not None:
                 entry["accuracy"] = evaluator.score(run)
-                entry["accuracy_drop"] = report["accuracy"]["source"] - entry["accuracy"]
-            entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
+                entry["accuracy_drop"] = drop(report["accuracy"]["source"], entry["accuracy"], budget[1])
+            entry.update(benchmark(name, Path(stage / entry["path"]), _feeds(data, specs, BENCH_FEEDS),
+                                   progress=progress, **bench))
             report["artifacts"].append(entry)
         if not report["artifacts"]:
             raise EdgepackError("no runtime could build this model: " +
@@ -200,6 +188,23 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, profile, ops: set, bench) -> dict:
+    """Emit one backend's artifact and open it; parity, accuracy and latency are added by the caller."""
+    backend = get_backend(name)
+    # a runtime with its own quantizer gets the float graph and the calibration data instead of QDQ
+    own_quantizer = precision != "fp32" and not backend.consumes_qdq
+    path = backend.emit(canonical if own_quantizer else shipped, art_dir, profile, precision=precision,
+                        calib=calib if own_quantizer else None)
+    deploys = name in profile.backends
+    return {
+        "backend": name, "precision": precision, "path": str(path), "size_bytes": dir_size(art_dir),
+        "sha256": sha256_file(path), "run": backend.runner(path, bench["threads"]),
+        "unsupported_ops": profile.unsupported_ops(ops, name) if deploys else [],
+        "notes": [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
+        "runtime": backend.describe(path),
+    }
+
 
 def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> list[str]:
     """Requested backends as given; "auto": every runtime of the target that edgepack can build

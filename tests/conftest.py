@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -58,3 +59,59 @@ def run_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
+
+
+# --------------------------------------------------------------------------- MobileNetV2 on the photos
+# (the backend tests: test_backend_openvino.py, test_backend_tflite.py)
+
+REFERENCE_THREADS = 2
+CONFIDENT = 0.5  # FP32 top-1 probability above which a top-1 flip means a real change
+
+
+@pytest.fixture(scope="module")
+def mobilenet_canonical(mobilenet_onnx) -> onnx.ModelProto:
+    """The exported MobileNetV2 after canonicalize (a fresh copy per test module)."""
+    from edgepack.ir.canonical import canonicalize
+
+    model, _ = canonicalize(onnx.load(str(mobilenet_onnx)))
+    return model
+
+
+@pytest.fixture(scope="module")
+def mobilenet_photos(mobilenet_canonical, sample_sets):
+    """All bundled photos as a Dataset for the canonical MobileNetV2: input (N, 3, 224, 224),
+    ImageNet-normalised float32."""
+    from edgepack.data import load_dataset
+    from edgepack.ir.spec import graph_inputs
+
+    return load_dataset(sample_sets["photos"], graph_inputs(mobilenet_canonical))
+
+
+def logits(run, batches) -> np.ndarray:
+    """run(feeds)[0] for each feed dict in `batches`, one row each."""
+    return np.concatenate([np.asarray(run(f)[0]).reshape(1, -1) for f in batches])
+
+
+@pytest.fixture(scope="module")
+def mobilenet_reference(mobilenet_canonical, mobilenet_photos):
+    """ONNX Runtime FP32 logits of the canonical graph on every photo."""
+    from edgepack.runtime import ort_runner
+
+    return logits(ort_runner(mobilenet_canonical, REFERENCE_THREADS), mobilenet_photos.batches(1))
+
+
+def agreement(ref, got, mask=None) -> float:
+    """Share of rows (of the rows in `mask`) with the same top-1 class."""
+    same = ref.argmax(1) == got.argmax(1)
+    return float(same[mask].mean() if mask is not None else same.mean())
+
+
+def confident_mask(ref):
+    """Rows where `ref` gives its top class at least CONFIDENT probability."""
+    p = np.exp(ref - ref.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)).max(1) >= CONFIDENT
+
+
+def cosine(a, b):
+    """Row-wise cosine similarity."""
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

@@ -21,14 +21,12 @@ pytest.importorskip("openvino")
 
 import edgepack  # noqa: E402
 from edgepack.backends import backend_for_artifact, get_backend  # noqa: E402
-from edgepack.data import load_dataset  # noqa: E402
 from edgepack.errors import EdgepackError  # noqa: E402
-from edgepack.ir.canonical import canonicalize  # noqa: E402
-from edgepack.ir.spec import graph_inputs  # noqa: E402
 from edgepack.targets import load_profile  # noqa: E402
 
+from conftest import agreement, confident_mask, cosine, logits  # noqa: E402
+
 THREADS = 2
-CONFIDENT = 0.5  # FP32 top-1 probability above which a top-1 flip means a real change
 
 
 @pytest.fixture(scope="module")
@@ -42,26 +40,13 @@ def profile():
 
 
 @pytest.fixture(scope="module")
-def canonical(mobilenet_onnx):
-    model, _ = canonicalize(onnx.load(str(mobilenet_onnx)))
-    return model
-
-
-@pytest.fixture(scope="module")
-def photos(canonical, sample_sets):
+def photos(mobilenet_photos):
     """All bundled photos as (N, 3, 224, 224) ImageNet-normalised float32."""
-    return load_dataset(sample_sets["photos"], graph_inputs(canonical)).inputs["input"]
+    return mobilenet_photos.inputs["input"]
 
 
 def _run_all(run, x):
-    return np.concatenate([run({"input": x[i:i + 1]})[0] for i in range(len(x))])
-
-
-@pytest.fixture(scope="module")
-def reference(canonical, photos):
-    """ONNX Runtime FP32 logits of the canonical graph on every photo."""
-    ort_backend = get_backend("onnxruntime")
-    return _run_all(lambda f: ort_backend.run(_ort_session(canonical), f), photos)
+    return logits(run, ({"input": x[i:i + 1]} for i in range(len(x))))
 
 
 def _ort_session(model):
@@ -78,22 +63,8 @@ def _artifact_logits(ov, path, photos):
     return _run_all(lambda f: ov.run(session, f), photos)
 
 
-def _agreement(ref, got, mask=None):
-    same = ref.argmax(1) == got.argmax(1)
-    return float(same[mask].mean() if mask is not None else same.mean())
-
-
-def _confident(ref):
-    p = np.exp(ref - ref.max(1, keepdims=True))
-    return (p / p.sum(1, keepdims=True)).max(1) >= CONFIDENT
-
-
-def _cosine(a, b):
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 @pytest.fixture(scope="module")
-def qdq_model(canonical, photos):
+def qdq_model(mobilenet_canonical, photos):
     """MobileNetV2 quantized by onnxruntime.quantization: QDQ, per-channel s8 weights, u8
     activations, MinMax-calibrated on the photos."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
@@ -112,22 +83,22 @@ def qdq_model(canonical, photos):
     logging.getLogger().setLevel(logging.ERROR)  # ORT suggests pre-processing on the root logger
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
-        onnx.save(canonical, str(src))
+        onnx.save(mobilenet_canonical, str(src))
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         return onnx.load(str(dst))
 
 
-def test_fp32_matches_onnxruntime(ov, profile, canonical, photos, reference, tmp_path):
-    path = ov.emit(canonical, tmp_path, profile, "fp32")
+def test_fp32_matches_onnxruntime(ov, profile, mobilenet_canonical, photos, mobilenet_reference, tmp_path):
+    path = ov.emit(mobilenet_canonical, tmp_path, profile, "fp32")
     assert path == tmp_path / "model.xml" and (tmp_path / "model.bin").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "model.xml"]
     got = _artifact_logits(ov, path, photos[:8])
     # Measured 1.6e-05. Without INFERENCE_PRECISION_HINT=f32 OpenVINO computes in BF16 on this
     # AMX Xeon: max abs diff 1.9 and 4 of 60 top-1 predictions changed.
-    assert np.abs(got - reference[:8]).max() <= 1e-4
-    assert _agreement(reference[:8], got) == 1.0
+    assert np.abs(got - mobilenet_reference[:8]).max() <= 1e-4
+    assert agreement(mobilenet_reference[:8], got) == 1.0
     session = ov.load(path, 1)
     assert [(s.name, s.shape, s.dtype) for s in ov.inputs(session)] == [("input", (1, 3, 224, 224), "float32")]
     info = ov.describe(path)
@@ -136,17 +107,18 @@ def test_fp32_matches_onnxruntime(ov, profile, canonical, photos, reference, tmp
     assert backend_for_artifact(path).name == "openvino"
 
 
-def test_fp16_weights_halve_the_size_and_keep_top1(ov, profile, canonical, photos, reference, tmp_path):
-    fp32 = ov.emit(canonical, tmp_path / "a", profile, "fp32")
-    fp16 = ov.emit(canonical, tmp_path / "b", profile, "fp16")
+def test_fp16_weights_halve_the_size_and_keep_top1(ov, profile, mobilenet_canonical, photos, mobilenet_reference,
+                                                   tmp_path):
+    fp32 = ov.emit(mobilenet_canonical, tmp_path / "a", profile, "fp32")
+    fp16 = ov.emit(mobilenet_canonical, tmp_path / "b", profile, "fp16")
     ratio = (tmp_path / "b" / "model.bin").stat().st_size / (tmp_path / "a" / "model.bin").stat().st_size
     assert 0.45 < ratio < 0.55
     got = _artifact_logits(ov, fp16, photos)
-    confident = _confident(reference)
+    confident = confident_mask(mobilenet_reference)
     assert confident.sum() >= 10
-    assert _agreement(reference, got, confident) >= 0.9  # measured 1.00 (17 photos)
-    assert _agreement(reference, got) >= 0.85  # measured 0.90 (60 photos, BF16 compute)
-    assert _cosine(reference, got).mean() >= 0.99  # measured 0.997
+    assert agreement(mobilenet_reference, got, confident) >= 0.9  # measured 1.00 (17 photos)
+    assert agreement(mobilenet_reference, got) >= 0.85  # measured 0.90 (60 photos, BF16 compute)
+    assert cosine(mobilenet_reference, got).mean() >= 0.99  # measured 0.997
     info = ov.describe(fp16)
     # FP16 weights do not mean FP16 arithmetic: the CPU computes in its default precision.
     assert info["precision"] == "fp16" and info["inference_precision_requested"] == "device default"
@@ -155,16 +127,16 @@ def test_fp16_weights_halve_the_size_and_keep_top1(ov, profile, canonical, photo
     assert fp32.stat().st_size > 0
 
 
-def test_int8_from_qdq_runs_int8_and_keeps_top1(ov, profile, qdq_model, photos, reference, tmp_path):
+def test_int8_from_qdq_runs_int8_and_keeps_top1(ov, profile, qdq_model, photos, mobilenet_reference, tmp_path):
     path = ov.emit(qdq_model, tmp_path, profile, "int8")
     got = _artifact_logits(ov, path, photos)
-    confident = _confident(reference)
-    assert _agreement(reference, got, confident) >= 0.9  # measured 1.00 (17 photos)
-    assert _agreement(reference, got) >= 0.65  # measured 0.73; ORT on the same QDQ graph: 0.70
-    assert _cosine(reference, got).mean() >= 0.95  # measured 0.973
+    confident = confident_mask(mobilenet_reference)
+    assert agreement(mobilenet_reference, got, confident) >= 0.9  # measured 1.00 (17 photos)
+    assert agreement(mobilenet_reference, got) >= 0.65  # measured 0.73; ORT on the same QDQ graph: 0.70
+    assert cosine(mobilenet_reference, got).mean() >= 0.95  # measured 0.973
     # OpenVINO computes the QDQ graph as ONNX Runtime does (up to INT8 rounding and fusions).
     ort_int8 = _run_all(lambda f: _ort_session(qdq_model).run(None, f), photos[:12])
-    assert _cosine(ort_int8, got[:12]).mean() >= 0.95  # measured 0.98
+    assert cosine(ort_int8, got[:12]).mean() >= 0.95  # measured 0.98
     info = ov.describe(path)
     assert info["precision"] == "int8" and info["int8_route"] == "qdq"
     conv = info["execution_precision"]["Convolution"]
@@ -173,14 +145,14 @@ def test_int8_from_qdq_runs_int8_and_keeps_top1(ov, profile, qdq_model, photos, 
     assert (tmp_path / "model.bin").stat().st_size < 5e6  # int8 weights (fp32: 14 MB)
 
 
-def test_int8_by_nncf_from_the_float_graph(ov, profile, canonical, photos, reference, tmp_path):
+def test_int8_by_nncf_from_the_float_graph(ov, profile, mobilenet_canonical, photos, mobilenet_reference, tmp_path):
     from edgepack.data import Dataset
 
     calib = Dataset({"input": photos[::2]})  # 30 photos
-    path = ov.emit(canonical, tmp_path, profile, "int8", calib=calib)  # float graph + data: NNCF
+    path = ov.emit(mobilenet_canonical, tmp_path, profile, "int8", calib=calib)  # float graph + data: NNCF
     got = _artifact_logits(ov, path, photos)
-    assert _agreement(reference, got, _confident(reference)) >= 0.9
-    assert _agreement(reference, got) >= 0.7  # measured 0.85 calibrated on all 60 photos
+    assert agreement(mobilenet_reference, got, confident_mask(mobilenet_reference)) >= 0.9
+    assert agreement(mobilenet_reference, got) >= 0.7  # measured 0.85 calibrated on all 60 photos
     info = ov.describe(path)
     assert info["int8_route"] == "nncf" and info["int8_layers"] > 50
 

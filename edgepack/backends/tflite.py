@@ -193,23 +193,23 @@ class _Session:
         self.interp = interp
         self.io = io
         self.artifact = artifact
-        by_name_in = {d["name"]: d for d in interp.get_input_details()}
-        by_name_out = {d["name"]: d for d in interp.get_output_details()}
-        self._in = []
-        for spec in io["inputs"]:
-            d = by_name_in.get(spec["tflite_name"])
+        ins = self._details(interp.get_input_details(), io["inputs"], "input")
+        outs = self._details(interp.get_output_details(), io["outputs"], "output")
+        self._in = [(spec["name"], d["index"], np.dtype(d["dtype"]), spec["perm"], spec.get("quant"),
+                     tuple(int(x) for x in d["shape"])) for spec, d in ins]
+        self._out = [(d["index"], spec["perm"], spec.get("quant")) for spec, d in outs]
+
+    def _details(self, details: list[dict], specs: list[dict], kind: str) -> list[tuple[dict, dict]]:
+        """(sidecar spec, interpreter tensor details) for each tensor the sidecar names, in its order."""
+        by_name = {d["name"]: d for d in details}
+        pairs = []
+        for spec in specs:
+            d = by_name.get(spec["tflite_name"])
             if d is None:
-                raise EdgepackError(f"{artifact}: input tensor {spec['tflite_name']!r} named in the "
+                raise EdgepackError(f"{self.artifact}: {kind} tensor {spec['tflite_name']!r} named in the "
                                     f"sidecar is not in the model")
-            self._in.append((spec["name"], d["index"], np.dtype(d["dtype"]), spec["perm"], spec.get("quant"),
-                             tuple(int(x) for x in d["shape"])))
-        self._out = []
-        for spec in io["outputs"]:
-            d = by_name_out.get(spec["tflite_name"])
-            if d is None:
-                raise EdgepackError(f"{artifact}: output tensor {spec['tflite_name']!r} named in the "
-                                    f"sidecar is not in the model")
-            self._out.append((d["index"], spec["perm"], spec.get("quant")))
+            pairs.append((spec, d))
+        return pairs
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         for name, index, dtype, perm, q, shape in self._in:

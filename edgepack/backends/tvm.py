@@ -411,10 +411,11 @@ def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | No
         _check_ffi()
         work_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        trials, tasks = _run_metaschedule(mod, target, work_dir, todo, trials_per_iter)
+        run = _run_metaschedule(mod, target, work_dir, todo, trials_per_iter)
         new_s = time.perf_counter() - t0
-        stats = {"seconds_spent": stats["seconds_spent"] + new_s, "trials": stats["trials"] + trials,
-                 "sessions": stats["sessions"] + 1, "tasks": tasks}
+        stats = {"seconds_spent": stats["seconds_spent"] + new_s, "trials": stats["trials"] + run["trials"],
+                 "sessions": stats["sessions"] + 1, "tasks": run["tasks"],
+                 "default_schedules_measured": run["seeded"]}
         stats_path.write_text(json.dumps(stats, indent=2))
     records = _count_records(work_dir)
     if records and not _ffi_ok():
@@ -428,7 +429,8 @@ def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | No
                      f"already spent on this model and target)")
     return {"records": records, "seconds_requested": seconds, "seconds_this_compile": round(new_s, 1),
             "seconds_total": round(stats["seconds_spent"], 1), "trials_total": stats["trials"],
-            "tasks": stats.get("tasks"), "reused_cache": reused, "database": str(work_dir),
+            "tasks": stats.get("tasks"), "default_schedules_measured": stats.get("default_schedules_measured"),
+            "reused_cache": reused, "database": str(work_dir),
             "cost_model": _cost_model_kind(), "notes": notes}
 
 
@@ -478,7 +480,7 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
     _import_tensor_intrin()  # before anything of MetaSchedule imports it the slow way
     tasks = ms.relax_integration.extract_tasks(_prepare(mod, target), target)
     if not tasks:
-        return 0, 0
+        return {"trials": 0, "tasks": 0, "seeded": 0}
     cost_model = _cost_model_kind()
     # Evolutionary search spends ~10 s per kernel and round ranking candidates with the cost model:
     # worth it with a learned model (xgboost), wasted with the random one, where sampling the
@@ -487,7 +489,7 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, str(work_dir), space="post-order-apply", strategy=strategy, seed=0)
     deadline = time.monotonic() + seconds
-    count = {"trials": 0}
+    count = {"trials": 0, "tasks": len(contexts), "seeded": 0}
 
     @derived_object
     class _Deadline(ms.measure_callback.PyMeasureCallback):
@@ -506,9 +508,10 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
     runner = ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
         number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False))
     database = _database(work_dir)
-    count["trials"] += _seed_default_schedules(contexts, target, builder, runner, database, deadline)
+    count["seeded"] = _seed_default_schedules(contexts, target, builder, runner, database, deadline)
+    count["trials"] += count["seeded"]
     if time.monotonic() >= deadline:
-        return count["trials"], len(contexts)
+        return count
     # Fewer candidates per round in short budgets, so that every kernel gets some.
     per_iter = trials_per_iter or int(min(64, max(8, seconds / len(contexts))))
     ms.tune.tune_tasks(
@@ -519,7 +522,7 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
         # The gradient scheduler measures every kernel once before it looks at results (and so at
         # the clock); round-robin notices the deadline within one kernel. Long budgets get gradient.
         task_scheduler="gradient" if seconds >= 30 * len(contexts) else "round-robin")
-    return count["trials"], len(contexts)
+    return count
 
 
 def _seed_default_schedules(contexts, target, builder, runner, database, deadline: float) -> int:
@@ -548,7 +551,7 @@ def _seed_default_schedules(contexts, target, builder, runner, database, deadlin
         batch = todo[start:start + 8]
         built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch, _ in batch])
         ok = [(item, b) for item, b in zip(batch, built) if b.error_msg is None]
-        futures = runner.run([ms.runner.RunnerInput(b.artifact_path, target.kind.name, args)
+        futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args)
                               for (_, _, args), b in ok])
         for ((mod, sch, args), _), future in zip(ok, futures):
             result = future.result()
