@@ -105,7 +105,10 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                               "source": evaluator.score(source.run)}
 
     shipped, shipped_precision = canonical, wanted
-    if wanted == "int8":
+    if wanted == "int8" and not any(get_backend(n).consumes_qdq for n in chosen):
+        report["quantization"] = {"by": "each backend's own quantizer, calibrated on --calib", "met": True,
+                                  "calibration": {"data": data.source, "samples": len(data)}}
+    elif wanted == "int8":
         shipped, shipped_precision, report["quantization"] = quantize_for_target(
             canonical, data, profile, evaluator, report["accuracy"]["source"], budget, scope,
             bench["threads"], batch, insist=precision == "int8",
