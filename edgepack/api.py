@@ -20,6 +20,8 @@ from edgepack.data import Dataset, load_dataset, random_inputs
 from edgepack.errors import EdgepackError
 from edgepack.passes.metrics import Evaluator, drop, parse_drop
 from edgepack.passes.precision import quantize_for_target
+from edgepack.passes.prune import magnitude_prune
+from edgepack.passes.prune import prune as prune_channels
 from edgepack.passes.quantize import IgnoredScope, to_fp16
 from edgepack.runtime import ort_runner
 from edgepack.frontends import load_source
@@ -41,15 +43,39 @@ BENCH_FEEDS = 8
 def inspect(model, input_shapes: dict | None = None, weights: str | None = None) -> dict:
     """Stats of a model as given (ONNX files as they are; torch models as exported)."""
     source = load_source(model, input_shapes, weights)
-    return model_stats(source.model, source.path if source.kind == "onnx" else None,
-                       input_shapes=_named_shapes(source.model, input_shapes))
+    stats = model_stats(source.model, source.path if source.kind == "onnx" else None,
+                        input_shapes=_named_shapes(source.model, input_shapes))
+    stats["prunable_groups"] = _prunable_groups(source.model, input_shapes)
+    return stats
+
+
+def _prunable_groups(model, input_shapes) -> list[dict] | dict:
+    """Channel groups of the canonical graph and their L1 importance (what --prune would cut)."""
+    from edgepack.passes.prune import group_importance
+    from edgepack.passes.prune_graph import analyze
+
+    try:
+        canonical, _ = canonicalize(model, input_shapes)
+        analysis = analyze(canonical)
+    except EdgepackError as e:
+        return {"error": str(e)}
+    groups = []
+    for g in analysis.groups:
+        row = g.to_dict()
+        if g.prunable:
+            imp = group_importance(canonical, g, "l1", analysis)
+            row["importance"] = {"min": float(imp.min()), "mean": float(imp.mean()), "max": float(imp.max())}
+        groups.append(row)
+    return groups
 
 
 def compile(model, target: str | TargetProfile = "host", backends: list[str] | None = None,
             output_dir: str | Path | None = None, input_shapes: dict | None = None,
             weights: str | None = None, calib: str | Path | None = None, precision: str | None = None,
             eval_data: str | Path | None = None, metric: str | None = None, max_drop: str | float | None = None,
-            keep_float: list[str] | None = None, runs: int | None = None, warmup: int | None = None,
+            keep_float: list[str] | None = None, prune: float | None = None, prune_mode: str = "uniform",
+            prune_layers: dict | None = None, prune_protect: list[str] | None = None,
+            sparsity: float | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, force: bool = False, progress: bool = True) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir).
 
@@ -68,6 +94,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     check_free(outdir, force)  # fail before the slow part, not after it
 
     canonical, canon_info = canonicalize(source.model, input_shapes)
+    canonical, compression = _compress(canonical, profile, prune, prune_mode, prune_layers, prune_protect, sparsity)
     specs = graph_inputs(canonical)
     batch = _batch(specs)
     data = _dataset(calib, specs)
@@ -93,6 +120,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         "artifacts": [],
         "environment": environment(),
     }
+    report.update({k: v for k, v in compression.items() if k != "plan"})
     if precision is None and data is None and profile.precision != "fp32":
         report["notes"] = [f"{profile.name} rewards {profile.precision}; pass --calib DATA to get it"]
     evaluator = None
@@ -143,6 +171,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         if not report["artifacts"]:
             raise EdgepackError("no runtime could build this model: " +
                                 "; ".join(f"{x['backend']}: {x['reason']}" for x in report["skipped"]))
+        if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
+            compression["plan"].save(stage / "prune_plan.json")
+            report["pruning"]["plan"] = "prune_plan.json"
         report["selected"] = _select(report["artifacts"], budget[0] if evaluator is not None else None)
         report.update(_primary(report["artifacts"][report["selected"]["index"]]))
         report["output_dir"] = str(outdir)
@@ -191,6 +222,25 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _compress(model, profile, ratio, mode, layers, protect, sparsity) -> tuple:
+    """Structured pruning (widths rounded to the target's channel multiple), then magnitude
+    sparsity; returns the model and the report sections (with the plan to save)."""
+    out: dict = {}
+    if ratio:
+        before = model_stats(model)
+        model, plan = prune_channels(model, ratio, mode=mode, channel_multiple=profile.pruning.channel_multiple,
+                                     overrides=layers, protected=protect)
+        after = model_stats(model)
+        out["pruning"] = {"ratio": ratio, "mode": mode, "channel_multiple": plan.channel_multiple,
+                          "params_before": before["params"], "params_after": after["params"],
+                          "macs_before": before["macs"], "macs_after": after["macs"],
+                          **plan.summary(), "unprunable": plan.unprunable, "notes": plan.notes}
+        out["plan"] = plan
+    if sparsity:
+        model, out["sparsity"] = magnitude_prune(model, sparsity)
+    return model, out
+
 
 def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, profile, ops: set, bench) -> dict:
     """Emit one backend's artifact and open it; parity, accuracy and latency are added by the caller."""

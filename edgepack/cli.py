@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--max-drop", help="accuracy budget for INT8: 0.01 absolute (default) or 1%% relative")
     comp.add_argument("--keep-float", action="append", metavar="name:N|pattern:RE|type:OP",
                       help="nodes to keep in float (repeat); type accepts ONNX ops and DepthwiseConv")
+    comp.add_argument("--prune", type=float, metavar="RATIO",
+                      help="structured pruning: remove this fraction of channels (widths rounded to the target's multiple)")
+    comp.add_argument("--prune-mode", choices=["uniform", "global"], default="uniform")
+    comp.add_argument("--prune-layer", action="append", metavar="NODE=RATIO", help="per-layer ratio (repeat)")
+    comp.add_argument("--prune-protect", action="append", metavar="NODE", help="never prune this node (repeat)")
+    comp.add_argument("--sparsity", type=float, metavar="RATIO",
+                      help="magnitude pruning: zero this fraction of weights (size only; ORT gains no speed)")
     comp.add_argument("--json", action="store_true", help="print report.json to stdout")
     _add_bench_args(comp)
 
@@ -106,6 +113,22 @@ def _shapes(args):
     return parse_input_shapes(args.input_shape)
 
 
+def _layer_ratios(items: list[str] | None) -> dict[str, float] | None:
+    """`--prune-layer conv1=0.3` items -> {"conv1": 0.3}."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise EdgepackError(f"--prune-layer {item!r}: expected NODE=RATIO, e.g. /features.1/conv/Conv=0.3")
+    return out
+
+
 def cmd_targets(args) -> int:
     from edgepack import views
     from edgepack.targets import detect_host, list_profiles, load_profile
@@ -143,7 +166,9 @@ def cmd_compile(args) -> int:
     report = api.compile(args.model, target=args.target, backends=args.backend, output_dir=args.output,
                          input_shapes=_shapes(args), weights=args.weights, calib=args.calib,
                          eval_data=args.eval, metric=args.metric, precision=args.precision,
-                         max_drop=args.max_drop, keep_float=args.keep_float,
+                         max_drop=args.max_drop, keep_float=args.keep_float, prune=args.prune,
+                         prune_mode=args.prune_mode, prune_layers=_layer_ratios(args.prune_layer),
+                         prune_protect=args.prune_protect, sparsity=args.sparsity,
                          runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force,
                          progress=not args.no_progress)
     if args.json:

@@ -59,6 +59,16 @@ def inspect_view(s: dict, label: str, top: int) -> None:
         lt.add_row(x["name"], x["op_type"], str(x["output_shape"]), format_count(x["params"]),
                    format_count(x["macs"]), f"{100 * x['macs'] / max(s['macs'], 1):.1f}")
     out.print(lt)
+    groups = s.get("prunable_groups")
+    if isinstance(groups, list) and groups:
+        gt = Table(title=f"channel groups ({sum(g['prunable'] for g in groups)} of {len(groups)} prunable)")
+        for col in ("group", "channels", "producers", "members", "L1 importance mean", "not prunable because"):
+            gt.add_column(col)
+        for g in groups:
+            imp = g.get("importance")
+            gt.add_row(str(g["id"]), str(g["size"]), ", ".join(g["producers"])[:60], str(len(g["members"])),
+                       f"{imp['mean']:.3g}" if imp else "", "; ".join(g.get("reasons", []))[:60])
+        out.print(gt)
     if s.get("macs_assumed_dims"):
         out.print(f"symbolic dims taken as 1 for MACs: {s['macs_assumed_dims']} (use --input-shape)")
     if s.get("unknown_shape_nodes"):
@@ -84,6 +94,11 @@ def report_summary(r: dict) -> None:
         if a.get("unsupported_ops"):
             out.print(f"[yellow]{a['backend']}: ops the target's runtime does not run: "
                       f"{', '.join(a['unsupported_ops'])}[/yellow]")
+    pr = r.get("pruning")
+    if pr:
+        out.print(f"pruned {pr['ratio']:.0%} ({pr['mode']}, widths x{pr['channel_multiple']}): params "
+                  f"{format_count(pr['params_before'])} -> {format_count(pr['params_after'])}, MACs "
+                  f"{format_count(pr['macs_before'])} -> {format_count(pr['macs_after'])}")
     for skip in r.get("skipped", []):
         out.print(f"skipped {skip['backend']}: {skip['reason']}")
     sel = r.get("selected")

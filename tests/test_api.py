@@ -68,3 +68,17 @@ def test_demo_runs_end_to_end(tmp_path):
     assert report["accuracy"]["source"] > 0.9
     assert report["artifacts"][0]["accuracy"] > 0.9
     assert "p50" in proc.stdout and "report:" in proc.stdout
+
+
+def test_compile_with_structured_pruning_writes_plan_and_cuts_macs(tmp_path, mnist_model):
+    from edgepack.passes.prune import PrunePlan
+
+    model, _ = mnist_model
+    r = edgepack.compile(model, target="x86-avx2", input_shapes={"": (1, 1, 28, 28)}, prune=0.5,
+                         output_dir=tmp_path / "p", runs=5, warmup=1, progress=False)
+    pr = r["pruning"]
+    assert pr["macs_after"] < 0.5 * pr["macs_before"] and pr["params_after"] < pr["params_before"]
+    assert r["canonical"]["macs"] == pr["macs_after"]
+    plan = PrunePlan.load(tmp_path / "p" / "prune_plan.json")
+    assert all(len(g["kept"]) % 8 == 0 or len(g["kept"]) == g["size"] for g in plan.groups.values())
+    assert "Structured pruning" in (tmp_path / "p" / "report.md").read_text()

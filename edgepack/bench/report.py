@@ -48,6 +48,26 @@ def render_markdown(r: dict) -> str:
                 f"- opset {can['opset']}, {can['nodes_before']} -> {can['nodes_after']} nodes "
                 f"({can['simplifier']}); BatchNorm folded {can['batchnorm_folded']}, left {can['batchnorm_left']}",
                 f"- parity vs source: {_parity(can.get('parity'))}", ""]
+    pr = r.get("pruning")
+    if pr:
+        out += ["## Structured pruning", "",
+                f"- {pr['ratio']:.0%} of channels ({pr['mode']}), widths rounded to {pr['channel_multiple']}: "
+                f"params {format_count(pr['params_before'])} -> {format_count(pr['params_after'])}, "
+                f"MACs {format_count(pr['macs_before'])} -> {format_count(pr['macs_after'])}",
+                f"- plan (kept channels per group): `{pr.get('plan', '-')}`; {len(pr['unprunable'])} groups left "
+                "untouched (see report.json for why)",
+                "- one-shot pruning without fine-tuning loses accuracy: see parity below", ""]
+    q = r.get("quantization")
+    if q and "decision" in q:
+        out += ["## INT8", "",
+                f"- decision: **{q['decision']}** ({q.get('format', '')}); {q['metric']} {q['int8_score']:.4f} vs FP32 "
+                f"{q['fp32_score']:.4f}, drop {q['drop']:.4f} (budget {q['max_drop']}{' relative' if q['relative'] else ''})",
+                f"- in-process median: FP32 {q['fp32_ms']:.3f} ms, INT8 {q['int8_ms']:.3f} ms; "
+                f"{q['int8_layers']} INT8 layers, {len(q['kept_float'])} kept float",
+                *[f"- {row['kind']} ({row['layers']} layers): INT8 {row['int8_ms']:.3f} ms vs with it float "
+                  f"{row['with_kind_float_ms']:.3f} ms -> {row['decision']}" for row in q["speed"]["per_kind"]],
+                *([f"- note: {q['note']}"] if q.get("note") else []),
+                *([f"- warning: {q['warning']}"] if q.get("warning") else []), ""]
     tgt = r.get("target")
     if tgt:
         out += ["## Target", "", f"- `{tgt['name']}`: {tgt['description']}", ""]
