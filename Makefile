@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgepack-installed
 
-.PHONY: setup demo test data clean
+.PHONY: setup demo test data board clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,12 @@ data: setup
 demo: data
 	$(BIN)/edgepack demo
 
-test: data
+# The emulated ARM64 board (qemu-user + an aarch64 Python sysroot, see edgepack/board.py) that the
+# cross-compilation tests run on; built once under ~/.cache/edgepack/board (apt needs root).
+board: setup
+	$(BIN)/python -c "from edgepack.board import ensure_board; b = ensure_board(progress=print); print(f'arm64 board ready ({b.setup_s:.0f} s)')"
+
+test: data board
 	$(BIN)/python -m pytest -q
 
 clean:

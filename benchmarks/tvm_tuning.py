@@ -29,8 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="tvm_tuning.md", help="Markdown report")
     args = ap.parse_args(argv)
 
-    import onnx
-
     from edgepack import sample_data
     from edgepack.backends import get_backend
     from edgepack.backends.tvm import TvmBackend, cache_root

@@ -34,6 +34,7 @@ from edgepack.targets import TargetProfile, load_profile
 from edgepack.verify import measure_parity
 
 PARITY_SAMPLES = 16
+BOARD_PARITY_SAMPLES = 2  # each emulated run costs seconds
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_DROP = 0.01
 FIDELITY_SAMPLES = 64
@@ -159,14 +160,20 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                 report.setdefault("skipped", []).append({"backend": name, "reason": str(e)})
                 shutil.rmtree(art_dir)
                 continue
-            entry["path"] = str(Path(entry["path"]).relative_to(stage))
+            path = Path(entry["path"])
+            entry["path"] = str(path.relative_to(stage))
             run = entry.pop("run")
+            if entry.get("emulated"):  # cross-compiled: checked on the emulated board, never timed as real
+                entry["parity"] = measure_parity(source.run, run, parity_feeds[:BOARD_PARITY_SAMPLES])
+                entry["latency_ms"] = None
+                entry["emulated_run"] = run.board.run_artifact(run.kind, path, parity_feeds[0], runs=10).to_dict()
+                report["artifacts"].append(entry)
+                continue
             entry["parity"] = measure_parity(source.run, run, parity_feeds)
             if evaluator is not None:
                 entry["accuracy"] = evaluator.score(run)
                 entry["accuracy_drop"] = drop(report["accuracy"]["source"], entry["accuracy"], budget[1])
-            entry.update(benchmark(name, Path(stage / entry["path"]), _feeds(data, specs, BENCH_FEEDS),
-                                   progress=progress, **bench))
+            entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
         if not report["artifacts"]:
             raise EdgepackError("no runtime could build this model: " +
@@ -250,13 +257,30 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
     path = backend.emit(canonical if own_quantizer else shipped, art_dir, profile, precision=precision,
                         calib=calib if own_quantizer else None)
     deploys = name in profile.backends
+    described = backend.describe(path)
+    emulated = bool(described.get("cross_compiled"))
     return {
         "backend": name, "precision": precision, "path": str(path), "size_bytes": dir_size(art_dir),
-        "sha256": sha256_file(path), "run": backend.runner(path, bench["threads"]),
+        "sha256": sha256_file(path), "emulated": emulated,
+        "run": _BoardRunner(name, path) if emulated else backend.runner(path, bench["threads"]),
         "unsupported_ops": profile.unsupported_ops(ops, name) if deploys else [],
         "notes": [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
-        "runtime": backend.describe(path),
+        "runtime": described,
     }
+
+
+class _BoardRunner:
+    """feeds -> outputs of a cross-compiled artifact, run on the emulated ARM64 board (qemu)."""
+
+    KINDS = {"tvm": "tvm", "tflite": "tflite", "onnxruntime": "onnx"}
+
+    def __init__(self, backend: str, path: Path):
+        from edgepack.board import ensure_board
+
+        self.board, self.kind, self.path = ensure_board(), self.KINDS[backend], path
+
+    def __call__(self, feeds):
+        return list(self.board.run_artifact(self.kind, self.path, feeds, runs=0))
 
 
 def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> list[str]:
@@ -314,8 +338,11 @@ def _source_section(source) -> dict:
 
 def _select(artifacts: list[dict], max_drop: float | None) -> dict:
     """The artifact to ship: the lowest p50 among those within the accuracy budget."""
-    ok = [i for i, a in enumerate(artifacts) if max_drop is None or a.get("accuracy_drop", 0.0) <= max_drop]
-    pool = ok or range(len(artifacts))
+    timed = [i for i, a in enumerate(artifacts) if a["latency_ms"] is not None]
+    if not timed:
+        return {"index": 0, "backend": artifacts[0]["backend"], "reason": "only emulated artifacts (not timed)"}
+    ok = [i for i in timed if max_drop is None or artifacts[i].get("accuracy_drop", 0.0) <= max_drop]
+    pool = ok or timed
     best = min(pool, key=lambda i: artifacts[i]["latency_ms"]["p50"])
     a = artifacts[best]
     why = "the only artifact" if len(artifacts) == 1 else (

@@ -82,9 +82,9 @@ def report_summary(r: dict) -> None:
         t.add_column(col, justify="right")
     for a in r["artifacts"]:
         lat, par = a["latency_ms"], a.get("parity") or {}
-        t.add_row(a["backend"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}", f"{lat['p50']:.3f}",
-                  f"{lat['p99']:.3f}", f"{lat['first']:.2f}", f"{a['load_ms']:.1f}",
-                  f"{a['memory_mb']['peak_rss']:.0f}",
+        timing = ([f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{lat['first']:.2f}", f"{a['load_ms']:.1f}",
+                   f"{a['memory_mb']['peak_rss']:.0f}"] if lat else ["emulated"] + ["-"] * 4)
+        t.add_row(a["backend"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}", *timing,
                   f"{par['max_abs_diff']:.1e}" if par else "-",
                   f"{100 * par['top1_agreement']:.1f}%" if "top1_agreement" in par else "-")
     out.print(t)

@@ -60,7 +60,6 @@ def run_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
 
-
 # --------------------------------------------------------------------------- MobileNetV2 on the photos
 # (the backend tests: test_backend_openvino.py, test_backend_tflite.py)
 

@@ -135,11 +135,11 @@ class TvmBackend(Backend):
             "target": target_dict,
             "target_triple": triple,
             "cross_compiled": cross,
-            "tuned": tuning["records"] > 0,
-            "tuning": {k: v for k, v in tuning.items() if k != "notes"},
+            "tuned": tuning["tuned"],
+            "tuning": {k: v for k, v in tuning.items() if k not in ("notes", "tuned")},
             "build_s": round(build_s, 2),
             "default_schedule": "edgepack _CpuDefault (parallel + vectorise) for kernels without records",
-            "notes": tuning["notes"] + ([] if tuning["records"] else [UNTUNED_NOTE]),
+            "notes": tuning["notes"] + ([] if tuning["tuned"] else [UNTUNED_NOTE]),
         }
         (Path(outdir) / SIDECAR).write_text(json.dumps(sidecar, indent=2))
         return path
@@ -399,23 +399,28 @@ def _cpu_default_rule(lanes: int):
 # ---------------------------------------------------------------------- tuning
 
 def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | None) -> dict:
-    """Tune for up to `seconds` more (records accumulate in `work_dir`); report what is there."""
+    """Tune for up to `seconds` more (records accumulate in `work_dir`); report what is there.
+
+    "searched" counts MetaSchedule's own candidates; the measured default schedules that seed the
+    database do not make an artifact tuned."""
     stats_path = work_dir / "edgepack_tuning.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {
-        "seconds_spent": 0.0, "trials": 0, "sessions": 0}
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    stats = {"seconds_spent": 0.0, "searched": 0, "default_schedules_measured": 0, "sessions": 0,
+             "tasks": None, **stats}
     notes: list[str] = []
-    reused = stats["trials"] > 0
+    reused = stats["sessions"] > 0
     new_s = 0.0
     todo = seconds - stats["seconds_spent"]  # a budget already spent on this model+target is not spent again
     if seconds > 0 and todo > 1.0:
         _check_ffi()
         work_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        run = _run_metaschedule(mod, target, work_dir, todo, trials_per_iter)
+        run = _run_metaschedule(mod, target, work_dir, todo, trials_per_iter,
+                                seed=not stats["default_schedules_measured"])
         new_s = time.perf_counter() - t0
-        stats = {"seconds_spent": stats["seconds_spent"] + new_s, "trials": stats["trials"] + run["trials"],
-                 "sessions": stats["sessions"] + 1, "tasks": run["tasks"],
-                 "default_schedules_measured": run["seeded"]}
+        stats.update(seconds_spent=stats["seconds_spent"] + new_s, sessions=stats["sessions"] + 1,
+                     searched=stats["searched"] + run["trials"] - run["seeded"], tasks=run["tasks"],
+                     default_schedules_measured=stats["default_schedules_measured"] + run["seeded"])
         stats_path.write_text(json.dumps(stats, indent=2))
     records = _count_records(work_dir)
     if records and not _ffi_ok():
@@ -427,11 +432,11 @@ def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | No
     if seconds > 0 and reused and new_s == 0.0:
         notes.append(f"reused {records} cached tuning records ({stats['seconds_spent']:.0f} s of tuning "
                      f"already spent on this model and target)")
-    return {"records": records, "seconds_requested": seconds, "seconds_this_compile": round(new_s, 1),
-            "seconds_total": round(stats["seconds_spent"], 1), "trials_total": stats["trials"],
-            "tasks": stats.get("tasks"), "default_schedules_measured": stats.get("default_schedules_measured"),
-            "reused_cache": reused, "database": str(work_dir),
-            "cost_model": _cost_model_kind(), "notes": notes}
+    return {"tuned": bool(records) and stats["searched"] > 0, "records": records,
+            "seconds_requested": seconds, "seconds_this_compile": round(new_s, 1),
+            "seconds_total": round(stats["seconds_spent"], 1), "trials_total": stats["searched"],
+            "tasks": stats["tasks"], "default_schedules_measured": stats["default_schedules_measured"],
+            "reused_cache": reused, "database": str(work_dir), "cost_model": _cost_model_kind(), "notes": notes}
 
 
 FFI_PIN = "apache-tvm-ffi==0.1.14.post1"
@@ -472,7 +477,8 @@ def _cost_model_kind() -> str:
         return "random"  # without xgboost MetaSchedule's learned model is unavailable
 
 
-def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | None):
+def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | None,
+                      seed: bool = True) -> dict:
     """MetaSchedule over every fused kernel, stopped when the time budget runs out."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.ir.utils import derived_object
@@ -508,7 +514,8 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
     runner = ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
         number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False))
     database = _database(work_dir)
-    count["seeded"] = _seed_default_schedules(contexts, target, builder, runner, database, deadline)
+    if seed:
+        count["seeded"] = _seed_default_schedules(contexts, target, builder, runner, database, deadline)
     count["trials"] += count["seeded"]
     if time.monotonic() >= deadline:
         return count

@@ -78,12 +78,21 @@ def render_markdown(r: dict) -> str:
                 "|---|---|---|---|---|---|---|---|---|---|"]
         for a in arts:
             lat = a["latency_ms"]
+            if lat is None:
+                out.append(f"| {a['backend']} | {a['precision']} | `{a['path']}` | {_mb(a['size_bytes'])} | "
+                           f"emulated | - | - | - | - | {_parity(a.get('parity'))} |")
+                continue
             out.append(f"| {a['backend']} | {a['precision']} | `{a['path']}` | {_mb(a['size_bytes'])} | "
                        f"{_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(lat['first'])} | {_ms(a['load_ms'])} | "
                        f"{a['memory_mb']['peak_rss']:.0f} | {_parity(a.get('parity'))} |")
         out.append("")
         for a in arts:
             lat = a["latency_ms"]
+            if lat is None:
+                em = a.get("emulated_run", {})
+                out += [f"### {a['backend']} {a['precision']}: ran on the emulated ARM64 board", "",
+                        f"Emulated time {em.get('emulated_ms')}: {em.get('note', '')}", ""]
+                continue
             out += [f"### {a['backend']} {a['precision']}: latency", "",
                     f"{a['runs']} timed runs after {a['warmup']} warm-up, {a['threads']} threads, batch {a['batch']}, "
                     f"in a {a['process']} process.", "",
