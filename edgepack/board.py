@@ -149,10 +149,14 @@ class Board:
             sidecar = artifact.with_name("model.json")
             if sidecar.is_file():
                 shutil.copy2(sidecar, tmp / "model.json")
+            layout = _tflite_layout(artifact) if kind == "tflite" else None
+            if layout:  # the TFLite emitter's artifact is NHWC: feed it as the host-side run() would
+                feeds = {i["tflite_name"]: np.transpose(feeds[i["name"]], i["perm"]) for i in layout["inputs"]}
             np.savez(tmp / "inputs.npz", **feeds)
             cfg = {"kind": kind, "artifact": str(tmp / artifact.name), "inputs": str(tmp / "inputs.npz"),
                    "input_order": list(feeds), "outputs": str(tmp / "outputs.npz"),
-                   "result": str(tmp / "result.json"), "runs": max(0, runs), "threads": threads}
+                   "result": str(tmp / "result.json"), "runs": max(0, runs), "threads": threads,
+                   "output_order": [o["tflite_name"] for o in layout["outputs"]] if layout else None}
             (tmp / "config.json").write_text(json.dumps(cfg))
             proc = self.run_python(_RUNNER_SCRIPT, [str(tmp / "config.json")], timeout=timeout,
                                    env={"TVM_NUM_THREADS": threads, "OMP_NUM_THREADS": threads})
@@ -163,6 +167,8 @@ class Board:
             result = json.loads((tmp / "result.json").read_text())
             with np.load(tmp / "outputs.npz") as data:
                 outputs = [data[f"out{i}"] for i in range(len(data.files))]
+            if layout:  # back to the ONNX graph's layout
+                outputs = [np.transpose(y, np.argsort(o["perm"])) for y, o in zip(outputs, layout["outputs"])]
         times = result["times_ms"]
         emulated = {"first": result["first_ms"], "runs": len(times),
                     "p50": float(np.percentile(times, 50)) if times else result["first_ms"],
@@ -414,7 +420,11 @@ elif kind == "tflite":
             interp.set_tensor(d["index"], x.astype(d["dtype"]))
         interp.invoke()
         outs = []
-        for d in interp.get_output_details():
+        details = interp.get_output_details()
+        if cfg.get("output_order"):
+            by_out = {d["name"]: d for d in details}
+            details = [by_out[n] for n in cfg["output_order"]]
+        for d in details:
             y = interp.get_tensor(d["index"])
             scale, zero = d.get("quantization", (0.0, 0))
             if np.issubdtype(y.dtype, np.integer) and scale:
@@ -440,3 +450,9 @@ json.dump({"import_ms": import_ms, "load_ms": load_ms, "first_ms": first_ms, "ti
 '''
 
 _RUNNERS = ("tvm", "tflite", "onnx")
+
+
+def _tflite_layout(artifact: Path) -> dict | None:
+    """The TFLite emitter's sidecar (ONNX <-> TFLite names and layouts), if the artifact has one."""
+    side = artifact.with_name("model.io.json")
+    return json.loads(side.read_text()) if side.is_file() else None

@@ -88,6 +88,17 @@ def test_onnx_artifact_runs_on_board(board, small_cnn, feeds, reference, tmp_pat
     assert float(np.abs(result[0] - reference[0]).max()) <= 1e-4
 
 
+def test_arm64_tflite_artifact_runs_on_board(board, small_cnn, feeds, reference, tmp_path):
+    """The NHWC .tflite made for arm64 runs on the aarch64 LiteRT and matches ONNX Runtime."""
+    from edgepack.backends import get_backend
+    from edgepack.targets import load_profile
+
+    path = get_backend("tflite").emit(small_cnn, tmp_path, load_profile("arm64"), precision="fp32")
+    result = board.run_artifact("tflite", path, feeds, runs=1)
+    assert result.emulated and result[0].shape == reference[0].shape
+    assert float(np.abs(result[0] - reference[0]).max()) <= 1e-4
+
+
 def test_board_errors_are_one_line(board, tmp_path):
     with pytest.raises(EdgepackError, match="unknown artifact kind"):
         board.run_artifact("coreml", tmp_path / "x", {})
