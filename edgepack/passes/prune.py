@@ -146,6 +146,17 @@ def _node_names(model, names, what, all_names) -> None:
             raise EdgepackError(f"{what} node {name!r} is not in the graph{close_names(name, all_names)}")
 
 
+def _scope(model, overrides, protected, what: str) -> tuple[dict[str, float], list[str]]:
+    """Checked per-node ratios and protected node names (names must exist in the graph)."""
+    overrides, protected = dict(overrides or {}), list(protected or [])
+    all_names = {n.name for n in model.graph.node}
+    _node_names(model, overrides, what, all_names)
+    _node_names(model, protected, "protected", all_names)
+    for name, r in overrides.items():
+        _check_ratio(r, f"{what} ratio for {name!r}")
+    return overrides, protected
+
+
 def plan_pruning(model: onnx.ModelProto, ratio: float, *, mode: str = "uniform", norm: str = "l1",
                  channel_multiple: int = 1, overrides: dict[str, float] | None = None,
                  protected: list[str] | None = None, analysis: Analysis | None = None) -> PrunePlan:
@@ -164,12 +175,7 @@ def plan_pruning(model: onnx.ModelProto, ratio: float, *, mode: str = "uniform",
     if int(channel_multiple) < 1:
         raise EdgepackError(f"channel multiple must be >= 1, got {channel_multiple}")
     m = int(channel_multiple)
-    overrides, protected = dict(overrides or {}), list(protected or [])
-    all_names = {n.name for n in model.graph.node}
-    _node_names(model, overrides, "prune override", all_names)
-    _node_names(model, protected, "protected", all_names)
-    for name, r in overrides.items():
-        _check_ratio(r, f"prune override ratio for {name!r}")
+    overrides, protected = _scope(model, overrides, protected, "prune override")
     analysis = analysis or analyze(model)
     by_id = {g.id: g for g in analysis.groups}
     prunable = [g for g in analysis.groups if g.prunable]
@@ -321,12 +327,7 @@ def magnitude_prune(model: onnx.ModelProto, ratio: float, *, scope: str = "globa
     ratio = _check_ratio(ratio, "sparsity")
     if scope not in MAGNITUDE_SCOPES:
         raise EdgepackError(f"unknown sparsity scope {scope!r}; use one of {', '.join(MAGNITUDE_SCOPES)}")
-    overrides, protected = dict(overrides or {}), set(protected or [])
-    all_names = {n.name for n in model.graph.node}
-    _node_names(model, overrides, "sparsity override", all_names)
-    _node_names(model, protected, "protected", all_names)
-    for name, r in overrides.items():
-        _check_ratio(r, f"sparsity override for {name!r}")
+    overrides, protected = _scope(model, overrides, protected, "sparsity override")
     out = copy.deepcopy(model)
     inits = {t.name: t for t in out.graph.initializer}
     layers: dict[str, tuple] = {}  # weight name -> (node name, array)
