@@ -141,8 +141,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         shipped, shipped_precision, report["quantization"] = quantize_for_target(
             canonical, data, profile, evaluator, report["accuracy"]["source"], budget, scope,
             bench["threads"], batch, insist=precision == "int8",
-            # dynamic INT8 (MatMulInteger) is an ONNX Runtime format; other runtimes need QDQ
-            allow_dynamic=all(name == "onnxruntime" for name in chosen))
+            # dynamic INT8 (MatMulInteger) is an ONNX Runtime format; other runtimes get the QDQ graph
+            allow_dynamic="onnxruntime" in chosen)
     elif wanted == "fp16":
         shipped = to_fp16(canonical)
 
@@ -151,8 +151,10 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         for name in chosen:
             art_dir = stage / name
             art_dir.mkdir()
+            qdq = report.get("quantization", {}).get("qdq_model")
+            model_for = qdq if qdq is not None and name != "onnxruntime" else shipped
             try:
-                entry = _artifact(name, art_dir, canonical, shipped, shipped_precision, data, profile, ops, bench)
+                entry = _artifact(name, art_dir, canonical, model_for, shipped_precision, data, profile, ops, bench)
             except EdgepackError as e:
                 if backends != ["auto"]:
                     raise
@@ -181,6 +183,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
             compression["plan"].save(stage / "prune_plan.json")
             report["pruning"]["plan"] = "prune_plan.json"
+        report.get("quantization", {}).pop("qdq_model", None)  # a model, not a report field
         report["selected"] = _select(report["artifacts"], budget[0] if evaluator is not None else None)
         report.update(_primary(report["artifacts"][report["selected"]["index"]]))
         report["output_dir"] = str(outdir)
