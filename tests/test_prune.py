@@ -284,3 +284,25 @@ def test_ratio_zero_is_identity(mnv2):
     pruned, plan = prune(mnv2, 0.0, channel_multiple=16)
     assert plan.summary()["channels_removed"] == 0
     assert model_stats(pruned)["macs"] == model_stats(mnv2)["macs"]
+
+
+def test_minilm_mlp_hidden_units_are_pruned_attention_is_reported():
+    """The transformer MLP ([B,T,C] -> [B*T,C] Reshape -> Gemm -> GELU -> Gemm) loses hidden units;
+    the residual stream (LayerNorm) and attention stay whole, each with its reason."""
+    from edgepack.frontends import load_source
+    from edgepack.ir.stats import model_stats
+    from edgepack.models.minilm import minilm, tokenize
+    from edgepack.passes.prune import prune, prune_groups
+
+    canonical, _ = canonicalize(load_source(minilm(), {"input_ids": (1, 16), "attention_mask": (1, 16)}).model)
+    groups = prune_groups(canonical)
+    mlp = [g for g in groups if g.prunable]
+    assert len(mlp) == 6 and all(g.size == 1536 for g in mlp)  # one MLP per encoder layer
+    assert any("LayerNormalization" in r for g in groups if not g.prunable for r in g.reasons)
+    pruned, plan = prune(canonical, 0.5, channel_multiple=16)
+    onnx.checker.check_model(pruned)
+    assert all(len(g["kept"]) == 768 for g in plan.groups.values())
+    assert model_stats(pruned)["macs"] < 0.8 * model_stats(canonical)["macs"]
+    feeds = tokenize(["Pruning removes whole hidden units."], 16)
+    out = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert out[0].shape == (1, 384)

@@ -289,11 +289,12 @@ def apply_plan(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | Non
             for a in node.attribute:
                 if a.name == "group":
                     a.i = width
-        elif kind == "reshape":
+        elif kind == "reshape":  # a private copy: the same shape constant may serve other Reshapes
             t = next(t for t in g.initializer if t.name == node.input[1])
             shape = numpy_helper.to_array(t).copy()
             shape[extra] = width
-            t.CopyFrom(numpy_helper.from_array(shape, t.name))
+            node.input[1] = f"{t.name}__{node.name}"
+            g.initializer.append(numpy_helper.from_array(shape, node.input[1]))
     used = {name for n in g.node for name in n.input}
     for t in [t for t in g.initializer if t.name not in used]:
         g.initializer.remove(t)

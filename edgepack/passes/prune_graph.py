@@ -350,6 +350,12 @@ def analyze(model: onnx.ModelProto) -> Analysis:
                         attrs.append((node.name, "reshape", x, 1))
             if flat_ok:
                 layouts[out] = Layout(1, list(x.segments))
+            elif op == "Reshape" and _keeps_last_axis(node, x, s, oshape, inits):
+                # transformers reshape [B, T, C] <-> [B*T, C] around their MLPs: channels stay last
+                target = numpy_helper.to_array(inits[node.input[1]]).tolist()
+                if target[-1] == x.width:
+                    attrs.append((node.name, "reshape", x, len(target) - 1))
+                layouts[out] = Layout(len(oshape) - 1, list(x.segments))
             else:
                 block(x, f"{node.name}: {op} that mixes channels with other dims")
             handled = True
@@ -379,6 +385,17 @@ def analyze(model: onnx.ModelProto) -> Analysis:
         grp.reasons = list(dict.fromkeys(grp.reasons))
         out_groups.append(grp)
     return Analysis(out_groups, slices, attrs, node_group)
+
+
+def _keeps_last_axis(node, x, s, oshape, inits) -> bool:
+    """A Reshape with a constant target whose last dim is the (last-axis) channel dim, unchanged."""
+    if s is None or oshape is None or x.axis != len(s) - 1 or oshape[-1] != s[-1]:
+        return False
+    if node.input[1] not in inits:
+        return False
+    target = numpy_helper.to_array(inits[node.input[1]]).tolist()
+    # an inferred (-1) channel dim is fine only if nothing else is inferred
+    return target[-1] == x.width or (target[-1] == -1 and target.count(-1) == 1)
 
 
 def layout_index(layout: Layout, kept: dict) -> np.ndarray:
