@@ -41,7 +41,7 @@ def render_markdown(r: dict) -> str:
                 f"- `{src.get('path') or src['name']}` ({src['kind']}), sha256 `{src['sha256'][:16]}…`",
                 f"- params {format_count(src['params'])}, MACs {format_count(src['macs'])}, "
                 f"size {_mb(src['size_bytes'])}",
-                f"- inputs: " + ", ".join(f"`{i['name']}` {i['shape']} {i['dtype']}" for i in src["inputs"]), ""]
+                "- inputs: " + ", ".join(f"`{i['name']}` {i['shape']} {i['dtype']}" for i in src["inputs"]), ""]
     can = r.get("canonical")
     if can:
         out += ["## Canonical ONNX graph", "",

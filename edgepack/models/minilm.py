@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import nn
 
 from edgepack.errors import EdgepackError

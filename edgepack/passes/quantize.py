@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from edgepack.data import Dataset
-from edgepack.errors import EdgepackError, first_line
+from edgepack.errors import EdgepackError, close_names, first_line
 from edgepack.ir.stats import model_stats
 
 # layer kinds beyond ONNX op types, so scopes and measurements can tell depthwise from dense conv
@@ -63,15 +63,10 @@ class IgnoredScope:
             bucket.append(value)
         return scope
 
-    def merged(self, other: "IgnoredScope") -> "IgnoredScope":
-        return IgnoredScope(self.names + other.names, self.patterns + other.patterns, self.kinds + other.kinds)
-
     def resolve(self, model: onnx.ModelProto) -> list[str]:
         """Node names the scope selects; a name or pattern that selects nothing is an error."""
         nodes = list(model.graph.node)
         all_names = {n.name for n in nodes}
-        from edgepack.errors import close_names
-
         for name in self.names:
             if name not in all_names:
                 raise EdgepackError(f"keep-float node {name!r} is not in the graph{close_names(name, all_names)}")
@@ -217,9 +212,6 @@ class Quantizer:
                     out[n.name] = f"range: tensor {t} spans [{wide[t][0]:.3g}, {wide[t][1]:.3g}]"
         return out
 
-    def quantizable_nodes(self) -> list[str]:
-        types = set(self.settings["op_types_to_quantize"])
-        return [n.name for n in self.model.graph.node if n.op_type in types]
 
 
 def quantized_nodes(qmodel: onnx.ModelProto) -> set[str]:
@@ -239,8 +231,3 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         raise EdgepackError(f"FP16 conversion failed: {first_line(e)}")
 
 
-def model_size(model: onnx.ModelProto) -> int:
-    return model.ByteSize()
-
-
-__all__ = ["IgnoredScope", "Quantizer", "quantized_nodes", "to_fp16", "layer_kind", "np"]
