@@ -259,9 +259,18 @@ def test_targets_list_and_show():
     assert proc.returncode == 0 and "x86-vnni" in proc.stdout + proc.stderr
 
 
-def test_compile_factory_with_weights(ws, tmp_path):
+def _assert_artifact_computes(module, out, seed: int) -> None:
+    """The ORT artifact in `out` gives what the torch `module` gives on a random input."""
     import torch
 
+    x = np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    (got,) = _ort_outputs(out / "onnxruntime" / "model.onnx", x)
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_compile_factory_with_weights(ws, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("compile", ws["factory"], "--weights", ws["dir"] / "net_weights.pt",
                    "--input-shape", "x:1,3,32,32", "--target", "x86-avx2", "-o", out, *BENCH, "--json",
@@ -272,16 +281,10 @@ def test_compile_factory_with_weights(ws, tmp_path):
     assert r["source"]["inputs"][0]["shape"] == [1, 3, 32, 32]
     assert r["parity"]["max_abs_diff"] < 1e-4 and r["canonical"]["parity"]["max_abs_diff"] < 1e-4
     # the artifact holds the *given* weights: compare with the trained module directly
-    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        want = ws["trained"](torch.from_numpy(x)).numpy()
-    (got,) = _ort_outputs(out / "onnxruntime" / "model.onnx", x)
-    assert np.abs(got - want).max() < 1e-4
+    _assert_artifact_computes(ws["trained"], out, seed=1)
 
 
 def test_compile_torchscript(ws, tmp_path):
-    import torch
-
     out = tmp_path / "out"
     proc = run_cli("compile", ws["dir"] / "traced.pt", "--input-shape", "x:1,3,32,32", "--target",
                    "x86-avx2", "-o", out, *BENCH, "--json", cwd=tmp_path)
@@ -289,11 +292,7 @@ def test_compile_torchscript(ws, tmp_path):
     r = json.loads(proc.stdout)
     assert r["source"]["kind"] == "torchscript" and r["source"]["sha256"] == _sha256(ws["dir"] / "traced.pt")
     assert r["parity"]["max_abs_diff"] < 1e-4 and r["parity"]["top1_agreement"] == 1.0
-    x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        want = ws["trained"](torch.from_numpy(x)).numpy()
-    (got,) = _ort_outputs(out / "onnxruntime" / "model.onnx", x)
-    assert np.abs(got - want).max() < 1e-4
+    _assert_artifact_computes(ws["trained"], out, seed=2)
 
 
 def test_existing_output_is_kept_without_force_and_replaced_with_it(ws, tmp_path):
