@@ -82,3 +82,16 @@ def test_compile_with_structured_pruning_writes_plan_and_cuts_macs(tmp_path, mni
     plan = PrunePlan.load(tmp_path / "p" / "prune_plan.json")
     assert all(len(g["kept"]) % 8 == 0 or len(g["kept"]) == g["size"] for g in plan.groups.values())
     assert "Structured pruning" in (tmp_path / "p" / "report.md").read_text()
+
+
+def test_backend_auto_builds_every_runtime_and_ships_the_fastest(tmp_path, mnist_model):
+    model, _ = mnist_model
+    r = edgepack.compile(model, target="x86-avx2", input_shapes={"": (1, 1, 28, 28)}, backends=["auto"],
+                         output_dir=tmp_path / "a", runs=20, warmup=2, progress=False)
+    built = [a["backend"] for a in r["artifacts"]]
+    skipped = [s["backend"] for s in r.get("skipped", [])]
+    assert sorted(built + skipped) == sorted(["onnxruntime", "openvino", "tvm"]) and len(built) >= 2
+    assert all(a["parity"]["max_abs_diff"] < 1e-4 for a in r["artifacts"])
+    fastest = min(range(len(built)), key=lambda i: r["artifacts"][i]["latency_ms"]["p50"])
+    assert r["selected"]["index"] == fastest and r["backend"] == built[fastest]
+    assert "lowest p50" in r["selected"]["reason"]
