@@ -17,7 +17,7 @@ from edgepack.backends import REGISTRY, backend_for_artifact, get_backend
 from edgepack.bench.report import write_report
 from edgepack.bench.runner import benchmark
 from edgepack.data import Dataset, load_dataset, random_inputs
-from edgepack.errors import EdgepackError
+from edgepack.errors import EdgepackError, first_line
 from edgepack.passes.metrics import Evaluator, drop, parse_drop
 from edgepack.passes.precision import quantize_for_target
 from edgepack.passes.prune import magnitude_prune
@@ -206,7 +206,7 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
     except EdgepackError:
         raise
     except Exception as e:
-        raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {str(e).strip().splitlines()[0][:200]}")
+        raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {first_line(e)}")
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
         f"profile-{_slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_free(outdir, force)

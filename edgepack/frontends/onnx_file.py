@@ -30,10 +30,10 @@ def read_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def from_file(path: Path, input_shapes: dict | None = None) -> Source:
+def from_file(path: Path) -> Source:
     model = read_onnx(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Source(model, "onnx", path.stem, digest, reference_runner(model, input_shapes), str(path))
+    return Source(model, "onnx", path.stem, digest, reference_runner(model), str(path))
 
 
 def from_proto(model: onnx.ModelProto) -> Source:
@@ -41,7 +41,7 @@ def from_proto(model: onnx.ModelProto) -> Source:
     return Source(model, "onnx", model.graph.name or "model", digest, reference_runner(model))
 
 
-def reference_runner(model: onnx.ModelProto, input_shapes: dict | None = None):
+def reference_runner(model: onnx.ModelProto):
     """Run the graph as given, ORT graph optimisations off, so it is an independent reference.
 
     The session is created on first use: `inspect` loads sources without running them.
