@@ -1,4 +1,4 @@
-"""In-process ONNX Runtime sessions over ModelProtos, for passes that evaluate candidate models.
+"""In-process ONNX Runtime sessions, for the backend and for passes that evaluate candidate models.
 
 (Artifacts are measured by edgepack.bench in a fresh process; this is for search loops.)
 """
@@ -6,22 +6,32 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
 
 
+def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0, optimize: bool = True):
+    """The one way edgepack opens ONNX Runtime: the shipped artifact and the search loops that
+    choose it run under the same options (sequential, one inter-op thread, CPU provider)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
 class OrtRunner:
     def __init__(self, model: onnx.ModelProto, threads: int = 0, optimize: bool = True):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = ort_session(model, threads, optimize)
         self.outputs = self.session.get_outputs()
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ import onnx
 
 from edgepack.backends.base import Backend
 from edgepack.ir.spec import TensorSpec
+from edgepack.runtime import ort_session
 
 
 class OnnxRuntimeBackend(Backend):
@@ -23,15 +24,7 @@ class OnnxRuntimeBackend(Backend):
         return path
 
     def load(self, artifact: Path, threads: int):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(str(artifact), opts, providers=["CPUExecutionProvider"])
+        return ort_session(artifact, threads)
 
     def run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return session.run(None, feeds)

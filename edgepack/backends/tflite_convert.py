@@ -23,7 +23,6 @@ float I/O), out (folder). Results: OUT/model.tflite, OUT/model.io.json, or OUT/e
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -34,9 +33,9 @@ SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    from edgepack.fsutil import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2))
 
 
 def _sanitize(name: str) -> str:
@@ -131,15 +130,12 @@ def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
     model = onnx.ModelProto.FromString(onnx_model.SerializeToString())
     lows = {}
     if calib is not None:
-        import onnxruntime as ort
+        from edgepack.runtime import ort_session
 
         probe = onnx.ModelProto.FromString(model.SerializeToString())
         for name in {n.input[0] for n in pools}:
             probe.graph.output.append(helper.make_empty_tensor_value_info(name))
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(probe, optimize=False)
         names = [o.name for o in sess.get_outputs()]
         n = len(next(iter(calib.values()))) // batch
         for i in range(n):
@@ -248,12 +244,9 @@ def convert(job: dict) -> dict:
             return [np.ascontiguousarray(np.transpose(feed[i["name"]], i["perm"])) for i in inputs]
 
         sample = onnx_batch(0)
-        import onnxruntime as ort
+        from edgepack.runtime import ort_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        ref = ort.InferenceSession(onnx_model.SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"]).run(None, sample)
+        ref = ort_session(onnx_model).run(None, sample)
         keras_out = model(to_tf(sample))
         keras_out = [np.asarray(t) for t in (keras_out if isinstance(keras_out, (list, tuple)) else [keras_out])]
         layouts = getattr(model, "onnx_output_layouts", {}) or {}
