@@ -15,6 +15,7 @@ import numpy as np
 from edgepack import __version__
 from edgepack.backends import REGISTRY, backend_for_artifact, get_backend
 from edgepack.bench.report import write_report
+from edgepack.board import ensure_board
 from edgepack.bench.runner import benchmark
 from edgepack.data import Dataset, load_dataset, random_inputs
 from edgepack.errors import EdgepackError, first_line
@@ -133,15 +134,14 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         report["accuracy"] = {"metric": metric, "data": evaluator.data.source, "samples": len(evaluator.data),
                               "source": evaluator.score(source.run)}
 
-    shipped, shipped_precision = canonical, wanted
+    shipped, shipped_precision, qdq = canonical, wanted, None
     if wanted == "int8" and not any(get_backend(n).consumes_qdq for n in chosen):
         report["quantization"] = {"by": "each backend's own quantizer, calibrated on --calib", "met": True,
                                   "calibration": {"data": data.source, "samples": len(data)}}
     elif wanted == "int8":
-        shipped, shipped_precision, report["quantization"] = quantize_for_target(
+        shipped, shipped_precision, report["quantization"], qdq = quantize_for_target(
             canonical, data, profile, evaluator, report["accuracy"]["source"], budget, scope,
             bench["threads"], batch, insist=precision == "int8",
-            # dynamic INT8 (MatMulInteger) is an ONNX Runtime format; other runtimes get the QDQ graph
             allow_dynamic="onnxruntime" in chosen)
     elif wanted == "fp16":
         shipped = to_fp16(canonical)
@@ -151,7 +151,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         for name in chosen:
             art_dir = stage / name
             art_dir.mkdir()
-            qdq = report.get("quantization", {}).get("qdq_model")
+            # dynamic INT8 is an ONNX Runtime format; other runtimes get the static QDQ graph
             model_for = qdq if qdq is not None and name != "onnxruntime" else shipped
             try:
                 entry = _artifact(name, art_dir, canonical, model_for, shipped_precision, data, profile, ops, bench)
@@ -168,7 +168,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             if entry.get("emulated"):  # cross-compiled: checked on the emulated board, never timed as real
                 entry["parity"] = measure_parity(source.run, run, parity_feeds[:BOARD_PARITY_SAMPLES])
                 entry["latency_ms"] = None
-                entry["emulated_run"] = run.board.run_artifact(run.kind, path, parity_feeds[0], runs=10).to_dict()
+                entry["emulated_run"] = run(parity_feeds[0], runs=10).to_dict()
                 report["artifacts"].append(entry)
                 continue
             entry["parity"] = measure_parity(source.run, run, parity_feeds)
@@ -183,7 +183,6 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
             compression["plan"].save(stage / "prune_plan.json")
             report["pruning"]["plan"] = "prune_plan.json"
-        report.get("quantization", {}).pop("qdq_model", None)  # a model, not a report field
         report["selected"] = _select(report["artifacts"], budget[0] if evaluator is not None else None)
         report.update(_primary(report["artifacts"][report["selected"]["index"]]))
         report["output_dir"] = str(outdir)
@@ -265,25 +264,12 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
     return {
         "backend": name, "precision": precision, "path": str(path), "size_bytes": dir_size(art_dir),
         "sha256": sha256_file(path), "emulated": emulated,
-        "run": _BoardRunner(name, path) if emulated else backend.runner(path, bench["threads"]),
+        "run": ensure_board().runner(name, path) if emulated else backend.runner(path, bench["threads"]),
         "unsupported_ops": profile.unsupported_ops(ops, name) if deploys else [],
         "notes": [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
         "runtime": described,
     }
 
-
-class _BoardRunner:
-    """feeds -> outputs of a cross-compiled artifact, run on the emulated ARM64 board (qemu)."""
-
-    KINDS = {"tvm": "tvm", "tflite": "tflite", "onnxruntime": "onnx"}
-
-    def __init__(self, backend: str, path: Path):
-        from edgepack.board import ensure_board
-
-        self.board, self.kind, self.path = ensure_board(), self.KINDS[backend], path
-
-    def __call__(self, feeds):
-        return list(self.board.run_artifact(self.kind, self.path, feeds, runs=0))
 
 
 def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> list[str]:

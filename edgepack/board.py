@@ -175,6 +175,12 @@ class Board:
                     "load": result["load_ms"], "import": result["import_ms"]}
         return BoardRun(outputs=outputs, emulated_ms=emulated, kind=kind)
 
+    def runner(self, backend: str, artifact: str | Path):
+        """feeds -> outputs of a cross-compiled artifact of `backend`, run here (parity checks).
+        The returned BoardRun also carries the emulated time when called with runs > 0."""
+        kind = BACKEND_KINDS[backend]
+        return lambda feeds, runs=0: self.run_artifact(kind, artifact, feeds, runs=runs)
+
     def _tmp(self) -> Path:
         path = self.root / "tmp"
         path.mkdir(parents=True, exist_ok=True)
@@ -450,6 +456,7 @@ json.dump({"import_ms": import_ms, "load_ms": load_ms, "first_ms": first_ms, "ti
 '''
 
 _RUNNERS = ("tvm", "tflite", "onnx")
+BACKEND_KINDS = {"tvm": "tvm", "tflite": "tflite", "onnxruntime": "onnx"}  # edgepack backend -> artifact kind
 
 
 def _tflite_layout(artifact: Path) -> dict | None:

@@ -4,6 +4,10 @@ shipped silently."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+
 import onnx
 
 from edgepack.data import Dataset
@@ -51,10 +55,6 @@ def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads) -> di
         import nncf
     except ImportError:  # the openvino extra is not installed
         return None
-    import contextlib
-    import io
-    import logging
-
     nncf.set_log_level(logging.ERROR)
     q = quantizer.profile.quantization
     preset = nncf.QuantizationPreset.PERFORMANCE if q.activations.symmetric else nncf.QuantizationPreset.MIXED
@@ -77,8 +77,9 @@ def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads) -> di
 def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluator: Evaluator,
                         base_score: float, budget: tuple[float, bool], scope: IgnoredScope, threads: int,
                         batch: int, insist: bool, allow_dynamic: bool = True,
-                        progress=None) -> tuple[onnx.ModelProto, str, dict]:
-    """Returns (model to ship, "int8" | "fp32", the report's quantization section)."""
+                        progress=None) -> tuple[onnx.ModelProto, str, dict, onnx.ModelProto | None]:
+    """Returns (model to ship, "int8" | "fp32", the report's quantization section, the QDQ graph
+    for runtimes other than ONNX Runtime, which cannot run the dynamic format; None for fp32)."""
     quantizer = Quantizer(model, calib, profile, batch)
     feeds = next(calib.batches(batch))
     candidates = [_static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress)]
@@ -87,10 +88,8 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
         candidates.append(_dynamic(quantizer, evaluator, base_score, budget, feeds, threads))
     failed = [c for c in candidates if c is not None and "error" in c]
     candidates = [c for c in candidates if c is not None and "error" not in c]
-    # the fastest format that meets the budget; if none does, the most accurate one
-    meeting = [c for c in candidates if c["met"]]
-    best = min(meeting, key=lambda c: c["ms"]) if meeting else max(candidates, key=lambda c: c["score"])
-    fp32_ms = ort_runner(model, threads).median_ms(feeds)
+    best = _pick(candidates)
+    fp32_ms = candidates[0]["speed"]["fp32_ms"]  # measured by the speed step, same session options
     q = profile.quantization
     section = {
         "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
@@ -113,10 +112,14 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
         msg = f"INT8 measured slower than FP32 here ({best['ms']:.3f} vs {fp32_ms:.3f} ms)"
         if not insist:
             section.update(decision="fp32", note=f"{msg}: shipping FP32")
-            return model, "fp32", section
+            return model, "fp32", section, None
         section["warning"] = f"{msg}; shipped INT8 because --precision int8 was asked"
     section["decision"] = "int8"
-    # runtimes other than ONNX Runtime cannot run the dynamic format: they get the static QDQ graph
-    static = [c for c in candidates if c["format"].startswith("static")]
-    section["qdq_model"] = best["model"] if best in static else min(static, key=lambda c: c["ms"])["model"]
-    return best["model"], "int8", section
+    qdq = _pick([c for c in candidates if c["format"].startswith("static")])
+    return best["model"], "int8", section, qdq["model"]
+
+
+def _pick(candidates: list[dict]) -> dict:
+    """The fastest candidate that meets the budget; if none does, the most accurate one."""
+    meeting = [c for c in candidates if c["met"]]
+    return min(meeting, key=lambda c: c["ms"]) if meeting else max(candidates, key=lambda c: c["score"])
