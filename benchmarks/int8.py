@@ -35,7 +35,7 @@ from edgepack.hostinfo import cpu_info  # noqa: E402
 from edgepack.ir.canonical import canonicalize  # noqa: E402
 from edgepack.ir.spec import graph_inputs  # noqa: E402
 from edgepack.passes.metrics import outputs  # noqa: E402
-from edgepack.passes.quantize import _Reader  # noqa: E402
+from edgepack.passes.quantize import CalibrationReader  # noqa: E402
 from edgepack.targets import load_profile  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def fidelity(run, ref_run, data: Dataset, kind: str) -> float:
 def ort_default(fp32_path: Path, out: Path, calib: Dataset) -> Path:
     from onnxruntime.quantization import quantize_static
 
-    quantize_static(str(fp32_path), str(out), _Reader(calib, 1))  # every default: QDQ, per-tensor s8s8, MinMax
+    quantize_static(str(fp32_path), str(out), CalibrationReader(calib, 1))  # every default: QDQ, per-tensor s8s8, MinMax
     return out
 
 

@@ -98,7 +98,7 @@ def _quiet():
         root.setLevel(level)
 
 
-class _Reader:
+class CalibrationReader:
     """onnxruntime CalibrationDataReader over an edgepack Dataset (batches of the graph's size)."""
 
     def __init__(self, data: Dataset, batch: int):
@@ -165,7 +165,7 @@ class Quantizer:
         out = Path(self._tmp.name) / "model.int8.onnx"
         try:
             with _quiet():
-                quantize_static(str(self._float_path), str(out), _Reader(self.calib, self.batch), nodes_to_exclude=exclude,
+                quantize_static(str(self._float_path), str(out), CalibrationReader(self.calib, self.batch), nodes_to_exclude=exclude,
                                 calibration_cache_path=str(self._cache), **self.settings)
         except EdgepackError:
             raise
