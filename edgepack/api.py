@@ -23,7 +23,7 @@ from edgepack.passes.metrics import Evaluator, drop, parse_drop
 from edgepack.passes.precision import quantize_for_target
 from edgepack.passes.prune import magnitude_prune
 from edgepack.passes.prune import prune as prune_channels
-from edgepack.passes.quantize import IgnoredScope, to_fp16
+from edgepack.passes.quantize import IgnoredScope, quantized_nodes, to_fp16
 from edgepack.runtime import ort_runner
 from edgepack.frontends import load_source
 from edgepack.fsutil import check_free, dir_size, sha256_file, staged_dir
@@ -101,8 +101,11 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     batch = _batch(specs)
     data = _dataset(calib, specs)
     evalset = _dataset(eval_data, specs)
-    wanted = precision or (profile.precision if data is not None else "fp32")
-    if wanted == "int8" and data is None:
+    prequantized = bool(quantized_nodes(canonical))
+    if prequantized and precision not in (None, "int8"):
+        raise EdgepackError(f"the model is already INT8 (QuantizeLinear/DequantizeLinear); --precision {precision} does not apply")
+    wanted = "int8" if prequantized else precision or (profile.precision if data is not None else "fp32")
+    if wanted == "int8" and data is None and not prequantized:
         raise EdgepackError("INT8 needs calibration data: pass --calib DATA (a few hundred samples)")
     parity_feeds = _feeds(data, specs, PARITY_SAMPLES)
     canon_info["parity"] = measure_parity(source.run, ort_runner(canonical, optimize=False), parity_feeds)
@@ -135,7 +138,10 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                               "source": evaluator.score(source.run)}
 
     shipped, shipped_precision, qdq = canonical, wanted, None
-    if wanted == "int8" and not any(get_backend(n).consumes_qdq for n in chosen):
+    if prequantized:
+        report["quantization"] = {"by": "the model itself: already QDQ (quantization-aware training or an "
+                                        "earlier quantizer); edgepack does not quantize it again", "met": True}
+    elif wanted == "int8" and not any(get_backend(n).consumes_qdq for n in chosen):
         report["quantization"] = {"by": "each backend's own quantizer, calibrated on --calib", "met": True,
                                   "calibration": {"data": data.source, "samples": len(data)}}
     elif wanted == "int8":
@@ -154,7 +160,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             # dynamic INT8 is an ONNX Runtime format; other runtimes get the static QDQ graph
             model_for = qdq if qdq is not None and name != "onnxruntime" else shipped
             try:
-                entry = _artifact(name, art_dir, canonical, model_for, shipped_precision, data, profile, ops, bench)
+                entry = _artifact(name, art_dir, canonical, model_for, shipped_precision, data, profile, ops, bench,
+                                  prequantized)
             except EdgepackError as e:
                 if backends != ["auto"]:
                     raise
@@ -188,6 +195,18 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         report["output_dir"] = str(outdir)
         write_report(stage, report)
     return report
+
+
+def run(recipe, output_dir: str | Path | None = None, force: bool = False, resume: bool = False,
+        progress: bool = True) -> dict:
+    """The distill -> prune -> quantize -> emit flow of a recipe (YAML path, dict or Recipe).
+
+    Each stage is measured, gated and saved in its own folder; raises
+    edgepack.pipeline.engine.GateFailed (with `.report`) when a stage misses its gate.
+    """
+    from edgepack.pipeline.engine import run as run_flow
+
+    return run_flow(recipe, output_dir, force=force, resume=resume, progress=progress)
 
 
 def profile(artifact: str | Path, target: str | TargetProfile | None = None, backend: str | None = None,
@@ -251,11 +270,15 @@ def _compress(model, profile, ratio, mode, layers, protect, sparsity) -> tuple:
     return model, out
 
 
-def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, profile, ops: set, bench) -> dict:
+def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, profile, ops: set, bench,
+              prequantized: bool = False) -> dict:
     """Emit one backend's artifact and open it; parity, accuracy and latency are added by the caller."""
     backend = get_backend(name)
     # a runtime with its own quantizer gets the float graph and the calibration data instead of QDQ
     own_quantizer = precision != "fp32" and not backend.consumes_qdq
+    if own_quantizer and prequantized:
+        raise EdgepackError(f"{name} quantizes with its own converter and cannot take an already-INT8 (QDQ) "
+                            "model: give it the float model and --calib")
     path = backend.emit(canonical if own_quantizer else shipped, art_dir, profile, precision=precision,
                         calib=calib if own_quantizer else None)
     deploys = name in profile.backends
@@ -299,8 +322,11 @@ def _bench_settings(profile: TargetProfile, runs, warmup, threads) -> dict:
             "threads": profile.effective_threads() if not threads else threads}
 
 
-def _dataset(path, specs) -> Dataset | None:
-    return load_dataset(path, specs) if path else None
+def _dataset(data, specs) -> Dataset | None:
+    """A path to load, or a Dataset already in memory (the pipeline's splits), checked against the inputs."""
+    if isinstance(data, Dataset):
+        return data.check_against(specs)
+    return load_dataset(data, specs) if data else None
 
 
 def _feeds(data: Dataset | None, specs, n: int) -> list[dict[str, np.ndarray]]:

@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true")
     _add_bench_args(prof)
 
+    run = sub.add_parser("run", help="a recipe: distill -> prune -> quantize -> emit, each stage gated and saved")
+    run.add_argument("recipe", help="RECIPE.yaml")
+    run.add_argument("-o", "--output", help="run folder (default runs/<recipe name>)")
+    run.add_argument("--resume", action="store_true", help="reuse the stages already saved in the run folder")
+    run.add_argument("--force", action="store_true", help="start over, replacing the run folder")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+
     demo = sub.add_parser("demo", help="train an MNIST CNN on bundled real digits and compile it for host")
     demo.add_argument("--epochs", type=int, default=4)
     demo.add_argument("-o", "--output", help="output folder (default runs/demo-<time>)")
@@ -194,6 +202,22 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from edgepack import views
+    from edgepack.pipeline.engine import GateFailed, run
+
+    try:
+        report = run(args.recipe, output_dir=args.output, force=args.force, resume=args.resume,
+                     progress=not args.no_progress)
+    except GateFailed as e:
+        report = e.report
+    if args.json:
+        _print_json(report)
+    else:
+        views.flow_table(report)
+    return 0 if report["passed"] else 3
+
+
 def cmd_demo(args) -> int:
     from edgepack import demo
 
@@ -215,4 +239,4 @@ def _print_json(obj) -> int:
 
 
 COMMANDS = {"targets": cmd_targets, "inspect": cmd_inspect, "compile": cmd_compile,
-            "profile": cmd_profile, "demo": cmd_demo, "data": cmd_data}
+            "profile": cmd_profile, "run": cmd_run, "demo": cmd_demo, "data": cmd_data}

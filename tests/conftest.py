@@ -114,3 +114,32 @@ def confident_mask(ref):
 def cosine(a, b):
     """Row-wise cosine similarity."""
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# --------------------------------------------------------------------------- the training flow on MNIST
+
+@pytest.fixture(scope="session")
+def mnist_flow_splits():
+    """(train, val, test) (x, y) pairs: 1,600 training digits (for speed), the 500 digits after
+    them for validation, and the 1,000 held-out evaluation digits for test."""
+    from edgepack import sample_data
+
+    x, y = sample_data.mnist_arrays()
+    tr, _, ev = sample_data.mnist_splits(0, y)
+    return (x[tr[:1600]], y[tr[:1600]]), (x[tr[-500:]], y[tr[-500:]]), (x[ev], y[ev])
+
+
+@pytest.fixture(scope="session")
+def mnist_teacher(mnist_flow_splits, tmp_path_factory):
+    """A 4-conv-width-32 teacher trained on real digits (~10 s), and its state_dict file."""
+    import torch
+
+    from edgepack.models.mnist_cnn import MnistCNN
+    from edgepack.training.distill import distill
+    from edgepack.training.loop import TrainConfig
+
+    train, val, _ = mnist_flow_splits
+    teacher = distill(None, MnistCNN(32), train, val, TrainConfig(epochs=3, lr=5e-3)).model
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    torch.save(teacher.state_dict(), path)
+    return teacher, path

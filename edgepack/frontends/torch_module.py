@@ -44,7 +44,7 @@ def from_module(module, input_shapes: dict | None, name: str, digest: str | None
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [o.detach().numpy() for o in outs]
 
-    return Source(model, kind, name, digest or _state_digest(module), run, path)
+    return Source(model, kind, name, digest or state_digest(module), run, path)
 
 
 def export(module, args: tuple, names: list[str]) -> onnx.ModelProto:
@@ -64,6 +64,12 @@ def export(module, args: tuple, names: list[str]) -> onnx.ModelProto:
 
 def from_factory(text: str, input_shapes: dict | None, weights: str | None) -> Source:
     """`path/to/file.py:factory` -> the nn.Module it returns, with optional weights."""
+    module, digest = load_factory(text, weights)
+    return from_module(module, input_shapes, name=text.rpartition(":")[2], digest=digest, path=text)
+
+
+def load_factory(text: str, weights: str | None = None):
+    """(nn.Module built by `file.py:factory`, sha256 of the file and weights)."""
     import torch
 
     file, _, attr = text.rpartition(":")
@@ -89,9 +95,9 @@ def from_factory(text: str, input_shapes: dict | None, weights: str | None) -> S
         raise EdgepackError(f"{text} returned a {type(module).__name__}, expected a torch.nn.Module")
     digest = hashlib.sha256(path.read_bytes())
     if weights:
-        _load_weights(module, Path(weights))
+        load_weights(module, Path(weights))
         digest.update(Path(weights).read_bytes())
-    return from_module(module, input_shapes, name=attr, digest=digest.hexdigest(), path=text)
+    return module, digest.hexdigest()
 
 
 def from_torchscript(path: Path, input_shapes: dict | None) -> Source:
@@ -106,7 +112,7 @@ def from_torchscript(path: Path, input_shapes: dict | None) -> Source:
     return from_module(module, input_shapes, name=path.stem, digest=digest, path=str(path), kind="torchscript")
 
 
-def _load_weights(module, path: Path) -> None:
+def load_weights(module, path: Path) -> None:
     import torch
 
     if not path.is_file():
@@ -143,7 +149,7 @@ def _example(torch, name: str, shape: tuple):
     return torch.randn(shape, dtype=torch.float32)
 
 
-def _state_digest(module) -> str:
+def state_digest(module) -> str:
     h = hashlib.sha256(type(module).__qualname__.encode())
     for key, tensor in module.state_dict().items():
         h.update(key.encode())

@@ -1,0 +1,1 @@
+"""The distill -> prune -> quantize -> emit flow: a recipe, its stages, gates and saved checkpoints."""

@@ -1,0 +1,312 @@
+"""Runs a recipe: the teacher, then each stage in turn — measured on one yardstick, checked
+against its gate, and saved in its own folder the moment it is done.
+
+Each stage folder (`01-distill/`, ...) is written to a staging folder and renamed into place,
+so an interrupted or failed stage never touches what earlier stages saved; `resume` reuses
+every saved stage whose settings and inputs are unchanged (a key chained over the recipe).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from edgepack import __version__
+from edgepack.data import Dataset
+from edgepack.errors import EdgepackError
+from edgepack.fsutil import atomic_write, staged_dir
+from edgepack.hostinfo import environment
+from edgepack.pipeline import stages
+from edgepack.pipeline.measure import measure, to_onnx
+from edgepack.pipeline.recipe import Recipe, load_recipe
+from edgepack.targets import load_profile
+from edgepack.training import checkpoint
+from edgepack.training.data import arrays
+from edgepack.training.loop import accuracy, train
+from edgepack.ui import console, progress_bar
+
+STAGE_FILE = "stage.json"
+RUNNERS = {"distill": stages.run_distill, "prune": stages.run_prune, "quantize": stages.run_quantize}
+CALIB_SAMPLES = 300
+
+
+class GateFailed(EdgepackError):
+    """A stage did not reach its gate; the report (written) says what was reached."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def run(recipe, output_dir: str | Path | None = None, force: bool = False, resume: bool = False,
+        progress: bool = True) -> dict:
+    """Run `recipe` (YAML path, dict or Recipe); returns the report, also written to the folder.
+    Raises GateFailed (carrying the report) when a stage misses its gate."""
+    recipe = load_recipe(recipe)
+    outdir = Path(output_dir) if output_dir else Path("runs") / recipe.name
+    if outdir.exists() and not (resume or force):
+        raise EdgepackError(f"{outdir} already exists: pass --resume to continue it, --force to start over, "
+                            "or -o another folder")
+    flow = Flow(recipe, outdir, progress)  # data, target and models are checked before any folder is made
+    if outdir.exists() and force and not resume:
+        shutil.rmtree(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    return flow.run()
+
+
+class Flow:
+    """What the stages share: data splits, the teacher, the target, and how to measure."""
+
+    def __init__(self, recipe: Recipe, outdir: Path, progress: bool):
+        self.recipe, self.outdir, self.progress = recipe, outdir, progress
+        self.profile = load_profile(recipe.target)
+        data = recipe.data
+        self.train, self.val = (arrays(recipe.resolve(d)) for d in (data.train, data.val))
+        self.test = arrays(recipe.resolve(data.test)) if data.test is not None else self.val
+        self.calib = (arrays(recipe.resolve(data.calib)) if data.calib is not None
+                      else tuple(a[:CALIB_SAMPLES] for a in self.train))
+        shape = recipe.input_shape or [1, *self.train[0].shape[1:]]
+        self.example = torch.from_numpy(np.ascontiguousarray(self.train[0][:1])).reshape(shape)
+        m = recipe.measure
+        self.bench = {"runs": m.runs, "warmup": m.warmup, "threads": m.threads or self.profile.effective_threads()}
+        self.rows: list[dict] = []
+        self.key = _digest({"edgepack": __version__, "target": recipe.target, "teacher": _fingerprint(recipe.teacher),
+                            "student": _fingerprint(recipe.student), "data": _fingerprint(data),
+                            "input_shape": shape, "measure": m.model_dump()})
+        self.teacher = _build(recipe, recipe.teacher)
+        if recipe.student is not None:
+            self.fresh_student()
+        self.teacher_val = self.teacher_accuracy = float("nan")
+
+    # -- helpers the stages use ------------------------------------------------------------
+
+    def fresh_student(self) -> nn.Module:
+        return _build(self.recipe, self.recipe.student)
+
+    def batches(self, cfg) -> int:
+        return -(-len(self.train[0]) // cfg.batch_size)
+
+    def dataset(self, model: onnx.ModelProto, split) -> Dataset:
+        name = model.graph.input[0].name
+        return Dataset({name: split[0].reshape(len(split[0]), *self.example.shape[1:])}, split[1], "recipe data")
+
+    @contextmanager
+    def bar(self, label: str, total: int):
+        with progress_bar(label, total, self.progress) as advance:
+            yield advance
+
+    # -- the flow -----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        report = {"edgepack_version": __version__, "command": "run", "recipe": self.recipe.name,
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "target": self.profile.name, "output_dir": str(self.outdir), "rows": self.rows, "stages": [],
+                  "environment": environment()}
+        module, model = self._teacher()
+        for i in range(len(self.recipe.stages)):
+            kind, cfg = self.recipe.stage(i)
+            self.key = _digest({"previous": self.key, kind: self.recipe.stages[i][kind]})
+            folder = self.outdir / f"{i + 1:02d}-{kind}"
+            saved = self._saved(folder)
+            if saved is not None and saved["passed"]:
+                console.print(f"stage {i + 1} ({kind}): unchanged, reusing {folder}")
+                record = saved
+                if kind != "emit":
+                    module, model = self._reload(folder, module), onnx.load(str(folder / "model.onnx"))
+            elif kind == "emit":
+                record = self._emit(folder, cfg, model)
+            else:
+                console.print(f"stage {i + 1}: {kind}")
+                start = time.perf_counter()
+                out = RUNNERS[kind](self, cfg, module)
+                record = self._save(folder, kind, out, cfg.gate, time.perf_counter() - start)
+                module, model = out.module, out.onnx
+            self.rows.extend(record["rows"])
+            report["stages"].append({k: v for k, v in record.items() if k != "rows"})
+            if not record["passed"]:
+                report["stopped"] = {"stage": kind, "reasons": record["gate_failures"]}
+                break
+        report["seconds"] = round(time.perf_counter() - t0, 1)
+        report["passed"] = "stopped" not in report
+        _write_report(self.outdir, report)
+        if not report["passed"]:
+            raise GateFailed(f"stage {report['stopped']['stage']} missed its gate: "
+                             + "; ".join(report["stopped"]["reasons"]), report)
+        return report
+
+    def _teacher(self) -> tuple[nn.Module, onnx.ModelProto]:
+        """The trained teacher (trained here first if the recipe says so) and its measured row."""
+        ref = self.recipe.teacher
+        folder = self.outdir / "00-teacher"
+        self.key = _digest({"previous": self.key, "teacher_train": ref.train.model_dump() if ref.train else None})
+        saved = self._saved(folder)
+        teacher = self.teacher
+        if saved is not None:
+            if (folder / "model.pt").exists():
+                checkpoint.load(teacher, folder / "model.pt")
+            record = saved
+        else:
+            start = time.perf_counter()
+            details = {}
+            if ref.train is not None:
+                console.print("training the teacher")
+                with self.bar("training the teacher", ref.train.epochs * self.batches(ref.train)) as advance:
+                    result = train(teacher, *self._loaders(ref.train), ref.train, progress=lambda s, _: advance(s))
+                details["training"] = result.summary()
+            out = stages.Output(to_onnx(teacher, self.example), teacher if ref.train else None, details)
+            record = self._save(folder, "teacher", out, None, time.perf_counter() - start)
+        self.teacher = teacher.eval()
+        self.teacher_accuracy = record["rows"][0]["accuracy"]
+        self.teacher_val = accuracy(self.teacher, self._loaders(None)[1])
+        self.rows.extend(record["rows"])
+        return teacher, onnx.load(str(folder / "model.onnx"))
+
+    def _loaders(self, cfg):
+        from edgepack.training.data import as_loader
+
+        seed = cfg.seed if cfg else 0
+        return (as_loader(self.train, cfg.batch_size if cfg else 64, shuffle=True, seed=seed),
+                as_loader(self.val, 256))
+
+    def _save(self, folder: Path, kind: str, out: stages.Output, gate, seconds: float) -> dict:
+        """Write the stage's models and its record in one rename; measure and gate it on the way."""
+        with staged_dir(folder, force=True) as stage:
+            onnx.save(out.onnx, str(stage / "model.onnx"))
+            if out.module is not None:
+                checkpoint.save(out.module, stage / "model.pt")
+            rows = []
+            for label, extra in out.extra.items():  # side rows first: they are not what flows on
+                path = stage / f"{label.replace(' ', '-')}.onnx"
+                onnx.save(extra, str(path))
+                rows.append({"stage": kind, "model": label, **measure(path, self.test, self.bench, self.progress),
+                             "gate": "-"})
+            row = {"stage": kind, "model": _label(kind, out), "seconds": round(seconds, 1),
+                   **measure(stage / "model.onnx", self.test, self.bench, self.progress)}
+            rows.append(row)
+            record = self._record(kind, rows, row, gate, out.details)
+            atomic_write(stage / STAGE_FILE, json.dumps(record, indent=2, default=_json_default))
+        return record
+
+    def _emit(self, folder: Path, cfg, model: onnx.ModelProto) -> dict:
+        from edgepack import api
+
+        console.print("stage: emit")
+        start = time.perf_counter()
+        r = api.compile(model, target=self.profile, backends=cfg.backends, output_dir=folder, force=True,
+                        calib=self.dataset(model, self.calib), eval_data=self.dataset(model, self.test),
+                        progress=self.progress, **self.bench)
+        art = r["artifacts"][r["selected"]["index"]]
+        row = {"stage": "emit", "model": f"{art['backend']} {art['precision']}",
+               "seconds": round(time.perf_counter() - start, 1), "params": r["canonical"]["params"],
+               "macs": r["canonical"]["macs"], "size_bytes": art["size_bytes"], "accuracy": art.get("accuracy"),
+               "p50_ms": art["latency_ms"]["p50"] if art["latency_ms"] else None,
+               "p99_ms": art["latency_ms"]["p99"] if art["latency_ms"] else None,
+               "artifact": str(folder / art["path"])}
+        record = self._record("emit", [row], row, cfg.gate, {"report": str(folder / "report.json")})
+        atomic_write(folder / STAGE_FILE, json.dumps(record, indent=2, default=_json_default))
+        return record
+
+    def _record(self, kind: str, rows: list[dict], row: dict, gate, details: dict) -> dict:
+        ref = row["accuracy"] if kind == "teacher" else self.teacher_accuracy
+        for r in rows:
+            r["drop"] = None if r.get("accuracy") is None else ref - r["accuracy"]
+        fails = gate.check(row, ref) if gate is not None else []
+        row["gate"] = "-" if gate is None or gate == type(gate)() else ("failed" if fails else "passed")
+        return {"kind": kind, "key": self.key, "passed": not fails, "gate": gate.model_dump() if gate else None,
+                "gate_failures": fails, "rows": rows, "details": details}
+
+    def _saved(self, folder: Path) -> dict | None:
+        """A finished stage's record if it was made from the same settings and inputs."""
+        try:
+            record = json.loads((folder / STAGE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if record.get("key") == self.key else None
+
+    def _reload(self, folder: Path, module: nn.Module | None) -> nn.Module | None:
+        """A saved torch stage, loaded into a fresh copy of its architecture (student or teacher)."""
+        if not (folder / "model.pt").exists():
+            return None
+        distilled = any(self.recipe.kind(s) == "distill" for s in self.recipe.stages)
+        return checkpoint.load(self.fresh_student() if distilled else copy.deepcopy(module), folder / "model.pt")
+
+
+def _build(recipe: Recipe, ref) -> nn.Module:
+    """A fresh nn.Module from a recipe's model reference (weights loaded when given)."""
+    from edgepack.frontends.torch_module import load_factory, load_weights
+
+    model = ref.model
+    if isinstance(model, nn.Module):
+        module = copy.deepcopy(model)
+    elif isinstance(model, str):
+        text = recipe.resolve(model)
+        if text.rpartition(":")[0].endswith(".py"):
+            return load_factory(text, recipe.resolve(ref.weights) if ref.weights else None)[0]
+        if not Path(text).is_file():
+            raise EdgepackError(f"{text}: no such model file (expected file.py:factory or a TorchScript file)")
+        module = torch.jit.load(text, map_location="cpu")
+    elif callable(model):
+        module = model()
+    else:
+        raise EdgepackError(f"cannot use a {type(model).__name__} as a model: give file.py:factory or an nn.Module")
+    if ref.weights:
+        load_weights(module, Path(recipe.resolve(ref.weights)))
+    return module
+
+
+def _label(kind: str, out: stages.Output) -> str:
+    return {"teacher": "teacher fp32", "distill": "distilled", "prune": "pruned",
+            "quantize": f"int8 {out.details.get('mode', '')}"}.get(kind, kind)
+
+
+def _fingerprint(value):
+    """What a resume key hashes for a recipe value: file contents, tensors, arrays, settings."""
+    from edgepack.frontends.torch_module import state_digest
+
+    if value is None or isinstance(value, (int, float, bool)):
+        return value
+    if hasattr(value, "model_dump"):
+        return {k: _fingerprint(getattr(value, k)) for k in type(value).model_fields}
+    if isinstance(value, nn.Module):
+        return state_digest(value)
+    if isinstance(value, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+    if isinstance(value, (list, tuple)):
+        return [_fingerprint(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _fingerprint(v) for k, v in value.items()}
+    if isinstance(value, (str, Path)):
+        path = Path(str(value).rpartition(":")[0] if str(value).rpartition(":")[0].endswith(".py") else value)
+        if path.is_file():
+            return [str(value), hashlib.sha256(path.read_bytes()).hexdigest()]
+        return str(value)
+    return f"{type(value).__name__}@{id(value)}"  # a DataLoader or callable: not resumable
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return str(o)
+
+
+def _write_report(outdir: Path, report: dict) -> None:
+    from edgepack.views import flow_markdown
+
+    atomic_write(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
+    atomic_write(outdir / "report.md", flow_markdown(report))

@@ -1,0 +1,49 @@
+"""Every stage is measured the same way: its model as canonical ONNX, top-1 on the test split in
+ONNX Runtime, params/MACs/size from the graph, p50 in a fresh process. Same yardstick, so the
+table's rows compare (the teacher row is the FP32 ONNX Runtime baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgepack.bench.runner import benchmark
+from edgepack.frontends.torch_module import export
+from edgepack.ir.canonical import canonicalize
+from edgepack.ir.stats import model_stats
+from edgepack.runtime import ort_session
+
+
+def to_onnx(model: torch.nn.Module, example: torch.Tensor) -> onnx.ModelProto:
+    """The torch model as the canonical graph the backends take (BN folded, batch 1)."""
+    return canonical(export(model.eval(), (example,), ["input"]))
+
+
+def canonical(model: onnx.ModelProto) -> onnx.ModelProto:
+    return canonicalize(model, None)[0]
+
+
+def onnx_accuracy(model: onnx.ModelProto | Path, x: np.ndarray, y: np.ndarray) -> float:
+    session = ort_session(model)
+    name = session.get_inputs()[0].name
+    pred = np.array([session.run(None, {name: x[i:i + 1]})[0].argmax() for i in range(len(x))])
+    return float((pred == y).mean())
+
+
+def measure(path: Path, test: tuple[np.ndarray, np.ndarray], bench: dict, progress: bool) -> dict:
+    """A stage's row: params, MACs, size, test accuracy and latency of the ONNX model at `path`."""
+    model = onnx.load(str(path))
+    stats = model_stats(model)
+    x, y = test
+    lat = benchmark("onnxruntime", path, [{_input_name(model): x[i:i + 1]} for i in range(8)],
+                    progress=progress, **bench)["latency_ms"]
+    return {"params": stats["params"], "macs": stats["macs"], "size_bytes": path.stat().st_size,
+            "accuracy": onnx_accuracy(model, x, y), "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    inits = {i.name for i in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)

@@ -1,0 +1,138 @@
+"""One training loop for every torch stage: plain training, distillation, fine-tuning, QAT.
+
+With a teacher the loss is Hinton's  alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * CE;
+without one it is CE. Validation after each epoch, early stopping on `patience`, and the best
+epoch's weights are what comes back (not the last epoch's).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9,
+                                                                       weight_decay=weight_decay, nesterov=True)}
+
+
+class TrainConfig(BaseModel):
+    """How to train; a recipe stage sets any of these fields (unknown ones are an error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(5, ge=0)
+    lr: float = Field(3e-3, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(64, ge=1)
+    patience: int | None = Field(None, ge=1)  # epochs without a better validation score before stopping
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)  # share of the soft (teacher) term; unused without a teacher
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, val accuracy, seconds
+    best_epoch: int = 0  # 0 = the weights as given were never beaten
+    best_val: float = float("nan")
+    stopped_early: bool = False
+
+    def summary(self) -> dict:
+        return {"epochs_run": len(self.history), "best_epoch": self.best_epoch, "best_val": self.best_val,
+                "stopped_early": self.stopped_early, "history": self.history}
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                      temperature: float, alpha: float) -> torch.Tensor:
+    """T^2 keeps the soft term's gradients on the hard term's scale as T grows (Hinton et al.)."""
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student, labels)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader, set_eval: Callable | None = None) -> float:
+    """Top-1 on a loader of (x, y)."""
+    (set_eval or nn.Module.eval)(model)
+    hit = total = 0
+    for x, y in loader:
+        hit += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return hit / max(total, 1)
+
+
+def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, teacher: nn.Module | None = None,
+          progress: Callable[[int, int], None] | None = None, set_train: Callable | None = None,
+          set_eval: Callable | None = None) -> TrainResult:
+    """Train `model` in place and return it holding its best validation epoch's weights.
+
+    `set_train`/`set_eval` switch modes for models where .train()/.eval() do not (an exported
+    QAT graph); `progress(step, total)` is called per batch.
+    """
+    set_train = set_train or nn.Module.train
+    set_eval = set_eval or nn.Module.eval
+    torch.manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(cfg.epochs * len(train_loader), 1)
+    sched = _schedule(opt, cfg, steps)
+    if teacher is not None:
+        teacher.eval()
+    best_val = accuracy(model, val_loader, set_eval)
+    best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
+    result = TrainResult(model)
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        set_train(model)
+        total_loss = 0.0
+        for x, y in train_loader:
+            logits = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = distillation_loss(logits, target, y, cfg.temperature, cfg.alpha)
+            else:
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total_loss += loss.item() * len(y)
+            step += 1
+            if progress:
+                progress(step, steps)
+        val = accuracy(model, val_loader, set_eval)
+        result.history.append({"epoch": epoch, "loss": total_loss / len(train_loader.dataset),
+                               "val_accuracy": val, "seconds": round(time.perf_counter() - t0, 2)})
+        stale = 0 if val > best_val else stale + 1
+        if val >= best_val:  # on a tie the later (longer-trained) weights win
+            best_val, best_epoch = val, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if cfg.patience is not None and stale >= cfg.patience:
+            result.stopped_early = True
+            break
+    model.load_state_dict(best_state)
+    set_eval(model)
+    result.best_epoch, result.best_val = best_epoch, best_val
+    return result
+
+
+def _schedule(opt, cfg: TrainConfig, steps: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return None

@@ -1,0 +1,138 @@
+"""`edgepack run RECIPE.yaml`: stages in order, gates, saved stages that survive failures, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from edgepack.data import save_npz
+from tests.conftest import run_cli
+
+NETS = """
+from edgepack.models.mnist_cnn import MnistCNN
+
+def teacher():
+    return MnistCNN(32)
+
+def student():
+    return MnistCNN(16)
+"""
+
+
+@pytest.fixture(scope="module")
+def flow_dir(tmp_path_factory, mnist_flow_splits, mnist_teacher):
+    """A recipe folder as a user would have it: nets.py, teacher weights, data as .npz."""
+    d = tmp_path_factory.mktemp("flow")
+    (d / "nets.py").write_text(NETS)
+    (d / "teacher.pt").write_bytes(mnist_teacher[1].read_bytes())
+    for name, (x, y) in zip(("train", "val", "test"), mnist_flow_splits):
+        save_npz(d / f"{name}.npz", {"input": x}, y)
+    return d
+
+
+def _recipe(folder, stages, **extra) -> str:
+    recipe = {"name": "mnist", "target": "x86-vnni", "teacher": {"model": "nets.py:teacher", "weights": "teacher.pt"},
+              "student": {"model": "nets.py:student"},
+              "data": {"train": "train.npz", "val": "val.npz", "test": "test.npz"},
+              "measure": {"runs": 20, "warmup": 3}, "stages": stages, **extra}
+    path = folder / f"recipe-{len(list(folder.glob('recipe-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+# Small on purpose (1,600 digits, a few epochs): this tests the flow, the demo measures the goals.
+FULL = [{"distill": {"epochs": 3, "lr": 0.005, "baseline": True, "gate": {"max_drop": 0.25}}},
+        {"prune": {"ratio": 0.5, "steps": 2, "finetune": {"epochs": 1, "lr": 0.003}, "gate": {"max_drop": 0.5}}},
+        {"quantize": {"mode": "qat", "gate": {"max_drop": 0.5}}},
+        {"emit": {"backends": ["onnxruntime"], "gate": {"max_drop": 0.5, "max_size_mb": 1}}}]
+
+
+@pytest.mark.slow
+def test_full_flow_then_resume(flow_dir):
+    recipe, out = _recipe(flow_dir, FULL), flow_dir / "run-full"
+    r = run_cli("run", recipe, "-o", out, "--no-progress", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    rows = {(row["stage"], row["model"]): row for row in report["rows"]}
+    teacher, final = report["rows"][0], report["rows"][-1]
+    assert [row["stage"] for row in report["rows"]] == ["teacher", "distill", "distill", "prune", "quantize", "emit"]
+    assert ("distill", "no teacher") in rows and ("emit", "onnxruntime int8") in rows
+    # each stage shrinks what the next one gets; INT8 stores a quarter of the bytes
+    assert rows[("prune", "pruned")]["macs"] < 0.6 * rows[("distill", "distilled")]["macs"] < 0.6 * teacher["macs"]
+    assert final["macs"] == rows[("prune", "pruned")]["macs"]
+    assert rows[("quantize", "int8 qat")]["size_bytes"] < 0.5 * rows[("prune", "pruned")]["size_bytes"]
+    assert teacher["accuracy"] - final["accuracy"] <= 0.5 and final["drop"] == pytest.approx(
+        teacher["accuracy"] - final["accuracy"])
+    for i, kind in enumerate(["distill", "prune", "quantize", "emit"], 1):
+        stage = json.loads((out / f"{i:02d}-{kind}" / "stage.json").read_text())
+        assert stage["passed"] and stage["kind"] == kind
+    assert (out / "02-prune" / "model.pt").is_file() and (out / "04-emit" / "report.json").is_file()
+    assert "| teacher | teacher fp32 |" in (out / "report.md").read_text()
+
+    # resume: every stage is unchanged, so nothing is retrained and the same rows come back
+    again = run_cli("run", recipe, "-o", out, "--resume", "--no-progress", "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count("unchanged, reusing") == 4
+    assert json.loads(again.stdout)["rows"] == report["rows"]
+
+
+@pytest.mark.slow
+def test_gate_stops_the_flow_and_keeps_earlier_stages(flow_dir):
+    stages = [{"prune": {"ratio": 0.5, "steps": 1, "finetune": {"epochs": 0}, "max_drop": 1.0,
+                         "gate": {"max_macs": 1000}}},
+              {"emit": {}}]
+    out = flow_dir / "run-gate"
+    r = run_cli("run", _recipe(flow_dir, stages), "-o", out, "--no-progress")
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "stopped at prune" in r.stdout and "macs" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is False and report["stopped"]["stage"] == "prune"
+    assert not (out / "02-emit").exists()
+    # no student: the teacher itself was pruned
+    assert report["rows"][-1]["macs"] < report["rows"][0]["macs"]
+    # a folder from an earlier run is never replaced without --resume or --force
+    r = run_cli("run", _recipe(flow_dir, stages), "-o", out, "--no-progress")
+    assert r.returncode == 1 and "already exists" in r.stderr
+
+
+def test_interrupted_stage_leaves_the_previous_one_intact(flow_dir, monkeypatch):
+    from edgepack.pipeline import engine, stages
+
+    stage_list = [{"prune": {"ratio": 0.25, "steps": 1, "finetune": {"epochs": 0}, "max_drop": 1.0}},
+                  {"quantize": {"mode": "qat"}}]
+    out = flow_dir / "run-interrupted"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "quantize_aware", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(_recipe(flow_dir, stage_list), output_dir=out, progress=False)
+    saved = {p.name: p.read_bytes() for p in (out / "01-prune").iterdir()}
+    assert {"model.onnx", "model.pt", "stage.json"} <= set(saved)
+    assert sorted(p.name for p in out.iterdir()) == ["00-teacher", "01-prune"]  # no half-written 02-quantize
+    # resuming reuses the pruned stage byte for byte
+    monkeypatch.undo()
+    report = engine.run(_recipe(flow_dir, stage_list), output_dir=out, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (out / "01-prune").iterdir()} == saved
+    assert report["rows"][-1]["model"] == "int8 qat"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"stages": [{"prune": {"ratoi": 0.5}}]}, "stages[0].prune: invalid stage settings: ratoi: unknown field (did you mean: ratio?)"),
+    ({"stages": [{"emit": {}}, {"prune": {}}]}, "stages must run in the order distill -> prune -> quantize -> emit"),
+    ({"stages": [{"distill": {}}], "student": None}, "a distill stage needs a `student`"),
+    ({"stages": [{"squash": {}}]}, "stages[0]"),
+    ({"teacher": {"model": "nets.py:teacher", "wieghts": "x"}}, "teacher.wieghts: unknown field (did you mean: weights?)"),
+])
+def test_bad_recipe_is_one_line(flow_dir, change, message):
+    recipe = yaml.safe_load(open(_recipe(flow_dir, [{"emit": {}}])))
+    recipe.update(change)
+    path = flow_dir / "bad.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    r = run_cli("run", path, "-o", flow_dir / "never")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert not (flow_dir / "never").exists()
