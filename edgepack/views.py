@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
 from edgepack.ir.stats import format_count
 
-out = Console(highlight=False)
+# piped or redirected output has no terminal width to fit: 120 columns keep tables unwrapped
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def targets_table(profiles) -> None:
@@ -122,7 +125,7 @@ def flow_table(r: dict) -> None:
     t = Table(title=f"edgepack run {r['recipe']}: {r['target']} (top-1 on the test split; drop in points "
                     "below the teacher)")
     for col in FLOW_COLUMNS:
-        t.add_column(col, justify="left" if col in ("stage", "model", "gate") else "right")
+        t.add_column(col, justify="left" if col in ("stage", "model", "gate") else "right", no_wrap=True)
     for row in r["rows"]:
         t.add_row(*flow_cells(row))
     out.print(t)

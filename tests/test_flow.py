@@ -74,7 +74,7 @@ def test_full_flow_then_resume(flow_dir):
     # resume: every stage is unchanged, so nothing is retrained and the same rows come back
     again = run_cli("run", recipe, "-o", out, "--resume", "--no-progress", "--json")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("unchanged, reusing") == 4
+    assert again.stderr.count("unchanged, reusing") == 5  # the teacher and four stages
     assert json.loads(again.stdout)["rows"] == report["rows"]
 
 
@@ -136,3 +136,31 @@ def test_bad_recipe_is_one_line(flow_dir, change, message):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
     assert not (flow_dir / "never").exists()
+
+
+@pytest.mark.slow
+def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir):
+    from edgepack.pipeline import engine
+
+    stage_list = [{"quantize": {"mode": "ptq", "gate": {"max_drop": 0.02}}}]
+    report = engine.run(_recipe(flow_dir, stage_list), output_dir=flow_dir / "run-ptq", progress=False)
+    teacher, int8 = report["rows"]
+    assert int8["model"] == "int8 ptq" and int8["drop"] <= 0.02
+    assert int8["size_bytes"] < 0.5 * teacher["size_bytes"]  # INT8 weights
+    details = report["stages"][0]["details"]
+    assert details["precision"] == "int8" and details["met"]
+
+
+def test_example_recipe_is_what_the_demo_runs():
+    """examples/mnist-flow/recipe.yaml is the demo's recipe for the CLI: they must not drift apart."""
+    from pathlib import Path
+
+    from edgepack import demo
+    from edgepack.pipeline.recipe import load_recipe
+
+    example = load_recipe(Path(__file__).resolve().parent.parent / "examples" / "mnist-flow" / "recipe.yaml")
+    ours = load_recipe(demo.recipe())
+    assert example.stages == ours.stages
+    assert example.teacher.train == ours.teacher.train and example.target == ours.target
+    for split in ("train", "val", "test", "calib"):  # the same files, reached from the example's folder
+        assert Path(example.resolve(getattr(example.data, split))).resolve() == Path(getattr(ours.data, split)).resolve()

@@ -126,8 +126,10 @@ class Flow:
                 if kind != "emit":
                     module, model = self._reload(folder, module), onnx.load(str(folder / "model.onnx"))
             elif kind == "emit":
+                self._forget_from(i + 1)
                 record = self._emit(folder, cfg, model)
             else:
+                self._forget_from(i + 1)
                 console.print(f"stage {i + 1}: {kind}")
                 start = time.perf_counter()
                 out = RUNNERS[kind](self, cfg, module)
@@ -154,6 +156,7 @@ class Flow:
         saved = self._saved(folder)
         teacher = self.teacher
         if saved is not None:
+            console.print(f"teacher: unchanged, reusing {folder}")
             if (folder / "model.pt").exists():
                 checkpoint.load(teacher, folder / "model.pt")
             record = saved
@@ -171,7 +174,8 @@ class Flow:
         self.teacher_accuracy = record["rows"][0]["accuracy"]
         self.teacher_val = accuracy(self.teacher, self._loaders(None)[1])
         self.rows.extend(record["rows"])
-        return teacher, onnx.load(str(folder / "model.onnx"))
+        # what flows on is a copy: pruning the teacher in place would change the soft labels it gives
+        return copy.deepcopy(teacher), onnx.load(str(folder / "model.onnx"))
 
     def _loaders(self, cfg):
         from edgepack.training.data import as_loader
@@ -227,6 +231,12 @@ class Flow:
         return {"kind": kind, "key": self.key, "passed": not fails, "gate": gate.model_dump() if gate else None,
                 "gate_failures": fails, "rows": rows, "details": details}
 
+    def _forget_from(self, number: int) -> None:
+        """A stage made anew invalidates what later stages of an earlier run saved."""
+        for old in self.outdir.glob("[0-9][0-9]-*"):
+            if old.is_dir() and int(old.name[:2]) >= number:
+                shutil.rmtree(old)
+
     def _saved(self, folder: Path) -> dict | None:
         """A finished stage's record if it was made from the same settings and inputs."""
         try:
@@ -247,6 +257,7 @@ def _build(recipe: Recipe, ref) -> nn.Module:
     """A fresh nn.Module from a recipe's model reference (weights loaded when given)."""
     from edgepack.frontends.torch_module import load_factory, load_weights
 
+    torch.manual_seed(0)  # the same initial weights on every run: a rerun reproduces the flow
     model = ref.model
     if isinstance(model, nn.Module):
         module = copy.deepcopy(model)

@@ -1,6 +1,7 @@
 """The four stages. Each takes the model the flow holds and returns what it made; the engine
 measures, gates and saves it. No stage knows about files, gates or the report."""
 
+import copy
 from dataclasses import dataclass, field
 
 import onnx
@@ -25,12 +26,12 @@ class Output:
 def run_distill(flow, cfg: Distill, model: nn.Module) -> Output:
     train_cfg = TrainConfig(**cfg.model_dump(include=set(TrainConfig.model_fields)))
     student = flow.fresh_student()
+    alone = copy.deepcopy(student)  # the baseline starts from the very same weights
     with flow.bar("distilling the student", train_cfg.epochs * flow.batches(train_cfg)) as advance:
         result = distill(flow.teacher, student, flow.train, flow.val, train_cfg, progress=lambda s, _: advance(s))
     out = Output(to_onnx(result.model, flow.example), result.model,
                  {"settings": cfg.model_dump(exclude={"gate"}), "training": result.summary()})
     if cfg.baseline:  # the same student, same settings and seed, labels only
-        alone = flow.fresh_student()
         with flow.bar("training the student without teacher", train_cfg.epochs * flow.batches(train_cfg)) as advance:
             base = distill(None, alone, flow.train, flow.val, train_cfg, progress=lambda s, _: advance(s))
         out.details["baseline_training"] = base.summary()

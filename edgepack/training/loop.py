@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9,
@@ -87,8 +88,7 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, teacher:
     opt = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(cfg.epochs * len(train_loader), 1)
     sched = _schedule(opt, cfg, steps)
-    if teacher is not None:
-        teacher.eval()
+    train_loader = _with_soft_targets(train_loader, teacher)
     best_val = accuracy(model, val_loader, set_eval)
     best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
     result = TrainResult(model)
@@ -97,12 +97,13 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, teacher:
         t0 = time.perf_counter()
         set_train(model)
         total_loss = 0.0
-        for x, y in train_loader:
+        for x, y, *soft in train_loader:
             logits = model(x)
             if teacher is not None:
-                with torch.no_grad():
-                    target = teacher(x)
-                loss = distillation_loss(logits, target, y, cfg.temperature, cfg.alpha)
+                if not soft:
+                    with torch.no_grad():
+                        soft = [teacher(x)]
+                loss = distillation_loss(logits, soft[0], y, cfg.temperature, cfg.alpha)
             else:
                 loss = F.cross_entropy(logits, y)
             opt.zero_grad()
@@ -128,6 +129,22 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, teacher:
     set_eval(model)
     result.best_epoch, result.best_val = best_epoch, best_val
     return result
+
+
+def _with_soft_targets(loader, teacher: nn.Module | None):
+    """Arrays given (no augmentation): run the teacher once over them and serve its logits with
+    each batch, instead of once per batch per epoch. A frozen teacher gives the same logits every
+    time, and it is usually the bigger network, so this is most of distillation's cost."""
+    if teacher is None:
+        return loader
+    teacher.eval()
+    dataset = loader.dataset
+    if not isinstance(dataset, TensorDataset) or len(dataset.tensors) != 2:
+        return loader  # a user DataLoader may augment: the teacher must see each batch as drawn
+    with torch.no_grad():
+        soft = torch.cat([teacher(b) for b in dataset.tensors[0].split(256)])
+    return DataLoader(TensorDataset(*dataset.tensors, soft), batch_size=loader.batch_size,
+                      shuffle=isinstance(loader.sampler, RandomSampler), generator=loader.generator)
 
 
 def _schedule(opt, cfg: TrainConfig, steps: int):

@@ -82,6 +82,7 @@ def quantize_aware(model: nn.Module, train_data, val_data, quant, cfg: TrainConf
                    teacher: nn.Module | None = None, progress=None) -> QatResult:
     """Fake-quantize `model` in the profile's scheme, fine-tune it, convert, export QDQ ONNX and
     check the ONNX graph's accuracy against the fake-quant model's."""
+    _load_torchao()
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
