@@ -129,7 +129,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     if precision is None and data is None and profile.precision != "fp32":
         report["notes"] = [f"{profile.name} rewards {profile.precision}; pass --calib DATA to get it"]
     evaluator = None
-    if evalset is not None or wanted == "int8":
+    if evalset is not None or (wanted == "int8" and not prequantized):
         metric = metric or ("top1" if evalset is not None and evalset.labels is not None else "cosine")
         # fidelity on calibration inputs needs no more than FIDELITY_SAMPLES to rank layers
         judged = evalset if evalset is not None else data.take(FIDELITY_SAMPLES * batch)

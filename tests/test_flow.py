@@ -71,6 +71,13 @@ def test_full_flow_then_resume(flow_dir):
     assert (out / "02-prune" / "model.pt").is_file() and (out / "04-emit" / "report.json").is_file()
     assert "| teacher | teacher fp32 |" in (out / "report.md").read_text()
 
+    # the QAT graph compiles as it is: already INT8, nothing to calibrate
+    r = run_cli("compile", out / "03-quantize" / "model.onnx", "--target", "x86-vnni", "-o", flow_dir / "qat-out",
+                "--runs", "5", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    compiled = json.loads(r.stdout)
+    assert compiled["precision"] == "int8" and "already QDQ" in compiled["quantization"]["by"]
+
     # resume: every stage is unchanged, so nothing is retrained and the same rows come back
     again = run_cli("run", recipe, "-o", out, "--resume", "--no-progress", "--json")
     assert again.returncode == 0, again.stderr[-2000:]

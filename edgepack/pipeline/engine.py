@@ -81,9 +81,9 @@ class Flow:
         m = recipe.measure
         self.bench = {"runs": m.runs, "warmup": m.warmup, "threads": m.threads or self.profile.effective_threads()}
         self.rows: list[dict] = []
-        self.key = _digest({"edgepack": __version__, "target": recipe.target, "teacher": _fingerprint(recipe.teacher),
-                            "student": _fingerprint(recipe.student), "data": _fingerprint(data),
-                            "input_shape": shape, "measure": m.model_dump()})
+        seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
+        self.key = _digest({"edgepack": __version__, "target": recipe.target, **seen, "input_shape": shape,
+                            "measure": m.model_dump()})
         self.teacher = _build(recipe, recipe.teacher)
         if recipe.student is not None:
             self.fresh_student()
@@ -282,27 +282,27 @@ def _label(kind: str, out: stages.Output) -> str:
             "quantize": f"int8 {out.details.get('mode', '')}"}.get(kind, kind)
 
 
-def _fingerprint(value):
+def _fingerprint(value, resolve):
     """What a resume key hashes for a recipe value: file contents, tensors, arrays, settings."""
     from edgepack.frontends.torch_module import state_digest
 
     if value is None or isinstance(value, (int, float, bool)):
         return value
     if hasattr(value, "model_dump"):
-        return {k: _fingerprint(getattr(value, k)) for k in type(value).model_fields}
+        return {k: _fingerprint(getattr(value, k), resolve) for k in type(value).model_fields}
     if isinstance(value, nn.Module):
         return state_digest(value)
     if isinstance(value, np.ndarray):
         return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
     if isinstance(value, (list, tuple)):
-        return [_fingerprint(v) for v in value]
+        return [_fingerprint(v, resolve) for v in value]
     if isinstance(value, dict):
-        return {str(k): _fingerprint(v) for k, v in value.items()}
+        return {str(k): _fingerprint(v, resolve) for k, v in value.items()}
     if isinstance(value, (str, Path)):
-        path = Path(str(value).rpartition(":")[0] if str(value).rpartition(":")[0].endswith(".py") else value)
-        if path.is_file():
-            return [str(value), hashlib.sha256(path.read_bytes()).hexdigest()]
-        return str(value)
+        text = resolve(str(value))
+        file, _, _ = text.rpartition(":")
+        path = Path(file if file.endswith(".py") else text)
+        return [str(value), hashlib.sha256(path.read_bytes()).hexdigest()] if path.is_file() else str(value)
     return f"{type(value).__name__}@{id(value)}"  # a DataLoader or callable: not resumable
 
 
