@@ -139,6 +139,7 @@ def mnist_teacher(mnist_flow_splits, tmp_path_factory):
     from edgepack.training.loop import TrainConfig
 
     train, val, _ = mnist_flow_splits
+    torch.manual_seed(0)  # the same teacher whichever tests ran before
     teacher = distill(None, MnistCNN(32), train, val, TrainConfig(epochs=3, lr=5e-3)).model
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     torch.save(teacher.state_dict(), path)

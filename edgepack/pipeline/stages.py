@@ -23,8 +23,14 @@ class Output:
     extra: dict[str, onnx.ModelProto] = field(default_factory=dict)  # side models worth a row
 
 
+def _part(settings_cls, cfg, **override):
+    """The fields of a stage's settings that belong to `settings_cls` (stages extend TrainConfig
+    or PruneSchedule with their gate and extras)."""
+    return settings_cls(**{**cfg.model_dump(include=set(settings_cls.model_fields)), **override})
+
+
 def run_distill(flow, cfg: Distill, model: nn.Module) -> Output:
-    train_cfg = TrainConfig(**cfg.model_dump(include=set(TrainConfig.model_fields)))
+    train_cfg = _part(TrainConfig, cfg)
     student = flow.fresh_student()
     alone = copy.deepcopy(student)  # the baseline starts from the very same weights
     with flow.bar("distilling the student", train_cfg.epochs * flow.batches(train_cfg)) as advance:
@@ -43,8 +49,7 @@ def run_prune(flow, cfg: Prune, model: nn.Module) -> Output:
     multiple = cfg.channel_multiple or flow.profile.pruning.channel_multiple
     budget = cfg.max_drop if cfg.max_drop is not None else (
         cfg.gate.max_drop if cfg.gate.max_drop is not None else 0.01)
-    schedule = PruneSchedule(**{**cfg.model_dump(include=set(PruneSchedule.model_fields)),
-                                "channel_multiple": multiple, "max_drop": budget})
+    schedule = _part(PruneSchedule, cfg, channel_multiple=multiple, max_drop=budget)
     per_step = cfg.finetune.epochs * flow.batches(cfg.finetune)
     with flow.bar(f"pruning in {cfg.steps} steps", cfg.steps * per_step) as advance:
         result = prune_iteratively(model, flow.train, flow.val, schedule, cfg.finetune, teacher=flow.teacher,
@@ -58,7 +63,7 @@ def run_prune(flow, cfg: Prune, model: nn.Module) -> Output:
 def run_quantize(flow, cfg: Quantize, model: nn.Module) -> Output:
     if cfg.mode == "ptq":
         return _ptq(flow, cfg, model)
-    train_cfg = TrainConfig(**cfg.model_dump(include=set(TrainConfig.model_fields)))
+    train_cfg = _part(TrainConfig, cfg)
     with flow.bar("quantization-aware training", max(train_cfg.epochs, 1) * flow.batches(train_cfg)) as advance:
         result = quantize_aware(model, flow.train, flow.val, flow.profile.quantization, train_cfg,
                                 teacher=flow.teacher, progress=lambda s, _: advance(s))

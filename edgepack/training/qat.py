@@ -83,7 +83,8 @@ def quantize_aware(model: nn.Module, train_data, val_data, quant, cfg: TrainConf
     """Fake-quantize `model` in the profile's scheme, fine-tune it, convert, export QDQ ONNX and
     check the ONNX graph's accuracy against the fake-quant model's."""
     _load_torchao()
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e import (disable_observer, enable_observer, move_exported_model_to_eval,
+                                           move_exported_model_to_train)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
@@ -99,9 +100,18 @@ def quantize_aware(model: nn.Module, train_data, val_data, quant, cfg: TrainConf
             raise EdgepackError(f"torch.export cannot trace the model for QAT: {first_line(e)}")
         annotator = X86InductorQuantizer().set_global(quantization_config(quant))
         prepared = prepare_qat_pt2e(exported, annotator)
+    def set_train(m):  # ranges follow the training batches...
+        move_exported_model_to_train(m)
+        m.apply(enable_observer)
+
+    def set_eval(m):  # ...and are frozen whenever the model is judged: judged = what converts
+        move_exported_model_to_eval(m)
+        m.apply(disable_observer)
+
+    _calibrate(prepared, train_loader)
     tuned = train(prepared, train_loader, val_loader, cfg, teacher=teacher, progress=progress,
-                  set_train=move_exported_model_to_train, set_eval=move_exported_model_to_eval)
-    fake_val = accuracy(prepared, val_loader, move_exported_model_to_eval)
+                  set_train=set_train, set_eval=set_eval)
+    fake_val = accuracy(prepared, val_loader, set_eval)
     with _quiet():
         converted = convert_pt2e(prepared)
         proto = _export_onnx(converted, x[:1])
@@ -109,6 +119,20 @@ def quantize_aware(model: nn.Module, train_data, val_data, quant, cfg: TrainConf
     scheme = {"weights": quant.weights.model_dump(), "activations": quant.activations.model_dump(),
               "reduce_range": quant.reduce_range, "by": "torchao PT2E prepare_qat_pt2e / convert_pt2e"}
     return QatResult(proto, fake_val, onnx_val, agree, tuned.summary(), scheme)
+
+
+@torch.no_grad()
+def _calibrate(prepared, loader, batches: int = 16) -> None:
+    """Start from calibrated ranges (as PTQ would), not the observers' empty defaults: fine-tuning
+    then only adjusts them, and zero epochs of QAT is plain PTQ in the same scheme."""
+    from torchao.quantization.pt2e import enable_observer, move_exported_model_to_eval
+
+    move_exported_model_to_eval(prepared)
+    prepared.apply(enable_observer)
+    for i, (x, *_) in enumerate(loader):
+        if i == batches:
+            break
+        prepared(x)
 
 
 def _export_onnx(converted, example: torch.Tensor) -> onnx.ModelProto:
