@@ -43,11 +43,9 @@ class QatResult:
 def _load_torchao() -> None:
     """Import torchao once, quietly: its CUDA-only kernels fail to load on a CPU build (harmless
     for PT2E, which is pure Python) and say so at WARNING level on every import."""
-    for name in ("torchao", "torch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with _quiet():
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    with _quiet():  # torch's own logger too, restored after
         import torchao  # noqa: F401
-    logging.getLogger("torch").setLevel(logging.NOTSET)
 
 
 def quantization_config(quant):
