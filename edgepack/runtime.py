@@ -38,14 +38,20 @@ class OrtRunner:
         return self.session.run(None, feeds)
 
     def median_ms(self, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> float:
-        for _ in range(warmup):
-            self(feeds)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            self(feeds)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return float(np.median(times))
+        return median_ms(self, feeds, runs, warmup)
+
+
+def median_ms(run, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> float:
+    """In-process median latency of any runner (feeds -> outputs): for choices, not for reports
+    (those are timed in a fresh process)."""
+    for _ in range(warmup):
+        run(feeds)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(feeds)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
 
 
 def ort_runner(model: onnx.ModelProto, threads: int = 0, optimize: bool = True) -> OrtRunner:

@@ -202,3 +202,21 @@ def test_unconvertible_models_raise_one_line_naming_op_and_node(ov, profile, tmp
     (tmp_path / "junk.xml").write_text("<net>not an IR")
     with pytest.raises(EdgepackError, match="junk.xml"):
         ov.load(tmp_path / "junk.xml", 1)
+
+
+def test_int8_graph_for_openvino_is_chosen_by_openvino_timing(mnist_model, sample_sets, tmp_path):
+    """Every static INT8 graph within the budget is built and timed in OpenVINO itself; the
+    fastest there ships (ONNX Runtime's ranking of them does not carry over)."""
+    model, _ = mnist_model
+    r = edgepack.compile(model, target="x86-vnni", backends=["openvino"], input_shapes={"": (1, 1, 28, 28)},
+                         calib=sample_sets["mnist_calib"], eval_data=sample_sets["mnist_eval"], max_drop=0.05,
+                         precision="int8",  # at this size INT8 is not faster than FP32 in ONNX Runtime
+                         output_dir=tmp_path / "out", runs=10, warmup=1, threads=THREADS, progress=False)
+    q = r["quantization"]
+    static = [c for c in q["format_candidates"] if c["format"].startswith("static") and c.get("met")]
+    assert len(static) >= 2, q["format_candidates"]  # edgepack's QDQ and NNCF's, both within 5 points
+    choice = q["per_backend"]["openvino"]
+    timed = {t["format"]: t["ms"] for t in choice["timings"]}
+    assert len(timed) == len(static) and choice["chosen"] == min(timed, key=timed.get)
+    art = r["artifacts"][0]
+    assert art["precision"] == "int8" and art["runtime"]["int8_layers"] > 0 and art["accuracy_drop"] <= 0.05

@@ -77,9 +77,10 @@ def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads) -> di
 def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluator: Evaluator,
                         base_score: float, budget: tuple[float, bool], scope: IgnoredScope, threads: int,
                         batch: int, insist: bool, allow_dynamic: bool = True,
-                        progress=None) -> tuple[onnx.ModelProto, str, dict, onnx.ModelProto | None]:
-    """Returns (model to ship, "int8" | "fp32", the report's quantization section, the QDQ graph
-    for runtimes other than ONNX Runtime, which cannot run the dynamic format; None for fp32)."""
+                        progress=None) -> tuple[onnx.ModelProto, str, dict, list[dict]]:
+    """Returns (model to ship, "int8" | "fp32", the report's quantization section, the static QDQ
+    graphs within the budget, fastest in ONNX Runtime first, for the other runtimes: they cannot
+    run the dynamic format, and may rank the static ones differently; [] for fp32)."""
     quantizer = Quantizer(model, calib, profile, batch)
     feeds = next(calib.batches(batch))
     candidates = [_static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress)]
@@ -112,11 +113,13 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
         msg = f"INT8 measured slower than FP32 here ({best['ms']:.3f} vs {fp32_ms:.3f} ms)"
         if not insist:
             section.update(decision="fp32", note=f"{msg}: shipping FP32")
-            return model, "fp32", section, None
+            return model, "fp32", section, []
         section["warning"] = f"{msg}; shipped INT8 because --precision int8 was asked"
     section["decision"] = "int8"
-    qdq = _pick([c for c in candidates if c["format"].startswith("static")])
-    return best["model"], "int8", section, qdq["model"]
+    static = [c for c in candidates if c["format"].startswith("static")]
+    within = [c for c in static if c["met"]] or [_pick(static)]
+    return best["model"], "int8", section, [{"format": c["format"], "model": c["model"]}
+                                            for c in sorted(within, key=lambda c: c["ms"])]
 
 
 def _pick(candidates: list[dict]) -> dict:
