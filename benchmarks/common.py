@@ -22,6 +22,20 @@ CONFIDENT = 0.5  # reference top-1 probability above which a top-1 flip means a 
 MODELS = ("mobilenet_v2", "resnet18")
 
 
+# --------------------------------------------------------------------------- peers
+
+
+def ort_default(fp32_path: Path, out: Path, calib) -> Path:
+    """ONNX Runtime's quantize_static with every default (QDQ, per-tensor s8s8, MinMax), calibrated
+    on an edgepack Dataset: what a user gets without changing a setting."""
+    from onnxruntime.quantization import quantize_static
+
+    from edgepack.passes.quantize import CalibrationReader
+
+    quantize_static(str(fp32_path), str(out), CalibrationReader(calib, 1))
+    return out
+
+
 # --------------------------------------------------------------------------- command line
 
 

@@ -20,21 +20,25 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import host, write_report  # noqa: E402
+from benchmarks.common import host, ort_default, write_report  # noqa: E402
 from edgepack import demo, sample_data  # noqa: E402
 from edgepack.bench.runner import benchmark  # noqa: E402
+from edgepack.data import Dataset  # noqa: E402
+from edgepack.ir.spec import graph_inputs  # noqa: E402
 from edgepack.ir.stats import format_count  # noqa: E402
 from edgepack.models.mnist_cnn import MnistStudent, MnistTeacher  # noqa: E402
 from edgepack.pipeline.engine import run  # noqa: E402
 from edgepack.pipeline.measure import onnx_accuracy  # noqa: E402
 from edgepack.training import checkpoint  # noqa: E402
 from edgepack.training.distill import distill  # noqa: E402
-from edgepack.training.loop import TrainConfig  # noqa: E402
+from edgepack.training.data import as_loader  # noqa: E402
+from edgepack.training.loop import TrainConfig, accuracy  # noqa: E402
 
 
 def main() -> int:
@@ -63,8 +67,8 @@ def main() -> int:
         alone = MnistStudent()
         alone.load_state_dict(student.state_dict())
         cfg = TrainConfig(**{**distill_cfg, "seed": seed})
-        with_t = _top1(distill(teacher, student, train, val, cfg).model, test)
-        without = _top1(distill(None, alone, train, val, cfg).model, test)
+        with_t = accuracy(distill(teacher, student, train, val, cfg).model, as_loader(test, 256))
+        without = accuracy(distill(None, alone, train, val, cfg).model, as_loader(test, 256))
         gains.append((seed, with_t, without))
         print(f"seed {seed}: with teacher {with_t:.3f}, without {without:.3f}", flush=True)
 
@@ -73,47 +77,18 @@ def main() -> int:
     peers = {"pruned FP32 (ONNX Runtime)": pruned, "pruned + ORT quantize_static defaults": None,
              "pruned + edgepack QAT INT8": qat}
     with tempfile.TemporaryDirectory() as tmp:
-        peers["pruned + ORT quantize_static defaults"] = _ort_default_int8(pruned, Path(tmp), x[split["calib"]])
-        feeds = [{"input": test[0][i:i + 1]} for i in range(8)]
+        name = graph_inputs(onnx.load(str(pruned)))[0].name
+        calib = Dataset({name: x[split["calib"]]}, source="mnist calib")
+        peers["pruned + ORT quantize_static defaults"] = ort_default(pruned, Path(tmp) / "ort_default.onnx", calib)
+        feeds = [{name: test[0][i:i + 1]} for i in range(8)]  # every peer keeps the pruned graph's input name
         peer_rows = []
         for label, path in peers.items():
-            lat = benchmark("onnxruntime", path, _named(path, feeds), threads=args.threads, warmup=20,
+            lat = benchmark("onnxruntime", path, feeds, threads=args.threads, warmup=20,
                             runs=args.runs, progress=False)["latency_ms"]
             peer_rows.append((label, path.stat().st_size, onnx_accuracy(path, *test), lat["p50"]))
     load_after = os.getloadavg()
     _write(args, rows, gains, peer_rows, load_before, load_after)
     return 0
-
-
-def _top1(model, split) -> float:
-    with torch.no_grad():
-        return float((model.eval()(torch.from_numpy(split[0])).argmax(1).numpy() == split[1]).mean())
-
-
-def _named(path: Path, feeds):
-    import onnx
-
-    name = onnx.load(str(path)).graph.input[0].name
-    return [{name: f["input"]} for f in feeds]
-
-
-def _ort_default_int8(model: Path, tmp: Path, calib: np.ndarray) -> Path:
-    """What a user gets from onnxruntime.quantization with no settings changed."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
-
-    name = onnx.load(str(model)).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({name: calib[i:i + 1]} for i in range(len(calib)))
-
-        def get_next(self):
-            return next(self.it, None)
-
-    out = tmp / "ort_default_int8.onnx"
-    quantize_static(str(model), str(out), Reader())
-    return out
 
 
 def _write(args, rows, gains, peer_rows, load_before, load_after) -> None:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import edgepack  # noqa: E402
-from benchmarks.common import cosine, top1_agreement  # noqa: E402
+from benchmarks.common import cosine, ort_default, top1_agreement  # noqa: E402
 from edgepack import sample_data  # noqa: E402
 from edgepack.backends import get_backend  # noqa: E402
 from edgepack.bench.runner import benchmark  # noqa: E402
@@ -35,7 +35,6 @@ from edgepack.hostinfo import cpu_info  # noqa: E402
 from edgepack.ir.canonical import canonicalize  # noqa: E402
 from edgepack.ir.spec import graph_inputs  # noqa: E402
 from edgepack.passes.metrics import outputs  # noqa: E402
-from edgepack.passes.quantize import CalibrationReader  # noqa: E402
 from edgepack.targets import load_profile  # noqa: E402
 
 
@@ -71,13 +70,6 @@ def fidelity(run, ref_run, data: Dataset, kind: str) -> float:
     if kind == "agreement":
         return top1_agreement(ref, out)
     return float(cosine(out, ref).mean())
-
-
-def ort_default(fp32_path: Path, out: Path, calib: Dataset) -> Path:
-    from onnxruntime.quantization import quantize_static
-
-    quantize_static(str(fp32_path), str(out), CalibrationReader(calib, 1))  # every default: QDQ, per-tensor s8s8, MinMax
-    return out
 
 
 def openvino_nncf(fp32_path: Path, out: Path, calib: Dataset) -> Path:

@@ -27,12 +27,13 @@ from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
 from edgepack.fsutil import atomic_write, staged_dir
 from edgepack.hostinfo import environment
+from edgepack.ir.spec import graph_inputs
 from edgepack.pipeline import stages
 from edgepack.pipeline.measure import measure, to_onnx
 from edgepack.pipeline.recipe import Recipe, load_recipe
 from edgepack.targets import load_profile
 from edgepack.training import checkpoint
-from edgepack.training.data import arrays
+from edgepack.training.data import arrays, as_loader
 from edgepack.training.loop import accuracy, train
 from edgepack.ui import console, progress_bar
 
@@ -98,7 +99,7 @@ class Flow:
         return -(-len(self.train[0]) // cfg.batch_size)
 
     def dataset(self, model: onnx.ModelProto, split) -> Dataset:
-        name = model.graph.input[0].name
+        name = graph_inputs(model)[0].name
         return Dataset({name: split[0].reshape(len(split[0]), *self.example.shape[1:])}, split[1], "recipe data")
 
     @contextmanager
@@ -172,17 +173,13 @@ class Flow:
             record = self._save(folder, "teacher", out, None, time.perf_counter() - start)
         self.teacher = teacher.eval()
         self.teacher_accuracy = record["rows"][0]["accuracy"]
-        self.teacher_val = accuracy(self.teacher, self._loaders(None)[1])
+        self.teacher_val = accuracy(self.teacher, as_loader(self.val, 256))
         self.rows.extend(record["rows"])
         # what flows on is a copy: pruning the teacher in place would change the soft labels it gives
         return copy.deepcopy(teacher), onnx.load(str(folder / "model.onnx"))
 
     def _loaders(self, cfg):
-        from edgepack.training.data import as_loader
-
-        seed = cfg.seed if cfg else 0
-        return (as_loader(self.train, cfg.batch_size if cfg else 64, shuffle=True, seed=seed),
-                as_loader(self.val, 256))
+        return as_loader(self.train, cfg.batch_size, shuffle=True, seed=cfg.seed), as_loader(self.val, 256)
 
     def _save(self, folder: Path, kind: str, out: stages.Output, gate, seconds: float) -> dict:
         """Write the stage's models and its record in one rename; measure and gate it on the way."""

@@ -13,6 +13,7 @@ import torch
 from edgepack.bench.runner import benchmark
 from edgepack.frontends.torch_module import export
 from edgepack.ir.canonical import canonicalize
+from edgepack.ir.spec import graph_inputs
 from edgepack.ir.stats import model_stats
 from edgepack.runtime import ort_session
 
@@ -38,12 +39,9 @@ def measure(path: Path, test: tuple[np.ndarray, np.ndarray], bench: dict, progre
     model = onnx.load(str(path))
     stats = model_stats(model)
     x, y = test
-    lat = benchmark("onnxruntime", path, [{_input_name(model): x[i:i + 1]} for i in range(8)],
+    name = graph_inputs(model)[0].name
+    lat = benchmark("onnxruntime", path, [{name: x[i:i + 1]} for i in range(8)],
                     progress=progress, **bench)["latency_ms"]
     return {"params": stats["params"], "macs": stats["macs"], "size_bytes": path.stat().st_size,
             "accuracy": onnx_accuracy(model, x, y), "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
 
-
-def _input_name(model: onnx.ModelProto) -> str:
-    inits = {i.name for i in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in inits)
