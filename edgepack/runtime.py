@@ -56,3 +56,10 @@ def median_ms(run, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5
 
 def ort_runner(model: onnx.ModelProto, threads: int = 0, optimize: bool = True) -> OrtRunner:
     return OrtRunner(model, threads, optimize)
+
+
+def predict(model: onnx.ModelProto | str | Path, x: np.ndarray) -> np.ndarray:
+    """Top-1 class of each sample, one at a time (canonical graphs have batch 1)."""
+    session = ort_session(model)
+    name = session.get_inputs()[0].name
+    return np.array([session.run(None, {name: x[i:i + 1]})[0].argmax() for i in range(len(x))])

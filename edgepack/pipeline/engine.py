@@ -160,7 +160,7 @@ class Flow:
             console.print(f"teacher: unchanged, reusing {folder}")
             if (folder / "model.pt").exists():
                 checkpoint.load(teacher, folder / "model.pt")
-            record = saved
+            record, graph = saved, onnx.load(str(folder / "model.onnx"))
         else:
             start = time.perf_counter()
             details = {}
@@ -170,13 +170,13 @@ class Flow:
                     result = train(teacher, *self._loaders(ref.train), ref.train, progress=lambda s, _: advance(s))
                 details["training"] = result.summary()
             out = stages.Output(to_onnx(teacher, self.example), teacher if ref.train else None, details)
-            record = self._save(folder, "teacher", out, None, time.perf_counter() - start)
+            record, graph = self._save(folder, "teacher", out, None, time.perf_counter() - start), out.onnx
         self.teacher = teacher.eval()
         self.teacher_accuracy = record["rows"][0]["accuracy"]
         self.teacher_val = accuracy(self.teacher, as_loader(self.val, 256))
         self.rows.extend(record["rows"])
         # what flows on is a copy: pruning the teacher in place would change the soft labels it gives
-        return copy.deepcopy(teacher), onnx.load(str(folder / "model.onnx"))
+        return copy.deepcopy(teacher), graph
 
     def _loaders(self, cfg):
         return as_loader(self.train, cfg.batch_size, shuffle=True, seed=cfg.seed), as_loader(self.val, 256)
@@ -191,10 +191,10 @@ class Flow:
             for label, extra in out.extra.items():  # side rows first: they are not what flows on
                 path = stage / f"{label.replace(' ', '-')}.onnx"
                 onnx.save(extra, str(path))
-                rows.append({"stage": kind, "model": label, **measure(path, self.test, self.bench, self.progress),
-                             "gate": "-"})
+                rows.append({"stage": kind, "model": label, **measure(extra, path, self.test, self.bench,
+                                                                        self.progress), "gate": "-"})
             row = {"stage": kind, "model": _label(kind, out), "seconds": round(seconds, 1),
-                   **measure(stage / "model.onnx", self.test, self.bench, self.progress)}
+                   **measure(out.onnx, stage / "model.onnx", self.test, self.bench, self.progress)}
             rows.append(row)
             record = self._record(kind, rows, row, gate, out.details)
             atomic_write(stage / STAGE_FILE, json.dumps(record, indent=2, default=_json_default))

@@ -15,7 +15,7 @@ from edgepack.frontends.torch_module import export
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs
 from edgepack.ir.stats import model_stats
-from edgepack.runtime import ort_session
+from edgepack.runtime import predict
 
 
 def to_onnx(model: torch.nn.Module, example: torch.Tensor) -> onnx.ModelProto:
@@ -28,15 +28,12 @@ def canonical(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def onnx_accuracy(model: onnx.ModelProto | Path, x: np.ndarray, y: np.ndarray) -> float:
-    session = ort_session(model)
-    name = session.get_inputs()[0].name
-    pred = np.array([session.run(None, {name: x[i:i + 1]})[0].argmax() for i in range(len(x))])
-    return float((pred == y).mean())
+    return float((predict(model, x) == y).mean())
 
 
-def measure(path: Path, test: tuple[np.ndarray, np.ndarray], bench: dict, progress: bool) -> dict:
-    """A stage's row: params, MACs, size, test accuracy and latency of the ONNX model at `path`."""
-    model = onnx.load(str(path))
+def measure(model: onnx.ModelProto, path: Path, test: tuple[np.ndarray, np.ndarray], bench: dict,
+            progress: bool) -> dict:
+    """A stage's row: params, MACs, size, test accuracy and latency of `model`, saved at `path`."""
     stats = model_stats(model)
     x, y = test
     name = graph_inputs(model)[0].name

@@ -9,12 +9,12 @@ granularity come from the profile, so an arm64 profile gets int8 activations, x8
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ class QatResult:
                 "fake_quant_vs_onnx_agreement": self.agreement, "training": self.training}
 
 
+@functools.cache
 def _load_torchao() -> None:
     """Import torchao once, quietly: its CUDA-only kernels fail to load on a CPU build (harmless
     for PT2E, which is pure Python) and say so at WARNING level on every import."""
@@ -147,18 +148,12 @@ def _export_onnx(converted, example: torch.Tensor) -> onnx.ModelProto:
 @torch.no_grad()
 def _check_onnx(proto: onnx.ModelProto, converted, val_loader) -> tuple[float, float]:
     """ONNX Runtime accuracy of the exported graph, and its agreement with the torch model."""
-    from edgepack.runtime import ort_session
+    from edgepack.runtime import predict
 
-    session = ort_session(proto)
-    name = session.get_inputs()[0].name
-    hit = same = total = 0
-    for x, y in val_loader:
-        ref = converted(x).argmax(1).numpy()
-        got = np.concatenate([session.run(None, {name: x[i:i + 1].numpy()})[0].argmax(1) for i in range(len(x))])
-        hit += int((got == y.numpy()).sum())
-        same += int((got == ref).sum())
-        total += len(y)
-    return hit / max(total, 1), same / max(total, 1)
+    x, y = (torch.cat(t) for t in zip(*val_loader))
+    got = predict(proto, x.numpy())
+    ref = torch.cat([converted(b).argmax(1) for b in x.split(256)]).numpy()
+    return float((got == y.numpy()).mean()), float((got == ref).mean())
 
 
 @contextlib.contextmanager
