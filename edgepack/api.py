@@ -138,7 +138,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         report["accuracy"] = {"metric": metric, "data": evaluator.data.source, "samples": len(evaluator.data),
                               "source": evaluator.score(source.run)}
 
-    shipped, shipped_precision, qdq_options = canonical, wanted, []
+    shipped, shipped_precision, plan = canonical, wanted, None
     if prequantized:
         report["quantization"] = {"by": "the model itself: already QDQ (quantization-aware training or an "
                                         "earlier quantizer); edgepack does not quantize it again", "met": True}
@@ -146,10 +146,10 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         report["quantization"] = {"by": "each backend's own quantizer, calibrated on --calib", "met": True,
                                   "calibration": {"data": data.source, "samples": len(data)}}
     elif wanted == "int8":
-        shipped, shipped_precision, report["quantization"], qdq_options = quantize_for_target(
-            canonical, data, profile, evaluator, report["accuracy"]["source"], budget, scope,
-            bench["threads"], batch, insist=precision == "int8",
-            allow_dynamic="onnxruntime" in chosen)
+        plan = quantize_for_target(canonical, data, profile, evaluator, report["accuracy"]["source"], budget,
+                                   scope, bench["threads"], batch, insist=precision == "int8",
+                                   allow_dynamic="onnxruntime" in chosen)
+        shipped, shipped_precision, report["quantization"] = plan.model, plan.precision, plan.section
     elif wanted == "fp16":
         shipped = to_fp16(canonical)
 
@@ -158,11 +158,10 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         for name in chosen:
             art_dir = stage / name
             art_dir.mkdir()
-            # dynamic INT8 is an ONNX Runtime format; other runtimes get a static QDQ graph
-            model_for = shipped if name == "onnxruntime" or not qdq_options else _fastest_qdq(
-                name, qdq_options, profile, bench["threads"], parity_feeds[0], report["quantization"])
+            model_for, precision_for = (shipped, shipped_precision) if plan is None else _graph_for(
+                name, plan, canonical, profile, bench["threads"], parity_feeds[0])
             try:
-                entry = _artifact(name, art_dir, canonical, model_for, shipped_precision, data, profile, ops, bench,
+                entry = _artifact(name, art_dir, canonical, model_for, precision_for, data, profile, ops, bench,
                                   prequantized)
             except EdgepackError as e:
                 if backends != ["auto"]:
@@ -297,30 +296,40 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
 
 
 
-def _fastest_qdq(name: str, options: list[dict], profile, threads: int, feeds, section: dict):
-    """The static INT8 graph (all within the budget) that runs fastest in runtime `name`. The
-    candidates were timed in ONNX Runtime, but runtimes fuse QDQ patterns differently: NNCF's graph,
-    slow in ONNX Runtime, can be the fastest in OpenVINO."""
+def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tuple:
+    """(graph, precision) for runtime `name` after the INT8 search.
+
+    ONNX Runtime gets the search's own pick: it was timed there. A runtime that builds quickly
+    (`times_int8_choice`) builds and times each static INT8 graph within the budget, and FP32
+    unless INT8 was insisted on, and takes the fastest *there*: runtimes fuse QDQ patterns
+    differently (NNCF's graph is slow in ONNX Runtime, fast in OpenVINO), and INT8 that loses to
+    FP32 in ONNX Runtime can win elsewhere. Others follow ONNX Runtime's decision with the static
+    graph (dynamic INT8 is an ONNX Runtime format). The timings go to `quantization.per_backend`."""
     backend = get_backend(name)
-    if len(options) == 1 or not backend.times_int8_choice:
-        return options[0]["model"]
+    if name == "onnxruntime" or not backend.consumes_qdq:
+        return plan.model, plan.precision
+    options = [(o["format"], o["model"], "int8") for o in plan.static]
+    if not plan.insisted:
+        options.append(("FP32", canonical, "fp32"))
+    if not backend.times_int8_choice or len(options) == 1:
+        return (plan.static[0]["model"], "int8") if plan.precision == "int8" else (canonical, "fp32")
     timings = []
     with tempfile.TemporaryDirectory(prefix="edgepack-int8-choice-") as tmp:
-        for i, option in enumerate(options):
+        for i, (label, graph, precision) in enumerate(options):
             folder = Path(tmp) / str(i)
             folder.mkdir()
             try:
-                path = backend.emit(option["model"], folder, profile, precision="int8")
-                timings.append({"format": option["format"],
-                                "ms": median_ms(backend.runner(path, threads), feeds)})
+                path = backend.emit(graph, folder, profile, precision=precision)
+                timings.append({"graph": label, "ms": median_ms(backend.runner(path, threads), feeds)})
             except EdgepackError as e:  # a candidate this runtime cannot build is reported, not fatal
-                timings.append({"format": option["format"], "error": str(e)})
+                timings.append({"graph": label, "error": str(e)})
     built = [i for i, t in enumerate(timings) if "ms" in t] or [0]
     best = min(built, key=lambda i: timings[i].get("ms", 0.0))
-    section.setdefault("per_backend", {})[name] = {
-        "timings": timings, "chosen": options[best]["format"],
-        "timing": f"in-process median, {threads} threads, each candidate built for {name}"}
-    return options[best]["model"]
+    label, graph, precision = options[best]
+    plan.section.setdefault("per_backend", {})[name] = {
+        "timings": timings, "chosen": label, "precision": precision,
+        "timing": f"in-process median, {threads} threads, each graph built for {name}"}
+    return graph, precision
 
 
 def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> list[str]:

@@ -21,8 +21,9 @@ class Backend(ABC):
     # True: for INT8, emit() receives the QDQ ONNX graph made by edgepack's quantize pass.
     # False: emit() receives the float graph plus calibration data and quantizes its own way.
     consumes_qdq: ClassVar[bool] = True
-    # True: building is quick, so when several INT8 graphs meet the budget each is built and timed
-    # in this runtime and the fastest ships (runtimes fuse QDQ patterns differently).
+    # True: building is quick, so after the INT8 search every static INT8 graph within the budget
+    # and the FP32 graph are built and timed in this runtime, and the fastest ships (runtimes fuse
+    # QDQ patterns differently; INT8 slower than FP32 in ONNX Runtime can be faster here).
     times_int8_choice: ClassVar[bool] = False
 
     @abstractmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from dataclasses import dataclass
 
 import onnx
 
@@ -74,13 +75,25 @@ def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads) -> di
             "kept_float": [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]}
 
 
+@dataclass
+class Int8Plan:
+    """What the INT8 search found. It times in ONNX Runtime, so `model`/`precision` are ONNX
+    Runtime's pick (FP32 when INT8 measured slower there). `static` holds the static QDQ graphs
+    (fastest in ONNX Runtime first) that other runtimes choose from: they cannot run the dynamic
+    format, fuse QDQ patterns differently, and may run INT8 faster than FP32 where ONNX Runtime
+    does not. Within the budget; when none is and INT8 ships anyway, the most accurate one."""
+
+    model: onnx.ModelProto
+    precision: str
+    section: dict
+    static: list[dict]  # {"format", "model"}
+    insisted: bool  # --precision int8 was asked: FP32 is not an option for any runtime
+
+
 def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluator: Evaluator,
                         base_score: float, budget: tuple[float, bool], scope: IgnoredScope, threads: int,
-                        batch: int, insist: bool, allow_dynamic: bool = True,
-                        progress=None) -> tuple[onnx.ModelProto, str, dict, list[dict]]:
-    """Returns (model to ship, "int8" | "fp32", the report's quantization section, the static QDQ
-    graphs within the budget, fastest in ONNX Runtime first, for the other runtimes: they cannot
-    run the dynamic format, and may rank the static ones differently; [] for fp32)."""
+                        batch: int, insist: bool, allow_dynamic: bool = True, progress=None) -> Int8Plan:
+    """Quantize for `profile`, check the budget, compare INT8 with FP32 in ONNX Runtime (see Int8Plan)."""
     quantizer = Quantizer(model, calib, profile, batch)
     feeds = next(calib.batches(batch))
     candidates = [_static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress)]
@@ -109,17 +122,18 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
     if not best["met"]:
         section["note"] = (f"accuracy budget not met: best INT8 {evaluator.metric} {best['score']:.4f} vs "
                            f"FP32 {base_score:.4f} (drop {best['drop']:.4f} > {budget[0]}); shipped the best found")
+    static = sorted((c for c in candidates if c["format"].startswith("static")), key=lambda c: c["ms"])
+    within = [{"format": c["format"], "model": c["model"]} for c in static if c["met"]]
     if best["ms"] >= fp32_ms:
         msg = f"INT8 measured slower than FP32 here ({best['ms']:.3f} vs {fp32_ms:.3f} ms)"
         if not insist:
             section.update(decision="fp32", note=f"{msg}: shipping FP32")
-            return model, "fp32", section, []
+            return Int8Plan(model, "fp32", section, within, insist)
         section["warning"] = f"{msg}; shipped INT8 because --precision int8 was asked"
     section["decision"] = "int8"
-    static = [c for c in candidates if c["format"].startswith("static")]
-    within = [c for c in static if c["met"]] or [_pick(static)]
-    return best["model"], "int8", section, [{"format": c["format"], "model": c["model"]}
-                                            for c in sorted(within, key=lambda c: c["ms"])]
+    fallback = _pick(static)
+    return Int8Plan(best["model"], "int8", section,
+                    within or [{"format": fallback["format"], "model": fallback["model"]}], insist)
 
 
 def _pick(candidates: list[dict]) -> dict:

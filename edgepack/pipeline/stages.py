@@ -82,10 +82,10 @@ def _ptq(flow, cfg: Quantize, model: nn.Module) -> Output:
     run = ort_runner(float_model)
     evaluator = Evaluator.build("top1", val, 1, run)
     budget = cfg.gate.max_drop if cfg.gate.max_drop is not None else 0.01
-    qmodel, precision, section, _ = quantize_for_target(
+    plan = quantize_for_target(
         float_model, flow.dataset(float_model, flow.calib), flow.profile, evaluator, evaluator.score(run),
         (budget, False), IgnoredScope.parse(None), flow.bench["threads"], 1, insist=False,
         allow_dynamic=False)
     # allow_dynamic=False: what ships is the static QDQ graph every backend takes (or FP32 when
     # INT8 measured slower here, which the section says)
-    return Output(qmodel, None, {"mode": "ptq", "precision": precision, **section})
+    return Output(plan.model, None, {"mode": "ptq", "precision": plan.precision, **plan.section})
