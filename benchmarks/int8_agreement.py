@@ -2,8 +2,9 @@
 
 Sweeps the accuracy budget of `edgepack compile --metric agreement --precision int8` (ONNX
 Runtime, the --target profile's scheme, calibrated and judged on the real photos) and reports, per
-budget: the agreement reached, how many of the quantizable layers the accuracy control had to keep
-float, and the artifact's p50 (fresh process) beside FP32's. Also the FP32 top-2 logit margins of
+budget: the agreement reached, how many of the layers INT8 quantizes (all of them INT8: the
+profile's scheme with nothing kept float) the accuracy control had to keep float, and the
+artifact's p50 (fresh process) beside FP32's. Also the FP32 top-2 logit margins of
 the photos, which bound what any 8-bit model can agree on.
 
     python benchmarks/int8_agreement.py [--drops 0.3,0.15,0.05,0.02,0.01] [--out ...]
@@ -26,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 import edgepack  # noqa: E402
 from benchmarks.common import (add_timing_args, export, host, load_photos, photos_dir,  # noqa: E402
                                source_module, write_report)
+from edgepack.passes.quantize import Quantizer, quantized_nodes  # noqa: E402
 from edgepack.runtime import ort_runner  # noqa: E402
+from edgepack.targets import load_profile  # noqa: E402
 
 
 def margins(model: onnx.ModelProto, photos: np.ndarray) -> np.ndarray:
@@ -52,6 +55,8 @@ def main(argv=None) -> int:
         photos = load_photos(photos_dir(), model).inputs["input"]
         np.savez(work / "photos.npz", input=photos)
         m = margins(model, photos)
+        calib = load_photos(photos_dir(), model).take(len(photos))
+        layers = len(quantized_nodes(Quantizer(model, calib, load_profile(args.target)).quantize()))
         for budget in [float(d) for d in args.drops.split(",")]:
             print(f"max-drop {budget}", flush=True)
             rep = edgepack.compile(work / "source.onnx", target=args.target, backends=["onnxruntime"],
@@ -59,7 +64,6 @@ def main(argv=None) -> int:
                                    precision="int8", output_dir=work / f"out-{budget}", threads=args.threads,
                                    runs=args.runs, warmup=args.warmup, progress=False)
             q = rep["quantization"]
-            layers = len(q["kept_float"]) + q["int8_layers"]
             rows.append({"budget": budget, "agree": q["int8_score"], "met": q["met"],
                          "float": len(q["kept_float"]), "layers": layers, "p50": rep["latency_ms"]["p50"],
                          "fp32_ms": q["fp32_ms"], "int8_ms": q["int8_ms"],

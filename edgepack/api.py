@@ -25,7 +25,7 @@ from edgepack.passes.precision import quantize_for_target
 from edgepack.passes.prune import magnitude_prune
 from edgepack.passes.prune import prune as prune_channels
 from edgepack.passes.quantize import IgnoredScope, quantized_nodes, to_fp16
-from edgepack.runtime import median_ms, ort_runner
+from edgepack.runtime import interleaved_ms, ort_runner
 from edgepack.frontends import load_source
 from edgepack.fsutil import check_free, dir_size, sha256_file, staged_dir
 from edgepack.hostinfo import environment
@@ -313,22 +313,23 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
         options.append(("FP32", canonical, "fp32"))
     if not backend.times_int8_choice or len(options) == 1:
         return (plan.static[0]["model"], "int8") if plan.precision == "int8" else (canonical, "fp32")
-    timings = []
+    timings, runners = [{"graph": label} for label, _, _ in options], {}
     with tempfile.TemporaryDirectory(prefix="edgepack-int8-choice-") as tmp:
         for i, (label, graph, precision) in enumerate(options):
             folder = Path(tmp) / str(i)
             folder.mkdir()
             try:
-                path = backend.emit(graph, folder, profile, precision=precision)
-                timings.append({"graph": label, "ms": median_ms(backend.runner(path, threads), feeds)})
+                runners[i] = backend.runner(backend.emit(graph, folder, profile, precision=precision), threads)
             except EdgepackError as e:  # a candidate this runtime cannot build is reported, not fatal
-                timings.append({"graph": label, "error": str(e)})
-    built = [i for i, t in enumerate(timings) if "ms" in t] or [0]
+                timings[i]["error"] = str(e)
+        for i, ms in zip(runners, interleaved_ms(list(runners.values()), feeds)):
+            timings[i]["ms"] = ms
+    built = list(runners) or [0]
     best = min(built, key=lambda i: timings[i].get("ms", 0.0))
     label, graph, precision = options[best]
     plan.section.setdefault("per_backend", {})[name] = {
         "timings": timings, "chosen": label, "precision": precision,
-        "timing": f"in-process median, {threads} threads, each graph built for {name}"}
+        "timing": f"in-process, fastest median of interleaved rounds, {threads} threads, each graph built for {name}"}
     return graph, precision
 
 

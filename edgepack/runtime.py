@@ -54,6 +54,17 @@ def median_ms(run, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5
     return float(np.median(times))
 
 
+def interleaved_ms(runs_: list, feeds: dict[str, np.ndarray], rounds: int = 3, runs: int = 30) -> list[float]:
+    """Each runner's fastest in-process median over `rounds` rounds taken in turn: on a shared
+    machine one median per model flipped choices from one compile to the next; load only ever
+    adds time, and interleaving spreads a burst of it over all of them."""
+    best = [float("inf")] * len(runs_)
+    for _ in range(rounds):
+        for i, run in enumerate(runs_):
+            best[i] = min(best[i], median_ms(run, feeds, runs))
+    return best
+
+
 def ort_runner(model: onnx.ModelProto, threads: int = 0, optimize: bool = True) -> OrtRunner:
     return OrtRunner(model, threads, optimize)
 

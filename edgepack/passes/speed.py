@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from edgepack.passes.quantize import Quantizer, initializer_shapes, layer_kind, quantized_nodes
-from edgepack.runtime import ort_runner
+from edgepack.runtime import interleaved_ms, ort_runner
 
 COMPUTE_KINDS = {"Conv", "DepthwiseConv", "ConvTranspose", "MatMul", "Gemm"}
 MIN_GAIN = 0.05  # a kind must save >= 5% of end-to-end latency to count as "slower in INT8"
@@ -29,14 +29,16 @@ def kinds_of(model: onnx.ModelProto, names: set[str]) -> dict[str, list[str]]:
 
 
 def select_kinds(quantizer: Quantizer, feeds: dict[str, np.ndarray], threads: int,
-                 keep_float: list[str] = (), runs: int = 30) -> dict:
-    """Time FP32, INT8, and INT8 minus each layer kind; return the kinds to keep float + evidence."""
-    def ms(model):
-        return ort_runner(model, threads).median_ms(feeds, runs=runs)
+                 keep_float: list[str] = (), runs: int = 30, rounds: int = 3) -> dict:
+    """Time FP32, INT8, and INT8 minus each layer kind; return the kinds to keep float + evidence.
+    Each comparison is timed in interleaved rounds (runtime.interleaved_ms): with one median each,
+    MobileNetV2's data-movement ops went float in one compile and INT8 in the next."""
+    def ms(*runs_):
+        return interleaved_ms(list(runs_), feeds, rounds, runs)
 
-    fp32_ms = ms(quantizer.model)
     qmodel = quantizer.quantize(keep_float)
-    int8_ms = ms(qmodel)
+    current = ort_runner(qmodel, threads)
+    fp32_ms, int8_ms = ms(ort_runner(quantizer.model, threads), current)
     by_kind = kinds_of(quantizer.model, quantized_nodes(qmodel) - set(keep_float))
     # time compute kinds one by one; the cheap data-movement ops together, as one trial
     movers = [k for k in by_kind if k not in COMPUTE_KINDS]
@@ -45,17 +47,18 @@ def select_kinds(quantizer: Quantizer, feeds: dict[str, np.ndarray], threads: in
     evidence, slow = [], []
     current_ms, floated = int8_ms, list(keep_float)
     for kind, nodes in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
-        t = ms(quantizer.quantize(floated + nodes))
+        candidate = ort_runner(quantizer.quantize(floated + nodes), threads)
+        current_ms, t = ms(current, candidate)
         row = {"kind": kind, "layers": len(nodes), "int8_ms": current_ms, "with_kind_float_ms": t}
         if t < current_ms * (1 - MIN_GAIN):
             slow.append(kind)
             floated += nodes
             row["decision"] = "keep float: faster than INT8 here"
-            current_ms = t
+            current, current_ms = candidate, t
         else:
             row["decision"] = "INT8"
         evidence.append(row)
     return {"fp32_ms": fp32_ms, "int8_all_ms": int8_ms, "int8_selected_ms": current_ms,
             "float_kinds": slow, "float_nodes": [n for k in slow for n in by_kind[k]],
-            "per_kind": evidence, "threads": threads, "runs": runs,
+            "per_kind": evidence, "threads": threads, "runs": runs, "rounds": rounds,
             "layer_kinds": dict(Counter({k: len(v) for k, v in by_kind.items()}))}
