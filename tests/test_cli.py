@@ -485,10 +485,13 @@ def test_killed_compile_leaves_nothing_half_written(ws, tmp_path, sig):
     work.mkdir()
     out = work / "OUT2"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TMPDIR": str(tmp)}
-    # 10M runs: the small net would get through 100k in seconds, before the signal is sent
+    # 10M runs: the small net would get through 100k in seconds, before the signal is sent.
+    # SIGINT back to its default, as at a terminal: a suite started as a background job (`cmd &`
+    # in a script) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "edgepack", "compile", *map(str, model), "--target",
                              "x86-avx2", "-o", str(out), "--runs", "10000000", "--warmup", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=work)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=work,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     workers = []
     try:
         deadline = time.monotonic() + 60
