@@ -52,10 +52,10 @@ def main(argv=None) -> int:
         work = Path(tmp)
         module, label = source_module("mobilenet_v2")
         model = export(module, work / "source.onnx")
-        photos = load_photos(photos_dir(), model).inputs["input"]
+        calib = load_photos(photos_dir(), model)
+        photos = calib.inputs["input"]
         np.savez(work / "photos.npz", input=photos)
         m = margins(model, photos)
-        calib = load_photos(photos_dir(), model).take(len(photos))
         layers = len(quantized_nodes(Quantizer(model, calib, load_profile(args.target)).quantize()))
         for budget in [float(d) for d in args.drops.split(",")]:
             print(f"max-drop {budget}", flush=True)

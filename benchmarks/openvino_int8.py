@@ -124,7 +124,7 @@ def measure_model(arts: dict, photos, threads: int, warmup: int, runs: int, repe
     """benchmarks.common.measure, each timing started when the CPUs are quiet, plus the artifacts'
     size and the precisions OpenVINO ran their layers in."""
     rows, _, _ = measure(arts, photos, threads, warmup, runs, repeats, before=lambda: wait_quiet(quiet_wait))
-    for key, choice in getattr(arts, "choices", {}).items():
+    for key, choice in arts.choices.items():
         rows[key]["chosen"] = choice["chosen"]
     for key, (backend, path) in arts.items():
         rows[key]["size_mb"] = sum(f.stat().st_size for f in path.parent.iterdir()) / 1e6

@@ -306,7 +306,7 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
     FP32 in ONNX Runtime can win elsewhere. Others follow ONNX Runtime's decision with the static
     graph (dynamic INT8 is an ONNX Runtime format). The timings go to `quantization.per_backend`."""
     backend = get_backend(name)
-    if name == "onnxruntime" or not backend.consumes_qdq:
+    if name == plan.timed_in or not backend.consumes_qdq:
         return plan.model, plan.precision
     options = [(o["format"], o["model"], "int8") for o in plan.static]
     if not plan.insisted:

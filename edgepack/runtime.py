@@ -54,13 +54,13 @@ def median_ms(run, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5
     return float(np.median(times))
 
 
-def interleaved_ms(runs_: list, feeds: dict[str, np.ndarray], rounds: int = 3, runs: int = 30) -> list[float]:
+def interleaved_ms(runners: list, feeds: dict[str, np.ndarray], rounds: int = 3, runs: int = 30) -> list[float]:
     """Each runner's fastest in-process median over `rounds` rounds taken in turn: on a shared
     machine one median per model flipped choices from one compile to the next; load only ever
     adds time, and interleaving spreads a burst of it over all of them."""
-    best = [float("inf")] * len(runs_)
+    best = [float("inf")] * len(runners)
     for _ in range(rounds):
-        for i, run in enumerate(runs_):
+        for i, run in enumerate(runners):
             best[i] = min(best[i], median_ms(run, feeds, runs))
     return best
 

@@ -69,7 +69,7 @@ def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads, ranki
             "score": result.score, "drop": result.drop, "met": result.met,
             "ms": _ms(result.model, feeds, threads),
             "kept_float": [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]
-            + result.kept_float, "accuracy_steps": result.steps}
+            + result.kept_float}
 
 
 @dataclass
@@ -85,6 +85,7 @@ class Int8Plan:
     section: dict
     static: list[dict]  # {"format", "model"}
     insisted: bool  # --precision int8 was asked: FP32 is not an option for any runtime
+    timed_in: str = "onnxruntime"  # the runtime whose timing made `model`/`precision` (ort_runner)
 
 
 def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluator: Evaluator,

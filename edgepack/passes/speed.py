@@ -33,8 +33,8 @@ def select_kinds(quantizer: Quantizer, feeds: dict[str, np.ndarray], threads: in
     """Time FP32, INT8, and INT8 minus each layer kind; return the kinds to keep float + evidence.
     Each comparison is timed in interleaved rounds (runtime.interleaved_ms): with one median each,
     MobileNetV2's data-movement ops went float in one compile and INT8 in the next."""
-    def ms(*runs_):
-        return interleaved_ms(list(runs_), feeds, rounds, runs)
+    def ms(*runners):
+        return interleaved_ms(list(runners), feeds, rounds, runs)
 
     qmodel = quantizer.quantize(keep_float)
     current = ort_runner(qmodel, threads)
