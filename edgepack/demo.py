@@ -23,7 +23,7 @@ MAX_DROP = 0.01  # every stage within one point of the teacher on the held-out d
 
 def recipe(target: str = "host", epochs: int = 3) -> dict:
     """The demo's recipe; models are referenced by file so a rerun can resume unchanged stages."""
-    paths = sample_data.prepare()
+    paths = sample_data.prepare_mnist(sample_data.default_root() / "mnist")  # the digits only
     nets = Path(mnist_cnn.__file__)
     gate = {"max_drop": MAX_DROP}
     return {

@@ -46,9 +46,9 @@ def load_source(model, input_shapes: dict | None = None, weights: str | None = N
             return onnx_file.from_proto(model)
         raise EdgepackError(f"cannot compile a {type(model).__name__}: pass an nn.Module, ONNX model or a path")
     text = str(model)
-    if weights and not _is_factory(text):
+    if weights and not is_factory(text):
         raise EdgepackError("--weights applies to a `file.py:factory` model only")
-    if _is_factory(text):
+    if is_factory(text):
         return torch_module.from_factory(text, input_shapes, weights)
     path = Path(text)
     if not path.exists():
@@ -60,6 +60,7 @@ def load_source(model, input_shapes: dict | None = None, weights: str | None = N
     return onnx_file.from_file(path)
 
 
-def _is_factory(text: str) -> bool:
+def is_factory(text: str) -> bool:
+    """`file.py:factory` (a Python file and a function in it), as opposed to a model file."""
     head, sep, attr = text.rpartition(":")
     return bool(sep) and head.endswith(".py") and attr.isidentifier()

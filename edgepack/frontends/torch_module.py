@@ -19,6 +19,7 @@ import onnx
 
 from edgepack.errors import EdgepackError, first_line
 from edgepack.frontends import Source
+from edgepack.fsutil import sha256_file
 from edgepack.ir.spec import match_shapes
 
 OPSET = 17
@@ -100,16 +101,20 @@ def load_factory(text: str, weights: str | None = None):
     return module, digest.hexdigest()
 
 
-def from_torchscript(path: Path, input_shapes: dict | None) -> Source:
+def load_torchscript(path: Path):
+    """The TorchScript module in `path`, on the CPU; one clear line when it is not one."""
     import torch
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
         raise EdgepackError(f"{path}: not a TorchScript archive ({first_line(e)}); "
                             "for a state_dict use `file.py:factory --weights {path}`")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return from_module(module, input_shapes, name=path.stem, digest=digest, path=str(path), kind="torchscript")
+
+
+def from_torchscript(path: Path, input_shapes: dict | None) -> Source:
+    return from_module(load_torchscript(path), input_shapes, name=path.stem, digest=sha256_file(path),
+                       path=str(path), kind="torchscript")
 
 
 def load_weights(module, path: Path) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 from edgepack import __version__
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
-from edgepack.fsutil import atomic_write, staged_dir
+from edgepack.fsutil import atomic_write, sha256_file, staged_dir
 from edgepack.hostinfo import environment
 from edgepack.ir.spec import graph_inputs
 from edgepack.pipeline import stages
@@ -197,7 +197,7 @@ class Flow:
                    **measure(out.onnx, stage / "model.onnx", self.test, self.bench, self.progress)}
             rows.append(row)
             record = self._record(kind, rows, row, gate, out.details)
-            atomic_write(stage / STAGE_FILE, json.dumps(record, indent=2, default=_json_default))
+            _write_json(stage / STAGE_FILE, record)
         return record
 
     def _emit(self, folder: Path, cfg, model: onnx.ModelProto) -> dict:
@@ -216,7 +216,7 @@ class Flow:
                "p99_ms": art["latency_ms"]["p99"] if art["latency_ms"] else None,
                "artifact": str(folder / art["path"])}
         record = self._record("emit", [row], row, cfg.gate, {"report": str(folder / "report.json")})
-        atomic_write(folder / STAGE_FILE, json.dumps(record, indent=2, default=_json_default))
+        _write_json(folder / STAGE_FILE, record)
         return record
 
     def _record(self, kind: str, rows: list[dict], row: dict, gate, details: dict) -> dict:
@@ -252,7 +252,8 @@ class Flow:
 
 def _build(recipe: Recipe, ref) -> nn.Module:
     """A fresh nn.Module from a recipe's model reference (weights loaded when given)."""
-    from edgepack.frontends.torch_module import load_factory, load_weights
+    from edgepack.frontends import is_factory
+    from edgepack.frontends.torch_module import load_factory, load_torchscript, load_weights
 
     torch.manual_seed(0)  # the same initial weights on every run: a rerun reproduces the flow
     model = ref.model
@@ -260,11 +261,11 @@ def _build(recipe: Recipe, ref) -> nn.Module:
         module = copy.deepcopy(model)
     elif isinstance(model, str):
         text = recipe.resolve(model)
-        if text.rpartition(":")[0].endswith(".py"):
+        if is_factory(text):
             return load_factory(text, recipe.resolve(ref.weights) if ref.weights else None)[0]
         if not Path(text).is_file():
             raise EdgepackError(f"{text}: no such model file (expected file.py:factory or a TorchScript file)")
-        module = torch.jit.load(text, map_location="cpu")
+        module = load_torchscript(Path(text))
     elif callable(model):
         module = model()
     else:
@@ -281,6 +282,7 @@ def _label(kind: str, out: stages.Output) -> str:
 
 def _fingerprint(value, resolve):
     """What a resume key hashes for a recipe value: file contents, tensors, arrays, settings."""
+    from edgepack.frontends import is_factory
     from edgepack.frontends.torch_module import state_digest
 
     if value is None or isinstance(value, (int, float, bool)):
@@ -297,9 +299,8 @@ def _fingerprint(value, resolve):
         return {str(k): _fingerprint(v, resolve) for k, v in value.items()}
     if isinstance(value, (str, Path)):
         text = resolve(str(value))
-        file, _, _ = text.rpartition(":")
-        path = Path(file if file.endswith(".py") else text)
-        return [str(value), hashlib.sha256(path.read_bytes()).hexdigest()] if path.is_file() else str(value)
+        path = Path(text.rpartition(":")[0] if is_factory(text) else text)
+        return [str(value), sha256_file(path)] if path.is_file() else str(value)
     return f"{type(value).__name__}@{id(value)}"  # a DataLoader or callable: not resumable
 
 
@@ -313,8 +314,12 @@ def _json_default(o):
     return str(o)
 
 
+def _write_json(path: Path, obj) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, default=_json_default))
+
+
 def _write_report(outdir: Path, report: dict) -> None:
     from edgepack.views import flow_markdown
 
-    atomic_write(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
+    _write_json(outdir / "report.json", report)
     atomic_write(outdir / "report.md", flow_markdown(report))

@@ -40,5 +40,5 @@ def measure(model: onnx.ModelProto, path: Path, test: tuple[np.ndarray, np.ndarr
     lat = benchmark("onnxruntime", path, [{name: x[i:i + 1]} for i in range(8)],
                     progress=progress, **bench)["latency_ms"]
     return {"params": stats["params"], "macs": stats["macs"], "size_bytes": path.stat().st_size,
-            "accuracy": onnx_accuracy(model, x, y), "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
+            "accuracy": onnx_accuracy(path, x, y), "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
 

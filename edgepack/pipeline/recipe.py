@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgepack.frontends import is_factory
 from edgepack.schema import read_yaml_mapping, validate
 from edgepack.training.loop import TrainConfig
 from edgepack.training.prune import PruneSchedule
@@ -147,8 +148,8 @@ class Recipe(_Strict):
         """Relative paths in the recipe (files, `file.py:factory`) are read from its folder."""
         if not isinstance(value, str):
             return value
-        file, sep, attr = value.rpartition(":")
-        if sep and file.endswith(".py"):
+        if is_factory(value):
+            file, _, attr = value.rpartition(":")
             return f"{self._join(file)}:{attr}"
         return self._join(value)
 

@@ -63,12 +63,11 @@ def prune_iteratively(model: nn.Module, train_data, val_data, schedule: PruneSch
     train_loader = as_loader(train_data, finetune.batch_size, shuffle=True, seed=finetune.seed)
     val_loader = as_loader(val_data, 256)
     example = example_input(val_loader)
-    start = accuracy(model, val_loader)
-    reference = start if reference is None else reference
+    reference = accuracy(model, val_loader) if reference is None else reference
     pruner = _pruner(model, example, schedule, train_loader)
     result = PruneResult(model)
     good = copy.deepcopy(model)
-    base_macs, base_params = tp.utils.count_ops_and_params(model, example)
+    base_macs, _ = tp.utils.count_ops_and_params(model, example)
     for i in range(1, schedule.steps + 1):
         model.train()
         if schedule.importance == "taylor":

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgepack.errors import EdgepackError, first_line
-from edgepack.training.data import as_loader
+from edgepack.training.data import arrays, as_loader
 from edgepack.training.loop import TrainConfig, accuracy, train
 
 TORCH_DTYPES = {"uint8": (torch.uint8, 0, 255), "int8": (torch.int8, -128, 127)}
@@ -150,10 +150,10 @@ def _check_onnx(proto: onnx.ModelProto, converted, val_loader) -> tuple[float, f
     """ONNX Runtime accuracy of the exported graph, and its agreement with the torch model."""
     from edgepack.runtime import predict
 
-    x, y = (torch.cat(t) for t in zip(*val_loader))
-    got = predict(proto, x.numpy())
-    ref = torch.cat([converted(b).argmax(1) for b in x.split(256)]).numpy()
-    return float((got == y.numpy()).mean()), float((got == ref).mean())
+    x, y = arrays(val_loader)
+    got = predict(proto, x)
+    ref = torch.cat([converted(b).argmax(1) for b in torch.from_numpy(x).split(256)]).numpy()
+    return float((got == y).mean()), float((got == ref).mean())
 
 
 @contextlib.contextmanager
