@@ -13,13 +13,8 @@ class MnistCNN(nn.Module):
     def __init__(self, width: int = 32, num_classes: int = 10):
         super().__init__()
         w = width
-        self.features = nn.Sequential(
-            nn.Conv2d(1, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(),
-        )
+        self.features = nn.Sequential(*_conv_bn_relu(1, w), nn.MaxPool2d(2), *_conv_bn_relu(w, 2 * w),
+                                      nn.MaxPool2d(2), *_conv_bn_relu(2 * w, 4 * w))
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
 
     def forward(self, x):
