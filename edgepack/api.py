@@ -158,9 +158,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         for name in chosen:
             art_dir = stage / name
             art_dir.mkdir()
-            model_for, precision_for = (shipped, shipped_precision) if plan is None else _graph_for(
-                name, plan, canonical, profile, bench["threads"], parity_feeds[0])
             try:
+                model_for, precision_for = (shipped, shipped_precision) if plan is None else _graph_for(
+                    name, plan, canonical, profile, bench["threads"], parity_feeds[0])
                 entry = _artifact(name, art_dir, canonical, model_for, precision_for, data, profile, ops, bench,
                                   prequantized)
             except EdgepackError as e:
@@ -309,9 +309,11 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
     if name == plan.timed_in or not backend.consumes_qdq:
         return plan.model, plan.precision
     options = [(o["format"], o["model"], "int8") for o in plan.static]
-    if not plan.insisted:
+    if not plan.insisted or not options:
         options.append(("FP32", canonical, "fp32"))
-    if not backend.times_int8_choice or len(options) == 1:
+    if len(options) == 1:
+        return options[0][1], options[0][2]
+    if not backend.times_int8_choice:
         return (plan.static[0]["model"], "int8") if plan.precision == "int8" else (canonical, "fp32")
     timings, runners = [{"graph": label} for label, _, _ in options], {}
     with tempfile.TemporaryDirectory(prefix="edgepack-int8-choice-") as tmp:
@@ -324,8 +326,10 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
                 timings[i]["error"] = str(e)
         for i, ms in zip(runners, interleaved_ms(list(runners.values()), feeds)):
             timings[i]["ms"] = ms
-    built = list(runners) or [0]
-    best = min(built, key=lambda i: timings[i].get("ms", 0.0))
+    if not runners:
+        raise EdgepackError(f"{name} built none of the graphs: " +
+                            "; ".join(f"{t['graph']}: {t['error']}" for t in timings))
+    best = min(runners, key=lambda i: timings[i]["ms"])
     label, graph, precision = options[best]
     plan.section.setdefault("per_backend", {})[name] = {
         "timings": timings, "chosen": label, "precision": precision,

@@ -179,3 +179,37 @@ def test_nncf_candidate_floats_layers_in_a_given_order(mnist_canonical, sample_s
     result = _impossible_control(mnist_canonical, sample_sets, NncfQuantizer, ranking)
     assert result.ranking == ranking  # no ranking of its own
     assert [s["kept_float"] for s in result.steps] == [0, 1]  # all INT8, then the classifier float
+
+
+def test_a_search_that_keeps_every_layer_float_ships_fp32(tmp_path, mnist_model, sample_sets):
+    """The speed step or the accuracy control may float every layer; here the user's scope does.
+    That graph is FP32: no runtime is handed it labelled INT8 (OpenVINO's INT8 path refused it)."""
+    model, _ = mnist_model
+    r = edgepack.compile(model, target="x86-vnni", backends=["onnxruntime", "openvino"],
+                         input_shapes={"": (1, 1, 28, 28)}, precision="int8", keep_float=["pattern:."],
+                         calib=sample_sets["mnist_calib"], output_dir=tmp_path / "o", runs=5, warmup=1,
+                         progress=False)
+    q = r["quantization"]
+    assert q["decision"] == "fp32" and q["int8_layers"] == 0, q
+    assert "no layer was left in INT8" in q["note"] and "--precision int8 was asked" in q["warning"]
+    by = {a["backend"]: a for a in r["artifacts"]}
+    assert by["onnxruntime"]["precision"] == by["openvino"]["precision"] == "fp32"
+    assert by["openvino"]["runtime"]["int8_layers"] == 0
+    assert all(a["parity"]["max_abs_diff"] < 1e-4 for a in r["artifacts"])
+
+
+def test_dynamic_int8_keeps_the_users_float_scope(sample_sets):
+    """MiniLM (real weights, real sentences) takes the dynamic format: --keep-float applies to it too."""
+    from edgepack.models.minilm import minilm
+
+    canonical, _ = canonicalize(load_source(minilm(), {"input_ids": (1, 64), "attention_mask": (1, 64)}).model)
+    data = load_dataset(sample_sets["sentences"], graph_inputs(canonical)).take(4)
+    quantizer = Quantizer(canonical, data, load_profile("x86-vnni"))
+    kept = set(IgnoredScope.parse([r"pattern:layer\.0/"]).resolve(canonical))
+    linear = {n.name for n in canonical.graph.node if n.op_type == "Gemm"}  # MiniLM's weighted layers
+    assert linear & kept and linear - kept
+    everything, scoped = quantizer.quantize_dynamic(), quantizer.quantize_dynamic(sorted(kept))
+    integer = sum(n.op_type == "MatMulInteger" for n in everything.graph.node)
+    # onnxruntime turns a float Gemm X into MatMul X_MatMul + Add; the scope stayed float, the rest is INT8
+    assert {n.name for n in scoped.graph.node if n.op_type == "MatMul"} >= {f"{n}_MatMul" for n in linear & kept}
+    assert sum(n.op_type == "MatMulInteger" for n in scoped.graph.node) == integer - len(linear & kept) > 0

@@ -32,7 +32,7 @@ def _static(quantizer, evaluator, base_score, budget, scope, feeds, threads, ins
     speed_float = [] if insist else speed["float_nodes"]
     result = control(quantizer, evaluator, base_score, *budget, user_float + list(outliers) + speed_float,
                      progress=progress)
-    kept = ([{"node": n, "reason": "ignored scope (user or profile)"} for n in user_float]
+    kept = (_in_scope(user_float)
             + [{"node": n, "reason": r} for n, r in outliers.items()]
             + [{"node": n, "reason": "speed: this layer kind ran faster in float here"} for n in speed_float]
             + result.kept_float)
@@ -41,14 +41,19 @@ def _static(quantizer, evaluator, base_score, budget, scope, feeds, threads, ins
             "accuracy_steps": result.steps, "group_ranking": result.ranking, "speed": speed}
 
 
-def _dynamic(quantizer, evaluator, base_score, budget, feeds, threads) -> dict | None:
-    model = quantizer.quantize_dynamic()
+def _in_scope(names: list[str]) -> list[dict]:
+    return [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]
+
+
+def _dynamic(quantizer, evaluator, base_score, budget, scope, feeds, threads) -> dict | None:
+    names = scope.resolve(quantizer.model)
+    model = quantizer.quantize_dynamic(names)
     if model is None:
         return None
     score = evaluator.score(ort_runner(model))
     d = drop(base_score, score, budget[1])
     return {"format": "dynamic (MatMul/Gemm, ORT MatMulInteger)", "model": model, "score": score, "drop": d,
-            "met": d <= budget[0], "ms": _ms(model, feeds, threads), "kept_float": []}
+            "met": d <= budget[0], "ms": _ms(model, feeds, threads), "kept_float": _in_scope(names)}
 
 
 def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads, ranking) -> dict | None:
@@ -68,8 +73,7 @@ def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads, ranki
     return {"format": "static QDQ (NNCF: its ranges + bias correction)", "model": result.model,
             "score": result.score, "drop": result.drop, "met": result.met,
             "ms": _ms(result.model, feeds, threads),
-            "kept_float": [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]
-            + result.kept_float}
+            "kept_float": _in_scope(names) + result.kept_float}
 
 
 @dataclass
@@ -98,9 +102,11 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
     candidates.append(_nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads,
                             candidates[0]["group_ranking"]))
     if allow_dynamic:
-        candidates.append(_dynamic(quantizer, evaluator, base_score, budget, feeds, threads))
+        candidates.append(_dynamic(quantizer, evaluator, base_score, budget, scope, feeds, threads))
     failed = [c for c in candidates if c is not None and "error" in c]
     candidates = [c for c in candidates if c is not None and "error" not in c]
+    for c in candidates:
+        c["int8_layers"] = int8_layers(c["model"])
     best = _pick(candidates)
     fp32_ms = candidates[0]["speed"]["fp32_ms"]  # measured by the speed step, same session options
     q = profile.quantization
@@ -110,11 +116,10 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
         "calibration": {"data": calib.source, "samples": len(calib)},
         "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"], "drop": best["drop"],
         "max_drop": budget[0], "relative": budget[1], "met": best["met"], "format": best["format"],
-        "int8_layers": len(quantized_nodes(best["model"])) or sum(
-            n.op_type in ("MatMulInteger", "ConvInteger") for n in best["model"].graph.node),
+        "int8_layers": best["int8_layers"],
         "kept_float": best["kept_float"], "fp32_ms": fp32_ms, "int8_ms": best["ms"],
         "timing": f"in-process, fastest median of interleaved rounds, {threads} threads",
-        "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms")},
+        "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms", "int8_layers")},
                                "kept_float": len(c["kept_float"])} for c in candidates]
         + failed,
         **{k: candidates[0][k] for k in ("accuracy_steps", "group_ranking", "speed")},
@@ -122,8 +127,17 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
     if not best["met"]:
         section["note"] = (f"accuracy budget not met: best INT8 {evaluator.metric} {best['score']:.4f} vs "
                            f"FP32 {base_score:.4f} (drop {best['drop']:.4f} > {budget[0]}); shipped the best found")
-    static = sorted((c for c in candidates if c["format"].startswith("static")), key=lambda c: c["ms"])
+    # the speed step and the accuracy control may float every layer: such a graph is FP32, and
+    # no runtime is handed it as INT8
+    static = sorted((c for c in candidates if c["format"].startswith("static") and c["int8_layers"]),
+                    key=lambda c: c["ms"])
     within = [{"format": c["format"], "model": c["model"]} for c in static if c["met"]]
+    if not best["int8_layers"]:
+        msg = "no layer was left in INT8 (the slow and the sensitive ones were kept float): shipping FP32"
+        section.update(decision="fp32", note="; ".join(filter(None, [section.get("note"), msg])))
+        if insist:
+            section["warning"] = "--precision int8 was asked, but no INT8 graph of the search kept a layer in INT8"
+        return Int8Plan(model, "fp32", section, within, insist)
     if best["ms"] >= fp32_ms:
         msg = f"INT8 measured slower than FP32 here ({best['ms']:.3f} vs {fp32_ms:.3f} ms)"
         if not insist:
@@ -131,9 +145,14 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
             return Int8Plan(model, "fp32", section, within, insist)
         section["warning"] = f"{msg}; shipped INT8 because --precision int8 was asked"
     section["decision"] = "int8"
-    fallback = _pick(static)
+    fallback = [_pick(static)] if static else []  # empty: only the dynamic format kept INT8 layers
     return Int8Plan(best["model"], "int8", section,
-                    within or [{"format": fallback["format"], "model": fallback["model"]}], insist)
+                    within or [{"format": c["format"], "model": c["model"]} for c in fallback], insist)
+
+
+def int8_layers(model: onnx.ModelProto) -> int:
+    """Layers that run in INT8: QDQ-wrapped (static) or integer ops (dynamic)."""
+    return len(quantized_nodes(model)) or sum(n.op_type in ("MatMulInteger", "ConvInteger") for n in model.graph.node)
 
 
 def _pick(candidates: list[dict]) -> dict:

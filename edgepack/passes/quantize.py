@@ -161,11 +161,11 @@ class Quantizer:
         """QDQ model with the nodes in `keep_float` (plus the profile's float op types) left in float."""
         from onnxruntime.quantization import quantize_static
 
-        exclude = sorted(set(keep_float) | set(self.base_scope.resolve(self.model)))
         out = Path(self._tmp.name) / "model.int8.onnx"
         try:
             with _quiet():
-                quantize_static(str(self._float_path), str(out), CalibrationReader(self.calib, self.batch), nodes_to_exclude=exclude,
+                quantize_static(str(self._float_path), str(out), CalibrationReader(self.calib, self.batch),
+                                nodes_to_exclude=self._excluded(keep_float),
                                 calibration_cache_path=str(self._cache), **self.settings)
         except EdgepackError:
             raise
@@ -173,10 +173,14 @@ class Quantizer:
             raise EdgepackError(f"INT8 quantization failed: {type(e).__name__}: {first_line(e)}")
         return onnx.load(str(out))
 
-    def quantize_dynamic(self) -> onnx.ModelProto | None:
+    def _excluded(self, keep_float) -> list[str]:
+        return sorted(set(keep_float) | set(self.base_scope.resolve(self.model)))
+
+    def quantize_dynamic(self, keep_float: list[str] = ()) -> onnx.ModelProto | None:
         """Weights INT8 ahead of time, activations quantized per inference (ORT's
         DynamicQuantizeLinear + MatMulInteger): the format transformers keep accuracy with,
-        since their activation ranges vary per input. None unless MatMul/Gemm do most MACs."""
+        since their activation ranges vary per input. None unless MatMul/Gemm do most MACs.
+        `keep_float` as for `quantize`."""
         from onnxruntime.quantization import quantize_dynamic
 
         ops = [t for t in ("MatMul", "Gemm") if t in self.settings["op_types_to_quantize"]]
@@ -187,6 +191,10 @@ class Quantizer:
         try:
             with _quiet():
                 quantize_dynamic(str(self._float_path), str(out), op_types_to_quantize=ops,
+                                 # its dynamic path rewrites Gemm X into MatMul "X_MatMul" + Add
+                                 # before it reads nodes_to_exclude (onnxruntime 1.32), so a Gemm
+                                 # is excluded under both names
+                                 nodes_to_exclude=[m for n in self._excluded(keep_float) for m in (n, f"{n}_MatMul")],
                                  per_channel=self.settings["per_channel"],
                                  reduce_range=self.settings["reduce_range"], weight_type=self.settings["weight_type"])
         except Exception as e:
