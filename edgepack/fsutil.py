@@ -80,6 +80,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_tree(folder: Path) -> str:
+    """One digest of every file under `folder`: relative names and contents (a data folder
+    whose images changed must not look the same to --resume)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(folder).as_posix()}\0{sha256_file(f)}\0".encode())
+    return h.hexdigest()
+
+
 def dir_size(path: Path) -> int:
     """Bytes of a file, or of every file under a folder (artifacts can be several files)."""
     path = Path(path)

@@ -171,3 +171,19 @@ def test_example_recipe_is_what_the_demo_runs():
     assert example.teacher.train == ours.teacher.train and example.target == ours.target
     for split in ("train", "val", "test", "calib"):  # the same files, reached from the example's folder
         assert Path(example.resolve(getattr(example.data, split))).resolve() == Path(getattr(ours.data, split)).resolve()
+
+
+def test_resume_key_sees_changes_inside_a_data_folder(tmp_path):
+    """An image folder given as data is fingerprinted by its contents, not by its name: --resume
+    must redo the stages when a picture inside it changes."""
+    from edgepack.pipeline.engine import _fingerprint
+
+    folder = tmp_path / "photos" / "cat"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(b"\xff\xd8 one")
+    before = _fingerprint("photos", lambda p: str(tmp_path / p))
+    (folder / "a.jpg").write_bytes(b"\xff\xd8 two")
+    after = _fingerprint("photos", lambda p: str(tmp_path / p))
+    (folder / "a.jpg").rename(folder / "b.jpg")
+    renamed = _fingerprint("photos", lambda p: str(tmp_path / p))
+    assert before[0] == after[0] == "photos" and len({before[1], after[1], renamed[1]}) == 3

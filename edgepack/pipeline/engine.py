@@ -25,7 +25,7 @@ from torch import nn
 from edgepack import __version__
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
-from edgepack.fsutil import atomic_write, sha256_file, staged_dir
+from edgepack.fsutil import atomic_write, sha256_file, sha256_tree, staged_dir
 from edgepack.hostinfo import environment
 from edgepack.ir.spec import graph_inputs
 from edgepack.pipeline import stages
@@ -300,7 +300,9 @@ def _fingerprint(value, resolve):
     if isinstance(value, (str, Path)):
         text = resolve(str(value))
         path = Path(text.rpartition(":")[0] if is_factory(text) else text)
-        return [str(value), sha256_file(path)] if path.is_file() else str(value)
+        if path.is_file():
+            return [str(value), sha256_file(path)]
+        return [str(value), sha256_tree(path)] if path.is_dir() else str(value)
     return f"{type(value).__name__}@{id(value)}"  # a DataLoader or callable: not resumable
 
 
