@@ -9,6 +9,7 @@ so each trial costs one re-quantization and one evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import onnx
@@ -66,27 +67,48 @@ def _rank(trial, score: float, groups, model: onnx.ModelProto, progress) -> list
     return sorted(ranking, key=lambda r: -r["gain"] / max(r["mac_share"], floor))
 
 
-def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_drop: float,
-            relative: bool, keep_float: list[str], progress=None,
-            ranking: list[dict] | None = None) -> ControlResult:
-    """Quantize with `keep_float`; if the drop exceeds `max_drop`, rank groups of layers by the
-    metric gained when each alone stays float (or take `ranking`, measured on another quantizer of
-    the same graph), then return groups to float, best first, until the budget is met. If it never
-    is, the best model seen is returned with met=False. `quantizer`: anything with `model` and
-    `quantize(keep_float)` (edgepack's Quantizer, NncfQuantizer)."""
+def _trial(quantizer, evaluator: Evaluator, base_score: float, relative: bool, keep_float: list[str]):
+    """trial(extra) -> (model, score, drop) with `keep_float` + `extra` left in float."""
     def trial(extra: list[str]):
         model = quantizer.quantize(list(keep_float) + extra)
         score = evaluator.score(ort_runner(model))
         return model, score, drop(base_score, score, relative)
+    return trial
 
+
+def _rank_from(trial, model: onnx.ModelProto, score: float, quantizer, keep_float, progress) -> list[dict]:
+    groups = _groups(quantizer.model, quantized_nodes(model) - set(keep_float), MAX_GROUPS)
+    return _rank(trial, score, groups, quantizer.model, progress)
+
+
+def rank(quantizer, evaluator: Evaluator, base_score: float, relative: bool, keep_float: list[str],
+         progress=None) -> list[dict]:
+    """The ranking `control` would measure on `quantizer`, on its own: for a quantizer of the same
+    graph that is slow to run per group (NNCF) when `control` did not need one here."""
+    trial = _trial(quantizer, evaluator, base_score, relative, keep_float)
+    model, score, _ = trial([])
+    return _rank_from(trial, model, score, quantizer, keep_float, progress)
+
+
+def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_drop: float,
+            relative: bool, keep_float: list[str], progress=None,
+            ranking: list[dict] | Callable[[], list[dict]] | None = None) -> ControlResult:
+    """Quantize with `keep_float`; if the drop exceeds `max_drop`, rank groups of layers by the
+    metric gained when each alone stays float (or take `ranking`, measured on another quantizer of
+    the same graph; a callable is asked only when it is needed), then return groups to float, best
+    first, until the budget is met. If it never is, the best model seen is returned with
+    met=False. `quantizer`: anything with `model` and `quantize(keep_float)` (edgepack's
+    Quantizer, NncfQuantizer)."""
+    trial = _trial(quantizer, evaluator, base_score, relative, keep_float)
     model, score, d = trial([])
     steps = [{"kept_float": len(keep_float), "score": score, "drop": d}]
     best = ControlResult(model, score, d, d <= max_drop, steps=steps)
     if best.met:
         return best
     if ranking is None:
-        ranking = _rank(trial, score, _groups(quantizer.model, quantized_nodes(model) - set(keep_float), MAX_GROUPS),
-                        quantizer.model, progress)
+        ranking = _rank_from(trial, model, score, quantizer, keep_float, progress)
+    elif callable(ranking):
+        ranking = ranking()
     best.ranking = ranking
     floated: list[dict] = []
     op_type = {n.name: n.op_type for n in quantizer.model.graph.node}

@@ -5,12 +5,13 @@ shipped silently."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import onnx
 
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
-from edgepack.passes.accuracy import control
+from edgepack.passes.accuracy import control, rank
 from edgepack.passes.metrics import Evaluator, drop
 from edgepack.passes.quantize import IgnoredScope, Quantizer, quantized_nodes
 from edgepack.passes.quantize_nncf import NncfQuantizer
@@ -59,13 +60,16 @@ def _dynamic(quantizer, evaluator, base_score, budget, scope, feeds, threads) ->
 def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads, ranking) -> dict | None:
     """NNCF's quantization of the same graph as a competing candidate. Where it misses the budget,
     the accuracy control returns layers to float in the order measured on edgepack's own candidate
-    (`ranking`): ranking once, not per candidate, keeps it to a few NNCF runs. An empty ranking
-    (edgepack's graph met the budget at once) leaves NNCF's graph as it is."""
+    (`ranking`): ranking with edgepack's quantizer (cached calibration), not NNCF's, keeps it to a
+    few NNCF runs. Where edgepack's graph met the budget at once it has no ranking: one is then
+    measured with edgepack's quantizer, only if NNCF's graph needs it."""
     try:
         nncf_quantizer = NncfQuantizer(quantizer)
     except ImportError:  # the openvino extra is not installed
         return None
     names = scope.resolve(quantizer.model)
+    if not ranking:
+        ranking = partial(rank, quantizer, evaluator, base_score, budget[1], names)
     try:
         result = control(nncf_quantizer, evaluator, base_score, *budget, names, ranking=ranking)
     except EdgepackError as e:  # a candidate that fails is reported, not fatal
