@@ -12,7 +12,7 @@ from edgepack.targets import load_profile
 from edgepack.training import checkpoint
 from edgepack.training.distill import distill
 from edgepack.training.data import as_loader
-from edgepack.training.loop import TrainConfig, accuracy, distillation_loss
+from edgepack.training.loop import TrainConfig, accuracy, distillation_loss, soft_targets
 from edgepack.training.prune import PruneSchedule, prune_iteratively
 from edgepack.training.qat import quantize_aware
 
@@ -42,6 +42,27 @@ def test_distilled_student_learns_and_keeps_best_epoch(mnist_teacher, mnist_flow
     assert _top1(result.model, test) > 0.75, result.summary()  # 24K parameters, 1,600 digits, 3 epochs
     with pytest.raises(EdgepackError, match="differ in shape"):
         distill(teacher, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5)), train, val)
+
+
+def test_teacher_runs_once_per_weights_and_inputs(mnist_teacher, mnist_flow_splits):
+    """A flow trains with the same frozen teacher and data in every stage: its logits are reused;
+    new weights or new inputs are run again."""
+    teacher, _ = mnist_teacher
+    x = torch.from_numpy(mnist_flow_splits[0][0][:300])
+    runs = []
+    hook = teacher.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        first = soft_targets(teacher, x)
+        assert soft_targets(teacher, x.clone()) is first and len(runs) == 2  # 300 = 256 + 44: one pass
+        assert torch.allclose(first, teacher(x)) and len(runs) == 3
+        assert soft_targets(teacher, x[:100]).shape == (100, 10) and len(runs) == 4  # other inputs
+        edited = MnistCNN(32)
+        edited.load_state_dict(teacher.state_dict())
+        with torch.no_grad():
+            edited.head[-1].bias += 1.0
+        assert torch.allclose(soft_targets(edited, x), first + 1.0, atol=1e-5)  # other weights
+    finally:
+        hook.remove()
 
 
 def test_early_stopping_after_patience(mnist_flow_splits):
