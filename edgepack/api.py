@@ -111,7 +111,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     parity_feeds = _feeds(data, specs, PARITY_SAMPLES)
     canon_info["parity"] = measure_parity(source.run, ort_runner(canonical, optimize=False), parity_feeds)
     canon_stats = model_stats(canonical)
-    bench = _bench_settings(profile, runs, warmup, threads)
+    bench = profile.bench_settings(runs, warmup, threads)
 
     report = {
         "edgepack_version": __version__,
@@ -230,7 +230,7 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
         f"profile-{_slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_free(outdir, force)
     data = _dataset(inputs, specs)
-    bench = _bench_settings(prof, runs, warmup, threads)
+    bench = prof.bench_settings(runs, warmup, threads)
     entry = {"backend": runtime.name, "precision": "as built", "path": str(path), "size_bytes": dir_size(path),
              "sha256": sha256_file(path), "inputs": [s.to_dict() for s in specs], "notes": []}
     entry.update(benchmark(runtime.name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
@@ -356,12 +356,6 @@ def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> lis
     if not usable:
         raise EdgepackError(f"none of {profile.name}'s runtimes is usable: {'; '.join(missing)}")
     return usable if requested == ["auto"] else usable[:1]
-
-
-def _bench_settings(profile: TargetProfile, runs, warmup, threads) -> dict:
-    return {"runs": profile.benchmark.runs if runs is None else runs,
-            "warmup": profile.benchmark.warmup if warmup is None else warmup,
-            "threads": profile.effective_threads() if not threads else threads}
 
 
 def _dataset(data, specs) -> Dataset | None:

@@ -201,6 +201,13 @@ class TargetProfile(_Strict):
         info = cpu_info()
         return min(self.benchmark.threads or info["physical_cores"], info["logical_cores"])
 
+    def bench_settings(self, runs: int | None = None, warmup: int | None = None,
+                       threads: int | None = None) -> dict:
+        """How to time an artifact here: what the caller gave, else this profile's benchmark."""
+        return {"runs": self.benchmark.runs if runs is None else runs,
+                "warmup": self.benchmark.warmup if warmup is None else warmup,
+                "threads": threads or self.effective_threads()}
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 

@@ -80,7 +80,7 @@ class Flow:
         shape = recipe.input_shape or [1, *self.train[0].shape[1:]]
         self.example = torch.from_numpy(np.ascontiguousarray(self.train[0][:1])).reshape(shape)
         m = recipe.measure
-        self.bench = {"runs": m.runs, "warmup": m.warmup, "threads": m.threads or self.profile.effective_threads()}
+        self.bench = self.profile.bench_settings(m.runs, m.warmup, m.threads)
         self.rows: list[dict] = []
         seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
         self.key = _digest({"edgepack": __version__, "target": recipe.target, **seen, "input_shape": shape,

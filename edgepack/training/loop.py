@@ -50,6 +50,7 @@ class TrainResult:
     best_epoch: int = 0  # 0 = the weights as given were never beaten
     best_val: float = float("nan")
     stopped_early: bool = False
+    start_val: float = float("nan")  # validation accuracy of the weights as given
 
     def summary(self) -> dict:
         return {"epochs_run": len(self.history), "best_epoch": self.best_epoch, "best_val": self.best_val,
@@ -94,7 +95,7 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, teacher:
     train_loader = _with_soft_targets(train_loader, teacher)
     best_val = accuracy(model, val_loader, set_eval)
     best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
-    result = TrainResult(model)
+    result = TrainResult(model, start_val=best_val)
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()

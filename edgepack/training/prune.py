@@ -74,12 +74,11 @@ def prune_iteratively(model: nn.Module, train_data, val_data, schedule: PruneSch
             _accumulate_gradients(model, train_loader)
         pruner.step()
         model.zero_grad(set_to_none=True)
-        pruned_acc = accuracy(model, val_loader)
         tuned = train(model, train_loader, val_loader, finetune, teacher=teacher,
                       progress=(lambda s, n, i=i: progress(i, s, n)) if progress else None)
         macs, params = tp.utils.count_ops_and_params(model, example)
         row = {"step": i, "macs": int(macs), "params": int(params), "macs_ratio": macs / base_macs,
-               "val_after_prune": pruned_acc, "val_after_finetune": tuned.best_val,
+               "val_after_prune": tuned.start_val, "val_after_finetune": tuned.best_val,
                "drop": reference - tuned.best_val}
         result.steps.append(row)
         if reference - tuned.best_val > schedule.max_drop:
