@@ -156,6 +156,8 @@ def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir):
     assert int8["size_bytes"] < 0.5 * teacher["size_bytes"]  # INT8 weights
     details = report["stages"][0]["details"]
     assert details["precision"] == "int8" and details["met"]
+    # the search's budget is what the gate leaves below the teacher: all of it, for the teacher itself
+    assert details["max_drop"] == pytest.approx(0.02, abs=1e-9)
 
 
 def test_example_recipe_is_what_the_demo_runs():

@@ -65,6 +65,26 @@ def test_teacher_runs_once_per_weights_and_inputs(mnist_teacher, mnist_flow_spli
         hook.remove()
 
 
+def test_training_takes_npz_of_any_numeric_dtype(tmp_path, mnist_flow_splits):
+    """Pixels saved as uint8 or float64 train as float32; non-integer labels are one clear line."""
+    import numpy as np
+
+    from edgepack.data import save_npz
+    from edgepack.training.data import arrays
+
+    x, y = mnist_flow_splits[1]
+    save_npz(tmp_path / "f64.npz", {"input": x.astype(np.float64)}, y)
+    save_npz(tmp_path / "u8.npz", {"input": (x * 40 + 100).clip(0, 255).astype(np.uint8)}, y.astype(np.uint8))
+    for name in ("f64.npz", "u8.npz"):
+        xs, ys = arrays(tmp_path / name)
+        assert xs.dtype == np.float32 and ys.dtype == np.int64 and xs.flags.c_contiguous
+    result = distill(None, MnistCNN(8), tmp_path / "f64.npz", tmp_path / "u8.npz", TrainConfig(epochs=1))
+    assert len(result.history) == 1
+    save_npz(tmp_path / "soft.npz", {"input": x}, y.astype(np.float32) + 0.5)
+    with pytest.raises(EdgepackError, match="integer class labels, got float32 and float32"):
+        arrays(tmp_path / "soft.npz")
+
+
 def test_early_stopping_after_patience(mnist_flow_splits):
     train, val, _ = mnist_flow_splits
     # a learning rate too small to change any prediction: validation never improves

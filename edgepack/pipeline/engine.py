@@ -83,7 +83,8 @@ class Flow:
         self.bench = self.profile.bench_settings(m.runs, m.warmup, m.threads)
         self.rows: list[dict] = []
         seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
-        self.key = _digest({"edgepack": __version__, "target": recipe.target, **seen, "input_shape": shape,
+        # the profile's contents: `host` resolves per machine, and a target YAML can be edited
+        self.key = _digest({"edgepack": __version__, "target": self.profile.to_dict(), **seen, "input_shape": shape,
                             "measure": m.model_dump()})
         self.teacher = _build(recipe, recipe.teacher)
         if recipe.student is not None:
@@ -101,6 +102,13 @@ class Flow:
     def dataset(self, model: onnx.ModelProto, split) -> Dataset:
         name = graph_inputs(model)[0].name
         return Dataset({name: split[0].reshape(len(split[0]), *self.example.shape[1:])}, split[1], "recipe data")
+
+    def int8_budget(self, gate, accuracy: float, teacher_accuracy: float) -> float | None:
+        """The drop INT8 may add to a model scoring `accuracy`: what the gate's max_drop (points
+        below the teacher) leaves after the stages before, at least 0; None without one."""
+        if gate.max_drop is None or accuracy is None:
+            return None
+        return max(0.0, gate.max_drop - (teacher_accuracy - accuracy))
 
     @contextmanager
     def bar(self, label: str, total: int):
@@ -207,6 +215,7 @@ class Flow:
         start = time.perf_counter()
         r = api.compile(model, target=self.profile, backends=cfg.backends, output_dir=folder, force=True,
                         calib=self.dataset(model, self.calib), eval_data=self.dataset(model, self.test),
+                        max_drop=self.int8_budget(cfg.gate, self.rows[-1]["accuracy"], self.teacher_accuracy),
                         progress=self.progress, **self.bench)
         art = r["artifacts"][r["selected"]["index"]]
         row = {"stage": "emit", "model": f"{art['backend']} {art['precision']}",
@@ -277,7 +286,7 @@ def _build(recipe: Recipe, ref) -> nn.Module:
 
 def _label(kind: str, out: stages.Output) -> str:
     return {"teacher": "teacher fp32", "distill": "distilled", "prune": "pruned",
-            "quantize": f"int8 {out.details.get('mode', '')}"}.get(kind, kind)
+            "quantize": f"{out.details.get('precision', 'int8')} {out.details.get('mode', '')}"}.get(kind, kind)
 
 
 def _fingerprint(value, resolve):

@@ -81,10 +81,11 @@ def _ptq(flow, cfg: Quantize, model: nn.Module) -> Output:
     val = flow.dataset(float_model, flow.val)
     run = ort_runner(float_model)
     evaluator = Evaluator.build("top1", val, 1, run)
-    budget = cfg.gate.max_drop if cfg.gate.max_drop is not None else 0.01
+    score = evaluator.score(run)
+    budget = flow.int8_budget(cfg.gate, score, flow.teacher_val)  # the gate counts from the teacher
     plan = quantize_for_target(
-        float_model, flow.dataset(float_model, flow.calib), flow.profile, evaluator, evaluator.score(run),
-        (budget, False), IgnoredScope.parse(None), flow.bench["threads"], 1, insist=False,
+        float_model, flow.dataset(float_model, flow.calib), flow.profile, evaluator, score,
+        (0.01 if budget is None else budget, False), IgnoredScope.parse(None), flow.bench["threads"], 1, insist=False,
         allow_dynamic=False)
     # allow_dynamic=False: what ships is the static QDQ graph every backend takes (or FP32 when
     # INT8 measured slower here, which the section says)

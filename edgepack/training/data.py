@@ -34,13 +34,22 @@ def arrays(data) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, Dataset):
         if data.labels is None or len(data.inputs) != 1:
             raise EdgepackError(f"{data.source}: training needs one input array and `labels`")
-        return next(iter(data.inputs.values())), np.asarray(data.labels)
+        return _typed(next(iter(data.inputs.values())), data.labels, data.source)
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = (np.asarray(a) for a in data)
-        if len(x) != len(y):
-            raise EdgepackError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
-        return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+        return _typed(*data, "the (inputs, labels) pair")
     raise EdgepackError(f"cannot train on a {type(data).__name__}: pass a DataLoader, (x, y) arrays or a labelled .npz")
+
+
+def _typed(x, y, src: str) -> tuple[np.ndarray, np.ndarray]:
+    """float32 inputs and int64 labels, as torch layers and cross-entropy take them (an .npz of
+    float64 or uint8 pixels is common)."""
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise EdgepackError(f"{src}: inputs and labels differ in length: {len(x)} vs {len(y)}")
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.integer)):
+        raise EdgepackError(f"{src}: training needs numeric inputs and integer class labels, "
+                            f"got {x.dtype} and {y.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
 
 
 def example_input(loader: DataLoader) -> torch.Tensor:
