@@ -27,7 +27,7 @@ from edgepack.passes.prune import prune as prune_channels
 from edgepack.passes.quantize import IgnoredScope, quantized_nodes, to_fp16
 from edgepack.runtime import interleaved_ms, ort_runner
 from edgepack.frontends import load_source
-from edgepack.fsutil import check_free, dir_size, sha256_file, staged_dir
+from edgepack.fsutil import artifact_identity, check_free, staged_dir
 from edgepack.hostinfo import environment
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs, graph_outputs
@@ -137,18 +137,30 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         evaluator = Evaluator.build(metric, judged, batch, source.run)
         report["accuracy"] = {"metric": metric, "data": evaluator.data.source, "samples": len(evaluator.data),
                               "source": evaluator.score(source.run)}
+        if compression:  # artifacts answer for what they lose against the pruned FP32 graph they come from
+            report["accuracy"]["compressed_fp32"] = evaluator.score(ort_runner(canonical))
+        if budget[1] and not report["accuracy"]["source"]:
+            raise EdgepackError(f"a relative --max-drop needs a metric on which FP32 does not score 0 ({metric} "
+                                f"does): give an absolute budget, e.g. --max-drop 0.01")
 
     shipped, shipped_precision, plan = canonical, wanted, None
     if prequantized:
         report["quantization"] = {"by": "the model itself: already QDQ (quantization-aware training or an "
                                         "earlier quantizer); edgepack does not quantize it again", "met": True}
     elif wanted == "int8" and not any(get_backend(n).consumes_qdq for n in chosen):
+        if scope.resolve(canonical):
+            raise EdgepackError(f"--keep-float does not reach {', '.join(chosen)}: its converter quantizes on its "
+                                f"own (float op types come from the target profile's keep_float_op_types)")
         report["quantization"] = {"by": "each backend's own quantizer, calibrated on --calib", "met": True,
-                                  "calibration": {"data": data.source, "samples": len(data)}}
+                                  "max_drop": budget[0], "calibration": {"data": data.source, "samples": len(data)}}
     elif wanted == "int8":
-        plan = quantize_for_target(canonical, data, profile, evaluator, report["accuracy"]["source"], budget,
-                                   scope, bench["threads"], batch, insist=precision == "int8",
-                                   allow_dynamic="onnxruntime" in chosen)
+        judge, base = evaluator, report["accuracy"]["source"]
+        if compression:  # INT8 answers for what it loses against the pruned graph, not for pruning's loss
+            compressed = ort_runner(canonical)
+            judge = evaluator.against(compressed)
+            base = judge.score(compressed)
+        plan = quantize_for_target(canonical, data, profile, judge, base, budget, scope, bench["threads"], batch,
+                                   insist=precision == "int8", allow_dynamic="onnxruntime" in chosen)
         shipped, shipped_precision, report["quantization"] = plan.model, plan.precision, plan.section
     elif wanted == "fp16":
         shipped = to_fp16(canonical)
@@ -182,9 +194,11 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             entry["parity"] = measure_parity(source.run, run, parity_feeds)
             if evaluator is not None:
                 entry["accuracy"] = evaluator.score(run)
-                entry["accuracy_drop"] = drop(report["accuracy"]["source"], entry["accuracy"], budget[1])
+                entry["accuracy_drop"] = drop(report["accuracy"].get("compressed_fp32", report["accuracy"]["source"]),
+                                              entry["accuracy"], budget[1])
             entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
+        _check_own_quantizers(report, budget[0])
         if not report["artifacts"]:
             raise EdgepackError("no runtime could build this model: " +
                                 "; ".join(f"{x['backend']}: {x['reason']}" for x in report["skipped"]))
@@ -231,8 +245,8 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
     check_free(outdir, force)
     data = _dataset(inputs, specs)
     bench = prof.bench_settings(runs, warmup, threads)
-    entry = {"backend": runtime.name, "precision": "as built", "path": str(path), "size_bytes": dir_size(path),
-             "sha256": sha256_file(path), "inputs": [s.to_dict() for s in specs], "notes": []}
+    entry = {"backend": runtime.name, "precision": "as built", "path": str(path), **artifact_identity(path),
+             "inputs": [s.to_dict() for s in specs], "notes": []}
     entry.update(benchmark(runtime.name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
     report = {
         "edgepack_version": __version__,
@@ -256,7 +270,8 @@ def _compress(model, profile, ratio, mode, layers, protect, sparsity) -> tuple:
     """Structured pruning (widths rounded to the target's channel multiple), then magnitude
     sparsity; returns the model and the report sections (with the plan to save)."""
     out: dict = {}
-    if ratio:
+    if ratio or layers:  # --prune-layer alone prunes just those layers (the rest at ratio 0)
+        ratio = ratio or 0.0
         before = model_stats(model)
         model, plan = prune_channels(model, ratio, mode=mode, channel_multiple=profile.pruning.channel_multiple,
                                      overrides=layers, protected=protect)
@@ -286,8 +301,8 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
     described = backend.describe(path)
     emulated = bool(described.get("cross_compiled"))
     return {
-        "backend": name, "precision": precision, "path": str(path), "size_bytes": dir_size(art_dir),
-        "sha256": sha256_file(path), "emulated": emulated,
+        "backend": name, "precision": precision, "path": str(path), **artifact_identity(path),
+        "emulated": emulated,
         "run": ensure_board().runner(name, path) if emulated else backend.runner(path, bench["threads"]),
         "unsupported_ops": profile.unsupported_ops(ops, name) if deploys else [],
         "notes": [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
@@ -308,6 +323,10 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
     backend = get_backend(name)
     if name == plan.timed_in or not backend.consumes_qdq:
         return plan.model, plan.precision
+    if "int8" not in backend.precisions and not plan.insisted:  # asked for INT8: emit() says it cannot
+        plan.section.setdefault("per_backend", {})[name] = {"chosen": "FP32", "precision": "fp32",
+                                                           "why": f"{name} builds {', '.join(backend.precisions)} only"}
+        return canonical, "fp32"
     options = [(o["format"], o["model"], "int8") for o in plan.static]
     if not plan.insisted or not options:
         options.append(("FP32", canonical, "fp32"))
@@ -335,6 +354,19 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
         "timings": timings, "chosen": label, "precision": precision,
         "timing": f"in-process, fastest median of interleaved rounds, {threads} threads, each graph built for {name}"}
     return graph, precision
+
+
+def _check_own_quantizers(report: dict, max_drop: float) -> None:
+    """INT8 from a runtime's own quantizer (TFLite's converter) is judged after the fact: the
+    budget holds only if every such artifact's measured drop is within it."""
+    q = report.get("quantization", {})
+    if not q.get("by", "").startswith("each backend's own quantizer"):
+        return
+    over = [a for a in report["artifacts"] if a.get("accuracy_drop") is not None and a["accuracy_drop"] > max_drop]
+    if over:
+        q["met"] = False
+        q["note"] = "accuracy budget not met: " + "; ".join(
+            f"{a['backend']} INT8 drop {a['accuracy_drop']:.4f} > {max_drop}" for a in over)
 
 
 def _choose_backends(profile: TargetProfile, requested: list[str] | None) -> list[str]:
@@ -370,7 +402,10 @@ def _feeds(data: Dataset | None, specs, n: int) -> list[dict[str, np.ndarray]]:
     batch = _batch(specs)
     if data is None:
         data = random_inputs(specs, n=n * batch, seed=0)
-    return list(data.take(n * batch).batches(batch))
+    whole = min(n, len(data) // batch) * batch  # a fixed-batch graph cannot take a short last batch
+    if not whole:
+        raise EdgepackError(f"{data.source}: {len(data)} samples, fewer than the model's batch of {batch}")
+    return list(data.take(whole).batches(batch))
 
 
 def _batch(specs) -> int:

@@ -167,8 +167,9 @@ class Board:
             result = json.loads((tmp / "result.json").read_text())
             with np.load(tmp / "outputs.npz") as data:
                 outputs = [data[f"out{i}"] for i in range(len(data.files))]
-            if layout:  # back to the ONNX graph's layout
-                outputs = [np.transpose(y, np.argsort(o["perm"])) for y, o in zip(outputs, layout["outputs"])]
+            if layout:  # back to the ONNX graph's layout, as TfliteBackend's runner does on the host
+                outputs = [np.transpose(y, o["perm"]) if y.ndim == len(o["perm"]) else y
+                           for y, o in zip(outputs, layout["outputs"])]
         times = result["times_ms"]
         emulated = {"first": result["first_ms"], "runs": len(times),
                     "p50": float(np.percentile(times, 50)) if times else result["first_ms"],

@@ -17,6 +17,7 @@ Arrays are shaped (N, *sample_shape): the model's first dim is the batch.
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -314,7 +315,7 @@ def _load_npz(p: Path, src: str, specs) -> Dataset:
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         raise EdgepackError(f"{src}: cannot read ({e}); object arrays are not supported") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise EdgepackError(f"{src}: not a valid .npz file ({e})") from None
     want = [s.name for s in specs] if specs is not None else []
     labels = None

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import numpy as np
 import pytest
 
 import edgepack
 from edgepack.errors import EdgepackError
+from edgepack.frontends import load_source
+from edgepack.ir.canonical import canonicalize
 from edgepack.fsutil import staged_dir
 
 from conftest import run_cli
@@ -101,3 +105,79 @@ def test_backend_auto_builds_every_runtime_and_ships_the_fastest(tmp_path, mnist
     fastest = min(range(len(built)), key=lambda i: r["artifacts"][i]["latency_ms"]["p50"])
     assert r["selected"]["index"] == fastest and r["backend"] == built[fastest]
     assert "lowest p50" in r["selected"]["reason"]
+
+
+def test_int8_after_pruning_is_judged_against_the_pruned_graph(tmp_path, mnist_model, sample_sets):
+    """One-shot pruning loses more than the INT8 budget; INT8 must not be charged for it (it
+    would float every layer trying to win back what quantization never lost)."""
+    model, _ = mnist_model
+    r = edgepack.compile(model, target="x86-vnni", input_shapes={"": (1, 1, 28, 28)}, prune=0.5, precision="int8",
+                         calib=sample_sets["mnist_calib"], output_dir=tmp_path / "p", runs=5, warmup=1,
+                         progress=False)
+    acc, q = r["accuracy"], r["quantization"]
+    assert acc["metric"] == "cosine" and acc["source"] - acc["compressed_fp32"] > 0.01  # pruning's own loss
+    assert q["fp32_score"] == pytest.approx(1.0) and q["met"] and q["drop"] <= 0.01 and q["int8_layers"] > 0
+    art = r["artifacts"][0]
+    assert art["accuracy_drop"] == pytest.approx(acc["compressed_fp32"] - art["accuracy"])
+
+
+def test_prune_layer_alone_prunes_just_that_layer(tmp_path, mnist_model):
+    model, _ = mnist_model
+    canonical = canonicalize(load_source(model, {"": (1, 1, 28, 28)}).model)[0]
+    conv = next(n.name for n in canonical.graph.node if n.op_type == "Conv")
+    r = edgepack.compile(model, target="x86-avx2", input_shapes={"": (1, 1, 28, 28)}, prune_layers={conv: 0.5},
+                         output_dir=tmp_path / "p", runs=5, warmup=1, progress=False)
+    pr = r["pruning"]
+    assert pr["ratio"] == 0.0 and pr["macs_after"] < pr["macs_before"]
+
+
+def test_relative_budget_on_mse_is_refused(tmp_path, mnist_model, sample_sets):
+    model, _ = mnist_model
+    with pytest.raises(EdgepackError, match="relative --max-drop needs a metric"):
+        edgepack.compile(model, target="x86-vnni", input_shapes={"": (1, 1, 28, 28)}, precision="int8",
+                         calib=sample_sets["mnist_calib"], metric="mse", max_drop="1%",
+                         output_dir=tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_batch_larger_than_one_takes_whole_batches_only(tmp_path, mnist_model, sample_sets):
+    from edgepack.data import save_npz
+
+    model, _ = mnist_model
+    x = np.load(sample_sets["mnist_calib"])["input"]
+    save_npz(tmp_path / "six.npz", {"input": x[:6]})
+    save_npz(tmp_path / "three.npz", {"input": x[:3]})
+    r = edgepack.compile(model, target="x86-avx2", input_shapes={"": (4, 1, 28, 28)}, calib=tmp_path / "six.npz",
+                         output_dir=tmp_path / "ok", runs=5, warmup=1, progress=False)
+    assert r["data"]["samples_for_parity"] == 1 and r["artifacts"][0]["parity"]["max_abs_diff"] < 1e-4
+    with pytest.raises(EdgepackError, match="3 samples, fewer than the model's batch of 4"):
+        edgepack.compile(model, target="x86-avx2", input_shapes={"": (4, 1, 28, 28)},
+                         calib=tmp_path / "three.npz", output_dir=tmp_path / "no", progress=False)
+
+
+def test_a_runtime_that_is_not_installed_is_named_and_auto_skips_it(monkeypatch):
+    from edgepack.api import _choose_backends
+    from edgepack.backends import get_backend
+    from edgepack.targets import load_profile
+
+    monkeypatch.setitem(sys.modules, "tvm", None)  # as if apache-tvm were not installed
+    with pytest.raises(EdgepackError, match=r"backend 'tvm' is not installed \(tvm\): pip install 'edgepack\[tvm\]'"):
+        get_backend("tvm")
+    assert "tvm" not in _choose_backends(load_profile("x86-avx2"), ["auto"])
+
+
+def test_a_hung_benchmark_worker_is_killed_at_the_deadline(tmp_path):
+    """The worker blocks opening a FIFO nobody writes (as a runtime deadlocked in load would)."""
+    import os
+    import time
+
+    from edgepack.bench.runner import _run_worker
+
+    os.mkfifo(tmp_path / "inputs.npz")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "backend": "onnxruntime", "artifact": str(tmp_path / "m.onnx"), "threads": 1, "warmup": 0, "runs": 1,
+        "inputs": str(tmp_path / "inputs.npz"), "n_feeds": 1, "result": str(tmp_path / "result.json")}))
+    start = time.perf_counter()
+    with pytest.raises(EdgepackError, match="did not finish within 3 s"):
+        _run_worker(tmp_path / "config.json", tmp_path / "result.json", "t", 1, False, 3)
+    assert time.perf_counter() - start < 30

@@ -113,6 +113,11 @@ def test_fp16_weights_halve_the_size_and_keep_top1(ov, profile, mobilenet_canoni
     fp16 = ov.emit(mobilenet_canonical, tmp_path / "b", profile, "fp16")
     ratio = (tmp_path / "b" / "model.bin").stat().st_size / (tmp_path / "a" / "model.bin").stat().st_size
     assert 0.45 < ratio < 0.55
+    # `edgepack profile` counts the weights beside the .xml, and tells their digests apart
+    sizes = [edgepack.profile(p, runs=2, warmup=0, output_dir=tmp_path / f"p{i}", progress=False)["artifacts"][0]
+             for i, p in enumerate((fp32, fp16))]
+    assert [a["size_bytes"] for a in sizes] == [sum(f.stat().st_size for f in p.parent.iterdir()) for p in (fp32, fp16)]
+    assert sizes[0]["files"]["model.bin"]["sha256"] != sizes[1]["files"]["model.bin"]["sha256"]
     got = _artifact_logits(ov, fp16, photos)
     confident = confident_mask(mobilenet_reference)
     assert confident.sum() >= 10

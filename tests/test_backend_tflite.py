@@ -256,3 +256,17 @@ def test_unconvertible_graph_raises_one_line_naming_op_and_node(tfl, npu, tmp_pa
         tfl.emit(model, out, npu, "int8")  # INT8 without calibration data
     with pytest.raises(EdgepackError, match="precision"):
         tfl.emit(model, out, npu, "int4")
+
+
+def test_own_quantizer_is_held_to_the_budget_and_refuses_keep_float(mnist_model, sample_sets, tmp_path):
+    """TFLite quantizes with its own converter: its measured drop is checked after the fact, and
+    --keep-float (which only edgepack's quantizer can honour) is refused, not ignored."""
+    model, _ = mnist_model
+    common = dict(target="mobile-npu", backends=["tflite"], input_shapes={"": (1, 1, 28, 28)},
+                  calib=sample_sets["mnist_calib"], runs=5, warmup=1, threads=THREADS, progress=False)
+    with pytest.raises(EdgepackError, match="--keep-float does not reach tflite"):
+        edgepack.compile(model, keep_float=["type:Gemm"], output_dir=tmp_path / "k", **common)
+    r = edgepack.compile(model, max_drop=1e-6, output_dir=tmp_path / "b", **common)  # cosine: INT8 loses more
+    q, art = r["quantization"], r["artifacts"][0]
+    assert art["precision"] == "int8" and art["accuracy_drop"] > 1e-6
+    assert not q["met"] and "tflite INT8 drop" in q["note"]

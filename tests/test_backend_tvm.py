@@ -165,3 +165,17 @@ def test_tuning_records_are_cached_and_reused(host, tmp_path, tvm_cache):
     assert str(tvm_cache) in second["tuning"]["database"]
     assert any("reused" in n for n in second["notes"])
     assert second_s < first_s
+
+
+def test_int8_target_default_gives_tvm_fp32(mnist_model, sample_sets, tmp_path, tvm_cache):
+    """x86-vnni defaults to INT8; TVM builds FP32 only, so it gets the float graph whatever ONNX
+    Runtime's timing decided (it used to fail, or not, by that timing)."""
+    import edgepack
+
+    model, _ = mnist_model
+    r = edgepack.compile(model, target="x86-vnni", backends=["onnxruntime", "tvm"], input_shapes={"": (1, 1, 28, 28)},
+                         calib=sample_sets["mnist_calib"], output_dir=tmp_path / "o", runs=5, warmup=1,
+                         threads=THREADS, progress=False)
+    tvm = next(a for a in r["artifacts"] if a["backend"] == "tvm")
+    assert tvm["precision"] == "fp32" and tvm["parity"]["max_abs_diff"] < 1e-4
+    assert r["quantization"]["per_backend"]["tvm"]["why"] == "tvm builds fp32 only"

@@ -228,6 +228,13 @@ def test_floats_for_token_ids(tmp_path, text_specs):
         load_dataset(tmp_path / "t.npz", text_specs)
 
 
+def test_truncated_npz_is_one_line(tmp_path, mnist_specs):
+    save_npz(tmp_path / "full.npz", {"input": np.zeros((4, 1, 28, 28), np.float32)})
+    (tmp_path / "half.npz").write_bytes((tmp_path / "full.npz").read_bytes()[:100])
+    with pytest.raises(EdgepackError, match="half.npz: not a valid .npz file"):
+        load_dataset(tmp_path / "half.npz", mnist_specs)
+
+
 def test_missing_path_and_preprocess(tmp_path):
     with pytest.raises(EdgepackError, match="no such file"):
         load_dataset(tmp_path / "nope.npz")

@@ -74,6 +74,20 @@ def test_torchscript_and_factory_frontends(tmp_path, mobilenet_torch):
     np.testing.assert_allclose(src2.run({"input": x})[0], net(torch.from_numpy(x)).detach().numpy(), atol=1e-6)
 
 
+def test_generated_node_names_never_repeat_a_given_one():
+    from onnx import TensorProto, helper
+
+    from edgepack.ir.canonical import name_nodes
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="Relu_1"), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Relu", ["b"], ["c"], name="Relu_1")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 4])]))
+    name_nodes(model)
+    names = [n.name for n in model.graph.node]
+    assert names[0] == "Relu_1" and len(set(names)) == 3, names
+
+
 def test_torch_model_without_shapes_is_a_clear_error(mobilenet_torch):
     with pytest.raises(EdgepackError, match="--input-shape x:"):
         load_source(mobilenet_torch)

@@ -78,6 +78,9 @@ def test_ignored_scope_by_kind_pattern_and_name(mnv2_canonical):
         IgnoredScope.parse(["pattern:^zzz"]).resolve(mnv2_canonical)
     with pytest.raises(EdgepackError, match="expected name"):
         IgnoredScope.parse(["kind:Conv"])
+    with pytest.raises(EdgepackError, match="type 'Depthwise' matches no node .did you mean: DepthwiseConv"):
+        IgnoredScope.parse(["type:Depthwise"]).resolve(mnv2_canonical)
+    assert IgnoredScope(kinds=["Softmax"]).resolve(mnv2_canonical, strict=False) == []  # a profile's kinds
 
 
 def test_fp16_keeps_mobilenet_outputs(mnv2_canonical, sample_sets):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,13 +16,14 @@ class Entry(NamedTuple):
     cls: str
     extra: str  # pip extra that installs the runtime ("" = core dependency)
     suffixes: tuple[str, ...]  # artifact files this runtime loads
+    requires: tuple[str, ...]  # modules the runtime needs (the backend modules import them lazily)
 
 
 REGISTRY: dict[str, Entry] = {
-    "onnxruntime": Entry("edgepack.backends.onnxruntime", "OnnxRuntimeBackend", "", (".onnx",)),
-    "openvino": Entry("edgepack.backends.openvino", "OpenVinoBackend", "openvino", (".xml",)),
-    "tflite": Entry("edgepack.backends.tflite", "TfliteBackend", "tflite", (".tflite",)),
-    "tvm": Entry("edgepack.backends.tvm", "TvmBackend", "tvm", (".so",)),
+    "onnxruntime": Entry("edgepack.backends.onnxruntime", "OnnxRuntimeBackend", "", (".onnx",), ("onnxruntime",)),
+    "openvino": Entry("edgepack.backends.openvino", "OpenVinoBackend", "openvino", (".xml",), ("openvino",)),
+    "tflite": Entry("edgepack.backends.tflite", "TfliteBackend", "tflite", (".tflite",), ("ai_edge_litert",)),
+    "tvm": Entry("edgepack.backends.tvm", "TvmBackend", "tvm", (".so",), ("tvm",)),
 }
 
 
@@ -30,10 +32,13 @@ def get_backend(name: str) -> Backend:
         raise EdgepackError(f"unknown backend {name!r}{close_names(name, REGISTRY)}; "
                             f"available: {', '.join(REGISTRY)}")
     entry = REGISTRY[name]
+    hint = f"pip install 'edgepack[{entry.extra}]'" if entry.extra else "reinstall edgepack"
+    missing = [m for m in entry.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EdgepackError(f"backend {name!r} is not installed ({', '.join(missing)}): {hint}")
     try:
         return getattr(importlib.import_module(entry.module), entry.cls)()
     except ImportError as e:
-        hint = f"pip install 'edgepack[{entry.extra}]'" if entry.extra else "reinstall edgepack"
         raise EdgepackError(f"backend {name!r} is not installed ({e.name}): {hint}")
 
 

@@ -25,6 +25,8 @@ class Backend(ABC):
     # and the FP32 graph are built and timed in this runtime, and the fastest ships (runtimes fuse
     # QDQ patterns differently; INT8 slower than FP32 in ONNX Runtime can be faster here).
     times_int8_choice: ClassVar[bool] = False
+    # what emit() builds: a precision the target defaults to but a runtime lacks gets FP32 there
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
 
     @abstractmethod
     def emit(self, model: onnx.ModelProto, outdir: Path, profile, precision: str = "fp32",

@@ -67,6 +67,7 @@ def _env_seconds() -> float:
 class TvmBackend(Backend):
     name = "tvm"
     consumes_qdq = True
+    precisions = ("fp32",)
 
     def __init__(self, tune_seconds: float | None = None, cache_dir: str | Path | None = None,
                  trials_per_iter: int | None = None):

@@ -90,8 +90,11 @@ def render_markdown(r: dict) -> str:
             lat = a["latency_ms"]
             if lat is None:
                 em = a.get("emulated_run", {})
+                t = em.get("emulated_ms") or {}
+                timing = (f"p50 {t['p50']:.1f} ms over {t['runs']} runs, first {t['first']:.1f} ms"
+                          if {"p50", "runs", "first"} <= set(t) else "not timed")
                 out += [f"### {a['backend']} {a['precision']}: ran on the emulated ARM64 board", "",
-                        f"Emulated time {em.get('emulated_ms')}: {em.get('note', '')}", ""]
+                        f"Emulated time ({timing}): {em.get('note', '')}", ""]
                 continue
             out += [f"### {a['backend']} {a['precision']}: latency", "",
                     f"{a['runs']} timed runs after {a['warmup']} warm-up, {a['threads']} threads, batch {a['batch']}, "

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +41,25 @@ def _run_worker(config: Path, result: Path, label: str, total: int, progress: bo
     # stderr goes to a file: a chatty runtime must not fill a pipe nobody reads and stall the worker
     with progress_bar(label, total, progress) as advance, open(errfile, "w") as errf:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, text=True)
+        # a worker hung inside a runtime prints nothing, so reading its stdout would block for
+        # ever: the watchdog kills it at the deadline, which ends the read
+        expired = threading.Event()
+        watchdog = threading.Timer(timeout_s, lambda: (expired.set(), proc.kill()))
+        watchdog.start()
         try:
             for line in proc.stdout:
                 try:
                     advance(json.loads(line)["progress"])
                 except (ValueError, KeyError):
                     pass  # libraries may print to stdout; only our JSON lines count
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise EdgepackError(f"benchmark did not finish within {timeout_s:.0f} s")
+            proc.wait()
         finally:
-            if proc.poll() is None:  # interrupted or timed out: the worker must not outlive us
+            watchdog.cancel()
+            if proc.poll() is None:  # interrupted: the worker must not outlive us
                 proc.kill()
                 proc.wait()
+        if expired.is_set():
+            raise EdgepackError(f"benchmark did not finish within {timeout_s:.0f} s")
     if proc.returncode != 0 or not result.exists():
         lines = [ln for ln in errfile.read_text().splitlines() if ln.strip()]
         raise EdgepackError(f"benchmark process failed: {lines[-1] if lines else f'exit {proc.returncode}'}")

@@ -74,9 +74,15 @@ def with_static_inputs(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx
 def name_nodes(model: onnx.ModelProto) -> None:
     """Give every node a unique name: quantization scopes, reports and pruning plans refer to them."""
     seen: set[str] = set()
+    taken = {n.name for n in model.graph.node}
     for i, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
+            name, k = f"{node.op_type}_{i}", 0
+            while name in taken:  # a given name may already look like a generated one
+                k += 1
+                name = f"{node.op_type}_{i}_{k}"
+            node.name = name
+            taken.add(name)
         seen.add(node.name)
 
 

@@ -6,7 +6,7 @@ Every metric is a score where higher is better (mse is negated), so one drop for
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -47,6 +47,12 @@ class Evaluator:
             raise EdgepackError(f"{data.source}: metric {metric} needs labels (a 'labels' array or labels.txt)")
         ref = outputs(fp32_run, data, batch) if metric in FIDELITY else None
         return cls(metric, data, batch, ref)
+
+    def against(self, fp32_run) -> "Evaluator":
+        """The same metric and data, fidelity judged against another FP32 model's outputs."""
+        if self.metric not in FIDELITY:
+            return self
+        return replace(self, reference=outputs(fp32_run, self.data, self.batch))
 
     def score(self, run) -> float:
         if self.user_fn is not None:

@@ -63,8 +63,10 @@ class IgnoredScope:
             bucket.append(value)
         return scope
 
-    def resolve(self, model: onnx.ModelProto) -> list[str]:
-        """Node names the scope selects; a name or pattern that selects nothing is an error."""
+    def resolve(self, model: onnx.ModelProto, strict: bool = True) -> list[str]:
+        """Node names the scope selects. strict (a user's scope): a name, pattern or kind that
+        selects nothing is an error, since it is most likely misspelt; a profile's float op
+        types need not occur in every model."""
         nodes = list(model.graph.node)
         all_names = {n.name for n in nodes}
         for name in self.names:
@@ -82,7 +84,13 @@ class IgnoredScope:
             selected |= hits
         if self.kinds:
             shapes = initializer_shapes(model)
-            selected |= {n.name for n in nodes if layer_kind(n, shapes) in self.kinds or n.op_type in self.kinds}
+            kind_of = {n.name: {layer_kind(n, shapes), n.op_type} for n in nodes}
+            for kind in self.kinds:
+                hits = {name for name, kinds in kind_of.items() if kind in kinds}
+                if strict and not hits:
+                    present = set().union(*kind_of.values())
+                    raise EdgepackError(f"keep-float type {kind!r} matches no node{close_names(kind, present)}")
+                selected |= hits
         return sorted(selected)
 
 
@@ -174,7 +182,7 @@ class Quantizer:
         return onnx.load(str(out))
 
     def _excluded(self, keep_float) -> list[str]:
-        return sorted(set(keep_float) | set(self.base_scope.resolve(self.model)))
+        return sorted(set(keep_float) | set(self.base_scope.resolve(self.model, strict=False)))
 
     def quantize_dynamic(self, keep_float: list[str] = ()) -> onnx.ModelProto | None:
         """Weights INT8 ahead of time, activations quantized per inference (ORT's
