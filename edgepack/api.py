@@ -300,13 +300,17 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
     deploys = name in profile.backends
     described = backend.describe(path)
     emulated = bool(described.get("cross_compiled"))
+    notes = [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"]
+    elsewhere = profile.runs_elsewhere()
+    if elsewhere and not emulated:
+        notes.append(f"timed on this host, not on {profile.name}'s {elsewhere}: the figures rank artifacts "
+                     "here, they are not the target's latency")
     return {
         "backend": name, "precision": precision, "path": str(path), **artifact_identity(path),
         "emulated": emulated,
         "run": ensure_board().runner(name, path) if emulated else backend.runner(path, bench["threads"]),
         "unsupported_ops": profile.unsupported_ops(ops, name) if deploys else [],
-        "notes": [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"],
-        "runtime": described,
+        "notes": notes, "runtime": described,
     }
 
 

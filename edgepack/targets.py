@@ -201,6 +201,15 @@ class TargetProfile(_Strict):
         info = cpu_info()
         return min(self.benchmark.threads or info["physical_cores"], info["logical_cores"])
 
+    def runs_elsewhere(self) -> str | None:
+        """What this profile's compute is when the host cannot stand in for it (another CPU
+        architecture, an accelerator), else None: latency measured here is then not its own."""
+        from edgepack.hostinfo import cpu_info
+
+        if not self.cpu.host_match:
+            return "accelerator"
+        return None if self.cpu.arch in ("any", cpu_info()["arch"]) else f"{self.cpu.arch} CPU"
+
     def bench_settings(self, runs: int | None = None, warmup: int | None = None,
                        threads: int | None = None) -> dict:
         """How to time an artifact here: what the caller gave, else this profile's benchmark."""

@@ -133,6 +133,7 @@ def test_interrupted_stage_leaves_the_previous_one_intact(flow_dir, monkeypatch)
     ({"stages": [{"distill": {}}], "student": None}, "a distill stage needs a `student`"),
     ({"stages": [{"squash": {}}]}, "stages[0]"),
     ({"teacher": {"model": "nets.py:teacher", "wieghts": "x"}}, "teacher.wieghts: unknown field (did you mean: weights?)"),
+    ({"input_shape": [1, 1, 27, 27]}, "data.train: samples of shape [1, 28, 28] do not fit input_shape [1, 1, 27, 27]"),
 ])
 def test_bad_recipe_is_one_line(flow_dir, change, message):
     recipe = yaml.safe_load(open(_recipe(flow_dir, [{"emit": {}}])))
@@ -158,6 +159,23 @@ def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir):
     assert details["precision"] == "int8" and details["met"]
     # the search's budget is what the gate leaves below the teacher: all of it, for the teacher itself
     assert details["max_drop"] == pytest.approx(0.02, abs=1e-9)
+
+
+def test_flat_data_trains_in_the_recipes_input_shape(flow_dir, mnist_flow_splits):
+    """Digits stored flat (N, 784) with input_shape [1, 1, 28, 28]: training, export and
+    measurement all see 28x28 images."""
+    from edgepack.pipeline import engine
+
+    for name, (x, y) in zip(("train", "val", "test"), mnist_flow_splits):
+        save_npz(flow_dir / f"flat-{name}.npz", {"input": x.reshape(len(x), -1)}, y)
+    recipe = yaml.safe_load(open(_recipe(flow_dir, [{"prune": {"ratio": 0.25, "steps": 1, "max_drop": 1.0,
+                                                               "finetune": {"epochs": 1}}}])))
+    recipe.update(input_shape=[1, 1, 28, 28], student=None,
+                  data={"train": "flat-train.npz", "val": "flat-val.npz", "test": "flat-test.npz"})
+    (flow_dir / "flat.yaml").write_text(yaml.safe_dump(recipe))
+    report = engine.run(str(flow_dir / "flat.yaml"), output_dir=flow_dir / "run-flat", progress=False)
+    teacher, pruned = report["rows"]
+    assert pruned["model"] == "pruned" and pruned["macs"] < teacher["macs"] and pruned["accuracy"] > 0.8
 
 
 def test_example_recipe_is_what_the_demo_runs():

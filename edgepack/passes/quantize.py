@@ -173,7 +173,7 @@ class Quantizer:
         try:
             with _quiet():
                 quantize_static(str(self._float_path), str(out), CalibrationReader(self.calib, self.batch),
-                                nodes_to_exclude=self._excluded(keep_float),
+                                nodes_to_exclude=self.excluded(keep_float),
                                 calibration_cache_path=str(self._cache), **self.settings)
         except EdgepackError:
             raise
@@ -181,7 +181,8 @@ class Quantizer:
             raise EdgepackError(f"INT8 quantization failed: {type(e).__name__}: {first_line(e)}")
         return onnx.load(str(out))
 
-    def _excluded(self, keep_float) -> list[str]:
+    def excluded(self, keep_float) -> list[str]:
+        """`keep_float` plus the nodes of the profile's float op types."""
         return sorted(set(keep_float) | set(self.base_scope.resolve(self.model, strict=False)))
 
     def quantize_dynamic(self, keep_float: list[str] = ()) -> onnx.ModelProto | None:
@@ -202,7 +203,7 @@ class Quantizer:
                                  # its dynamic path rewrites Gemm X into MatMul "X_MatMul" + Add
                                  # before it reads nodes_to_exclude (onnxruntime 1.32), so a Gemm
                                  # is excluded under both names
-                                 nodes_to_exclude=[m for n in self._excluded(keep_float) for m in (n, f"{n}_MatMul")],
+                                 nodes_to_exclude=[m for n in self.excluded(keep_float) for m in (n, f"{n}_MatMul")],
                                  per_channel=self.settings["per_channel"],
                                  reduce_range=self.settings["reduce_range"], weight_type=self.settings["weight_type"])
         except Exception as e:

@@ -28,12 +28,13 @@ class NncfQuantizer:
         symmetric = quantizer.profile.quantization.activations.symmetric
         self.preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
         self.feeds = list(quantizer.calib.batches(quantizer.batch))
+        self.excluded = quantizer.excluded  # the profile's float op types (Softmax on arm64) too
         self.subset_size = min(subset_size, len(self.feeds))
 
     def quantize(self, keep_float: list[str] = ()) -> onnx.ModelProto:
         import nncf
 
-        names = sorted(set(keep_float))
+        names = self.excluded(keep_float)
         # validate=False: a name NNCF would not have quantized anyway (e.g. a Flatten) is no error
         scope = nncf.IgnoredScope(names=names, validate=False) if names else None
         try:

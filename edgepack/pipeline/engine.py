@@ -73,12 +73,16 @@ class Flow:
         self.recipe, self.outdir, self.progress = recipe, outdir, progress
         self.profile = load_profile(recipe.target)
         data = recipe.data
-        self.train, self.val = (arrays(recipe.resolve(d)) for d in (data.train, data.val))
-        self.test = arrays(recipe.resolve(data.test)) if data.test is not None else self.val
-        self.calib = (arrays(recipe.resolve(data.calib)) if data.calib is not None
+        train = arrays(recipe.resolve(data.train))
+        shape = recipe.input_shape or [1, *train[0].shape[1:]]
+        # every split in the model's input shape, for training as for export (flat (N, 784) digits
+        # with input_shape [1, 1, 28, 28])
+        self.train = _shaped(train, shape, "train")
+        self.val = _shaped(arrays(recipe.resolve(data.val)), shape, "val")
+        self.test = _shaped(arrays(recipe.resolve(data.test)), shape, "test") if data.test is not None else self.val
+        self.calib = (_shaped(arrays(recipe.resolve(data.calib)), shape, "calib") if data.calib is not None
                       else tuple(a[:CALIB_SAMPLES] for a in self.train))
-        shape = recipe.input_shape or [1, *self.train[0].shape[1:]]
-        self.example = torch.from_numpy(np.ascontiguousarray(self.train[0][:1])).reshape(shape)
+        self.example = torch.from_numpy(np.ascontiguousarray(self.train[0][:1]))
         m = recipe.measure
         self.bench = self.profile.bench_settings(m.runs, m.warmup, m.threads)
         self.rows: list[dict] = []
@@ -101,7 +105,7 @@ class Flow:
 
     def dataset(self, model: onnx.ModelProto, split) -> Dataset:
         name = graph_inputs(model)[0].name
-        return Dataset({name: split[0].reshape(len(split[0]), *self.example.shape[1:])}, split[1], "recipe data")
+        return Dataset({name: split[0]}, split[1], "recipe data")
 
     def int8_budget(self, gate, accuracy: float, teacher_accuracy: float) -> float | None:
         """The drop INT8 may add to a model scoring `accuracy`: what the gate's max_drop (points
@@ -282,6 +286,13 @@ def _build(recipe: Recipe, ref) -> nn.Module:
     if ref.weights:
         load_weights(module, Path(recipe.resolve(ref.weights)))
     return module
+
+
+def _shaped(split: tuple[np.ndarray, np.ndarray], shape: list[int], name: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = split
+    if int(np.prod(x.shape[1:])) != int(np.prod(shape[1:])):
+        raise EdgepackError(f"data.{name}: samples of shape {list(x.shape[1:])} do not fit input_shape {list(shape)}")
+    return x.reshape(len(x), *shape[1:]), y
 
 
 def _label(kind: str, out: stages.Output) -> str:
