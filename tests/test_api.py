@@ -94,7 +94,7 @@ def test_compile_with_structured_pruning_writes_plan_and_cuts_macs(tmp_path, mni
     assert "Structured pruning" in (tmp_path / "p" / "report.md").read_text()
 
 
-def test_backend_auto_builds_every_runtime_and_ships_the_fastest(tmp_path, mnist_model):
+def test_backend_auto_builds_every_runtime_and_ships_the_fastest(tmp_path, mnist_model, tvm_cache):
     model, _ = mnist_model
     r = edgepack.compile(model, target="x86-avx2", input_shapes={"": (1, 1, 28, 28)}, backends=["auto"],
                          output_dir=tmp_path / "a", runs=20, warmup=2, progress=False)

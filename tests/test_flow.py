@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from edgepack.data import save_npz
-from tests.conftest import run_cli
+from conftest import pin_int8_speed, run_cli
 
 NETS = """
 from edgepack.models.mnist_cnn import MnistCNN
@@ -147,9 +147,10 @@ def test_bad_recipe_is_one_line(flow_dir, change, message):
 
 
 @pytest.mark.slow
-def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir):
+def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir, monkeypatch):
     from edgepack.pipeline import engine
 
+    pin_int8_speed(monkeypatch, int8_ms=0.5)  # the teacher runs in ~0.06 ms: INT8's lead is noise-sized
     stage_list = [{"quantize": {"mode": "ptq", "gate": {"max_drop": 0.02}}}]
     report = engine.run(_recipe(flow_dir, stage_list), output_dir=flow_dir / "run-ptq", progress=False)
     teacher, int8 = report["rows"]
@@ -159,6 +160,18 @@ def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir):
     assert details["precision"] == "int8" and details["met"]
     # the search's budget is what the gate leaves below the teacher: all of it, for the teacher itself
     assert details["max_drop"] == pytest.approx(0.02, abs=1e-9)
+
+
+def test_ptq_stage_ships_fp32_when_int8_is_slower_and_says_so(flow_dir, monkeypatch):
+    from edgepack.pipeline import engine
+
+    pin_int8_speed(monkeypatch, int8_ms=2.0)
+    stage_list = [{"quantize": {"mode": "ptq", "gate": {"max_drop": 0.02}}}]
+    report = engine.run(_recipe(flow_dir, stage_list), output_dir=flow_dir / "run-ptq-fp32", progress=False)
+    teacher, row = report["rows"]
+    details = report["stages"][0]["details"]
+    assert row["model"] == "fp32 ptq" and details["decision"] == "fp32" and "slower" in details["note"]
+    assert row["size_bytes"] > 0.9 * teacher["size_bytes"] and row["drop"] == pytest.approx(0.0, abs=0.002)
 
 
 def test_flat_data_trains_in_the_recipes_input_shape(flow_dir, mnist_flow_splits):

@@ -36,6 +36,7 @@ def test_distillation_loss_is_hinton():
 def test_distilled_student_learns_and_keeps_best_epoch(mnist_teacher, mnist_flow_splits):
     teacher, _ = mnist_teacher
     train, val, test = mnist_flow_splits
+    torch.manual_seed(0)  # the same student whichever tests ran before
     result = distill(teacher, MnistCNN(16), train, val, TrainConfig(epochs=3, lr=5e-3))
     assert result.best_val == max(h["val_accuracy"] for h in result.history)
     assert accuracy(result.model, as_loader(val, 256)) == result.best_val  # the best epoch's weights came back
@@ -88,9 +89,15 @@ def test_training_takes_npz_of_any_numeric_dtype(tmp_path, mnist_flow_splits):
 def test_early_stopping_after_patience(mnist_flow_splits):
     train, val, _ = mnist_flow_splits
     # a learning rate too small to change any prediction: validation never improves
+    # and BatchNorm's running statistics frozen (momentum 0), which would otherwise still move
     cfg = TrainConfig(epochs=5, lr=1e-12, schedule="constant", patience=2)
-    result = distill(None, MnistCNN(8), train, val, cfg)
-    assert result.stopped_early and len(result.history) < cfg.epochs
+    torch.manual_seed(0)
+    model = MnistCNN(8)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.0
+    result = distill(None, model, train, val, cfg)
+    assert result.stopped_early and len(result.history) == 2  # two epochs without improvement
 
 
 def test_iterative_pruning_rounds_widths_and_keeps_accuracy(mnist_teacher, mnist_flow_splits, tmp_path):

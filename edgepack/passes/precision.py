@@ -111,7 +111,8 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
     candidates = [c for c in candidates if c is not None and "error" not in c]
     for c in candidates:
         c["int8_layers"] = int8_layers(c["model"])
-    best = _pick(candidates)
+    # asked for INT8: an all-float candidate (FP32 in disguise) is not picked while INT8 ones exist
+    best = _pick(([c for c in candidates if c["int8_layers"]] if insist else []) or candidates)
     fp32_ms = candidates[0]["speed"]["fp32_ms"]  # measured by the speed step, same session options
     q = profile.quantization
     section = {
