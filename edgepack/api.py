@@ -138,7 +138,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         report["accuracy"] = {"metric": metric, "data": evaluator.data.source, "samples": len(evaluator.data),
                               "source": evaluator.score(source.run)}
         if compression:  # artifacts answer for what they lose against the pruned FP32 graph they come from
-            report["accuracy"]["compressed_fp32"] = evaluator.score(ort_runner(canonical))
+            compressed = ort_runner(canonical)
+            report["accuracy"]["compressed_fp32"] = evaluator.score(compressed)
         if budget[1] and not report["accuracy"]["source"]:
             raise EdgepackError(f"a relative --max-drop needs a metric on which FP32 does not score 0 ({metric} "
                                 f"does): give an absolute budget, e.g. --max-drop 0.01")
@@ -156,7 +157,6 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     elif wanted == "int8":
         judge, base = evaluator, report["accuracy"]["source"]
         if compression:  # INT8 answers for what it loses against the pruned graph, not for pruning's loss
-            compressed = ort_runner(canonical)
             judge = evaluator.against(compressed)
             base = judge.score(compressed)
         plan = quantize_for_target(canonical, data, profile, judge, base, budget, scope, bench["threads"], batch,
