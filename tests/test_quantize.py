@@ -232,3 +232,24 @@ def test_nncf_candidate_is_ranked_when_edgepacks_met_the_budget_at_once(tmp_path
     assert q["accuracy_steps"] == q["accuracy_steps"][:1] and q["group_ranking"] == []  # met at once
     nncf = next(c for c in q["format_candidates"] if "NNCF" in c["format"])
     assert nncf["met"] and nncf["drop"] <= 0.02 and 0 < nncf["kept_float"] and nncf["int8_layers"] > 0, nncf
+
+
+def test_nncf_weights_follow_the_profiles_reduce_range(mnist_canonical, sample_sets):
+    """x86-avx2 (no VNNI: 8-bit products saturate) gets 7-bit weights on every layer from NNCF as
+    from edgepack's quantizer; x86-vnni keeps the full 8-bit range (NNCF's default narrows the
+    first layer only)."""
+    from onnx import numpy_helper
+
+    from edgepack.passes.quantize_nncf import NncfQuantizer
+
+    data = load_dataset(sample_sets["mnist_calib"], graph_inputs(mnist_canonical)).take(32)
+
+    def weight_peaks(profile):
+        q = NncfQuantizer(Quantizer(mnist_canonical, data, load_profile(profile))).quantize()
+        inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+        return [int(np.abs(inits[n.input[0]].astype(np.int32)).max()) for n in q.graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim >= 2]
+
+    avx2, vnni = weight_peaks("x86-avx2"), weight_peaks("x86-vnni")
+    assert len(avx2) == len(vnni) >= 4
+    assert max(avx2) <= 64 and min(vnni) == 127

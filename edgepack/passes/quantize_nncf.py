@@ -18,15 +18,20 @@ from edgepack.passes.quantize import Quantizer
 
 class NncfQuantizer:
     """Same model, calibration data and profile as an edgepack Quantizer; the profile picks the
-    preset (symmetric activations: PERFORMANCE, else MIXED). Raises ImportError without nncf."""
+    preset (symmetric activations: PERFORMANCE, else MIXED) and the weights' range: 7-bit on every
+    layer where it says reduce_range (x86 without VNNI saturates 8-bit products), full 8-bit
+    elsewhere (NNCF's default narrows the first layer only). Raises ImportError without nncf."""
 
     def __init__(self, quantizer: Quantizer, subset_size: int = 300):
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
         nncf.set_log_level(logging.ERROR)
         self.model = quantizer.model
-        symmetric = quantizer.profile.quantization.activations.symmetric
-        self.preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+        scheme = quantizer.profile.quantization
+        self.preset = nncf.QuantizationPreset.PERFORMANCE if scheme.activations.symmetric else nncf.QuantizationPreset.MIXED
+        self.advanced = AdvancedQuantizationParameters(
+            overflow_fix=OverflowFix.ENABLE if scheme.reduce_range else OverflowFix.DISABLE)
         self.feeds = list(quantizer.calib.batches(quantizer.batch))
         self.excluded = quantizer.excluded  # the profile's float op types (Softmax on arm64) too
         self.subset_size = min(subset_size, len(self.feeds))
@@ -40,6 +45,7 @@ class NncfQuantizer:
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # its progress bars are not ours to print
                 return nncf.quantize(self.model, nncf.Dataset(self.feeds), preset=self.preset,
-                                     subset_size=self.subset_size, ignored_scope=scope)
+                                     subset_size=self.subset_size, ignored_scope=scope,
+                                     advanced_parameters=self.advanced)
         except Exception as e:
             raise EdgepackError(f"NNCF quantization failed: {type(e).__name__}: {first_line(e)}")
