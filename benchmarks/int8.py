@@ -30,7 +30,7 @@ from edgepack.backends import get_backend  # noqa: E402
 from edgepack.bench.runner import benchmark  # noqa: E402
 from edgepack.data import Dataset, load_dataset  # noqa: E402
 from edgepack.frontends import load_source  # noqa: E402
-from edgepack.fsutil import dir_size  # noqa: E402
+from edgepack.fsutil import artifact_identity  # noqa: E402
 from edgepack.hostinfo import cpu_info  # noqa: E402
 from edgepack.ir.canonical import canonicalize  # noqa: E402
 from edgepack.ir.spec import graph_inputs  # noqa: E402
@@ -140,7 +140,7 @@ def main() -> int:
                             warmup=args.warmup, runs=args.runs, progress=False)
             p50 = lat["latency_ms"]["p50"]
             base_ms = base_ms or p50
-            size = dir_size(path) + (dir_size(path.with_suffix(".bin")) if path.suffix == ".xml" else 0)
+            size = artifact_identity(path, get_backend(backend).companions(path))["size_bytes"]
             rows.append({"model": name, "variant": label, "p50": p50, "size": size, "score": score,
                          "kind": case["score"], "speedup": base_ms / p50})
             print(f"   {label:40s} p50 {p50:8.3f} ms  size {size / 1e6:7.2f} MB  {case['score']} {score:.4f}", flush=True)

@@ -37,6 +37,7 @@ from benchmarks.common import (Artifacts, add_model_args, add_timing_args, host,
                                write_report)
 import edgepack  # noqa: E402
 from edgepack.backends import get_backend  # noqa: E402
+from edgepack.fsutil import artifact_identity  # noqa: E402
 from edgepack.data import Dataset  # noqa: E402
 from edgepack.passes.quantize import Quantizer  # noqa: E402
 from edgepack.targets import load_profile  # noqa: E402
@@ -127,7 +128,7 @@ def measure_model(arts: dict, photos, threads: int, warmup: int, runs: int, repe
     for key, choice in arts.choices.items():
         rows[key]["chosen"] = choice["chosen"]
     for key, (backend, path) in arts.items():
-        rows[key]["size_mb"] = sum(f.stat().st_size for f in path.parent.iterdir()) / 1e6
+        rows[key]["size_mb"] = artifact_identity(path, get_backend(backend).companions(path))["size_bytes"] / 1e6
         if backend == "openvino":
             info = get_backend("openvino").describe(path)
             rows[key]["ran_in"] = ", ".join(f"{k} {v}" for k, v in info["layers_by_precision"].items())

@@ -245,7 +245,8 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
     check_free(outdir, force)
     data = _dataset(inputs, specs)
     bench = prof.bench_settings(runs, warmup, threads)
-    entry = {"backend": runtime.name, "precision": "as built", "path": str(path), **artifact_identity(path),
+    entry = {"backend": runtime.name, "precision": "as built", "path": str(path),
+             **artifact_identity(path, runtime.companions(path)),
              "inputs": [s.to_dict() for s in specs], "notes": []}
     entry.update(benchmark(runtime.name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
     report = {
@@ -306,7 +307,7 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
         notes.append(f"timed on this host, not on {profile.name}'s {elsewhere}: the figures rank artifacts "
                      "here, they are not the target's latency")
     return {
-        "backend": name, "precision": precision, "path": str(path), **artifact_identity(path),
+        "backend": name, "precision": precision, "path": str(path), **artifact_identity(path, backend.companions(path)),
         "emulated": emulated,
         "run": ensure_board().runner(name, path) if emulated else backend.runner(path, bench["threads"]),
         "unsupported_ops": profile.unsupported_ops(ops, name) if deploys else [],

@@ -89,23 +89,10 @@ def sha256_tree(folder: Path) -> str:
     return h.hexdigest()
 
 
-def artifact_files(path: Path) -> list[Path]:
-    """An artifact's main file and the files that travel with it (OpenVINO's model.bin beside
-    model.xml, ONNX external data, TFLite's layout sidecar): the siblings sharing its base name."""
-    path = Path(path)
-    base = path.name.split(".")[0]
-    return sorted(p for p in path.parent.iterdir() if p.is_file() and p.name.split(".")[0] == base)
-
-
-def artifact_identity(path: Path) -> dict:
-    """Size of an artifact with all its files (the weights count), the main file's sha256 (what
-    `sha256sum` says) and each file's, so that changed weights show."""
-    files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in artifact_files(path)}
+def artifact_identity(path: Path, companions: list[Path] = ()) -> dict:
+    """Size of an artifact with the files its runtime loads beside it (the weights count), the
+    main file's sha256 (what `sha256sum` says) and each file's, so that changed weights show."""
+    present = [Path(path), *(p for p in companions if Path(p).is_file())]
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in present}
     return {"size_bytes": sum(f["bytes"] for f in files.values()), "sha256": files[Path(path).name]["sha256"],
             "files": files}
-
-
-def dir_size(path: Path) -> int:
-    """Bytes of a file, or of every file under a folder (artifacts can be several files)."""
-    path = Path(path)
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

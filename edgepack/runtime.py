@@ -37,9 +37,6 @@ class OrtRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, feeds)
 
-    def median_ms(self, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> float:
-        return median_ms(self, feeds, runs, warmup)
-
 
 def median_ms(run, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> float:
     """In-process median latency of any runner (feeds -> outputs): for choices, not for reports

@@ -53,6 +53,10 @@ class Backend(ABC):
         """Runtime-specific facts for the report (e.g. per-layer execution precision, untuned)."""
         return {}
 
+    def companions(self, artifact: Path) -> list[Path]:
+        """Files the runtime loads beside the artifact (weights, sidecars): they count in its size."""
+        return []
+
     def runner(self, artifact: Path, threads: int):
         """A callable feeds -> outputs over a loaded session (for parity checks)."""
         session = self.load(artifact, threads)

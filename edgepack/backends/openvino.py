@@ -115,6 +115,9 @@ class OpenVinoBackend(Backend):
 
     # ------------------------------------------------------------------ run
 
+    def companions(self, artifact: Path) -> list[Path]:
+        return [Path(artifact).with_suffix(".bin")]
+
     def load(self, artifact: Path, threads: int) -> OvSession:
         return _load(Path(artifact), threads, perf_count=False)
 

@@ -161,6 +161,9 @@ class TfliteBackend(Backend):
 
     # ----------------------------------------------------------------- run
 
+    def companions(self, artifact: Path) -> list[Path]:
+        return [Path(artifact).with_name(Path(artifact).stem + SIDECAR_SUFFIX)]
+
     def load(self, artifact: Path, threads: int):
         from ai_edge_litert.interpreter import Interpreter
 

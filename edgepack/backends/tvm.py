@@ -147,6 +147,9 @@ class TvmBackend(Backend):
 
     # ------------------------------------------------------------------ run
 
+    def companions(self, artifact: Path) -> list[Path]:
+        return [Path(artifact).with_name(SIDECAR)]
+
     def load(self, artifact: Path, threads: int):
         artifact = Path(artifact)
         meta = read_sidecar(artifact)
