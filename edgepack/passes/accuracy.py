@@ -48,11 +48,13 @@ def _groups(model: onnx.ModelProto, names: set[str], n_groups: int) -> list[tupl
     return groups
 
 
-def _rank(trial, score: float, groups, model: onnx.ModelProto, progress) -> list[dict]:
-    """Each group alone kept float: the metric it gains, and its share of the MACs. Groups that
-    buy the most metric per MAC moved to float come first. By gain alone, MobileNetV2 (cosine
-    budget 0.01) floated 'all Conv layers' first: 93% of the MACs in float and INT8 slower than
-    FP32; by gain per MAC the same budget was met with 22% of the MACs in float."""
+def _rank(trial, qmodel: onnx.ModelProto, score: float, keep_float, model: onnx.ModelProto,
+          progress) -> list[dict]:
+    """Each group of `qmodel`'s INT8 layers alone kept float: the metric it gains, and its share
+    of the MACs. Groups that buy the most metric per MAC moved to float come first. By gain alone,
+    MobileNetV2 (cosine budget 0.01) floated 'all Conv layers' first: 93% of the MACs in float and
+    INT8 slower than FP32; by gain per MAC the same budget was met with 22% of the MACs in float."""
+    groups = _groups(model, quantized_nodes(qmodel) - set(keep_float), MAX_GROUPS)
     macs = {layer["name"]: layer["macs"] for layer in model_stats(model)["layers"]}
     total = sum(macs.values()) or 1
     ranking = []
@@ -76,18 +78,13 @@ def _trial(quantizer, evaluator: Evaluator, base_score: float, relative: bool, k
     return trial
 
 
-def _rank_from(trial, model: onnx.ModelProto, score: float, quantizer, keep_float, progress) -> list[dict]:
-    groups = _groups(quantizer.model, quantized_nodes(model) - set(keep_float), MAX_GROUPS)
-    return _rank(trial, score, groups, quantizer.model, progress)
-
-
 def rank(quantizer, evaluator: Evaluator, base_score: float, relative: bool, keep_float: list[str],
          progress=None) -> list[dict]:
     """The ranking `control` would measure on `quantizer`, on its own: for a quantizer of the same
     graph that is slow to run per group (NNCF) when `control` did not need one here."""
     trial = _trial(quantizer, evaluator, base_score, relative, keep_float)
-    model, score, _ = trial([])
-    return _rank_from(trial, model, score, quantizer, keep_float, progress)
+    qmodel, score, _ = trial([])
+    return _rank(trial, qmodel, score, keep_float, quantizer.model, progress)
 
 
 def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_drop: float,
@@ -106,7 +103,7 @@ def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_d
     if best.met:
         return best
     if ranking is None:
-        ranking = _rank_from(trial, model, score, quantizer, keep_float, progress)
+        ranking = _rank(trial, model, score, keep_float, quantizer.model, progress)
     elif callable(ranking):
         ranking = ranking()
     best.ranking = ranking

@@ -24,9 +24,8 @@ def _ms(model: onnx.ModelProto, feeds, threads: int) -> float:
     return interleaved_ms([ort_runner(model, threads)], feeds)[0]
 
 
-def _static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress) -> dict:
+def _static(quantizer, evaluator, base_score, budget, user_float, feeds, threads, insist, progress) -> dict:
     """Static QDQ: user scope + out-of-range tensors + slow kinds float, then the accuracy loop."""
-    user_float = scope.resolve(quantizer.model)
     outliers = {n: r for n, r in quantizer.outlier_nodes().items() if n not in user_float}
     speed = select_kinds(quantizer, feeds, threads, keep_float=user_float + list(outliers))
     # an explicit --precision int8 gets INT8 layers: the speed evidence is reported, not applied
@@ -46,8 +45,7 @@ def _in_scope(names: list[str]) -> list[dict]:
     return [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]
 
 
-def _dynamic(quantizer, evaluator, base_score, budget, scope, feeds, threads) -> dict | None:
-    names = scope.resolve(quantizer.model)
+def _dynamic(quantizer, evaluator, base_score, budget, names, feeds, threads) -> dict | None:
     model = quantizer.quantize_dynamic(names)
     if model is None:
         return None
@@ -57,7 +55,7 @@ def _dynamic(quantizer, evaluator, base_score, budget, scope, feeds, threads) ->
             "met": d <= budget[0], "ms": _ms(model, feeds, threads), "kept_float": _in_scope(names)}
 
 
-def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads, ranking) -> dict | None:
+def _nncf(quantizer, evaluator, base_score, budget, names, feeds, threads, ranking) -> dict | None:
     """NNCF's quantization of the same graph as a competing candidate. Where it misses the budget,
     the accuracy control returns layers to float in the order measured on edgepack's own candidate
     (`ranking`): ranking with edgepack's quantizer (cached calibration), not NNCF's, keeps it to a
@@ -67,7 +65,6 @@ def _nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads, ranki
         nncf_quantizer = NncfQuantizer(quantizer)
     except ImportError:  # the openvino extra is not installed
         return None
-    names = scope.resolve(quantizer.model)
     if not ranking:
         ranking = partial(rank, quantizer, evaluator, base_score, budget[1], names)
     try:
@@ -102,11 +99,12 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluat
     """Quantize for `profile`, check the budget, compare INT8 with FP32 in ONNX Runtime (see Int8Plan)."""
     quantizer = Quantizer(model, calib, profile, batch)
     feeds = next(calib.batches(batch))
-    candidates = [_static(quantizer, evaluator, base_score, budget, scope, feeds, threads, insist, progress)]
-    candidates.append(_nncf(quantizer, evaluator, base_score, budget, scope, feeds, threads,
+    user_float = scope.resolve(model)
+    candidates = [_static(quantizer, evaluator, base_score, budget, user_float, feeds, threads, insist, progress)]
+    candidates.append(_nncf(quantizer, evaluator, base_score, budget, user_float, feeds, threads,
                             candidates[0]["group_ranking"]))
     if allow_dynamic:
-        candidates.append(_dynamic(quantizer, evaluator, base_score, budget, scope, feeds, threads))
+        candidates.append(_dynamic(quantizer, evaluator, base_score, budget, user_float, feeds, threads))
     failed = [c for c in candidates if c is not None and "error" in c]
     candidates = [c for c in candidates if c is not None and "error" not in c]
     for c in candidates:
