@@ -145,10 +145,11 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                                 f"does): give an absolute budget, e.g. --max-drop 0.01")
 
     shipped, shipped_precision, plan = canonical, wanted, None
+    own_quantizers = wanted == "int8" and not prequantized and not any(get_backend(n).consumes_qdq for n in chosen)
     if prequantized:
         report["quantization"] = {"by": "the model itself: already QDQ (quantization-aware training or an "
                                         "earlier quantizer); edgepack does not quantize it again", "met": True}
-    elif wanted == "int8" and not any(get_backend(n).consumes_qdq for n in chosen):
+    elif own_quantizers:
         if scope.resolve(canonical):
             raise EdgepackError(f"--keep-float does not reach {', '.join(chosen)}: its converter quantizes on its "
                                 f"own (float op types come from the target profile's keep_float_op_types)")
@@ -198,7 +199,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                                               entry["accuracy"], budget[1])
             entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
-        _check_own_quantizers(report, budget[0])
+        if own_quantizers:
+            _check_own_quantizers(report["quantization"], report["artifacts"], budget[0])
         if not report["artifacts"]:
             raise EdgepackError("no runtime could build this model: " +
                                 "; ".join(f"{x['backend']}: {x['reason']}" for x in report["skipped"]))
@@ -361,13 +363,10 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
     return graph, precision
 
 
-def _check_own_quantizers(report: dict, max_drop: float) -> None:
+def _check_own_quantizers(q: dict, artifacts: list[dict], max_drop: float) -> None:
     """INT8 from a runtime's own quantizer (TFLite's converter) is judged after the fact: the
     budget holds only if every such artifact's measured drop is within it."""
-    q = report.get("quantization", {})
-    if not q.get("by", "").startswith("each backend's own quantizer"):
-        return
-    over = [a for a in report["artifacts"] if a.get("accuracy_drop") is not None and a["accuracy_drop"] > max_drop]
+    over = [a for a in artifacts if a.get("accuracy_drop") is not None and a["accuracy_drop"] > max_drop]
     if over:
         q["met"] = False
         q["note"] = "accuracy budget not met: " + "; ".join(
