@@ -49,7 +49,7 @@ def mnist_model():
     from edgepack import sample_data
     from edgepack.models.mnist_cnn import MnistCNN, accuracy, train
 
-    torch.manual_seed(0)  # the same model whichever tests ran before (NNCF's top-1 drop on it: 4.0 to 5.4 points by draw)
+    torch.manual_seed(0)  # the same model whichever tests ran before (unseeded, NNCF lost 4.0 or 5.4 top-1 points by draw)
     x, y = sample_data.mnist_arrays()
     tr, _, ev = sample_data.mnist_splits(0, y)
     model = train(MnistCNN(width=16), x[tr], y[tr], epochs=3)

@@ -220,7 +220,7 @@ def test_int8_graph_for_openvino_is_chosen_by_openvino_timing(mnist_model, sampl
     q = r["quantization"]
     static = [c for c in q["format_candidates"]
               if c["format"].startswith("static") and c.get("met") and c.get("int8_layers")]
-    # edgepack's QDQ and NNCF's, both within 10 points (NNCF lost 4.0 on the seeded CNN, 5.4 on another draw)
+    # edgepack's QDQ and NNCF's, both within 10 points (NNCF, all INT8, lost 3.8 on the seeded CNN)
     assert len(static) >= 2, q["format_candidates"]
     choice = q["per_backend"]["openvino"]
     assert all("ms" in t for t in choice["timings"]), choice  # every graph offered was built and timed
@@ -247,4 +247,4 @@ def test_openvino_decides_int8_or_fp32_by_its_own_timing(mnist_model, sample_set
     assert by["onnxruntime"]["precision"] == q["decision"]
     assert by["openvino"]["precision"] == choice["precision"] == ("fp32" if choice["chosen"] == "FP32" else "int8")
     assert (by["openvino"]["runtime"]["int8_layers"] > 0) == (choice["precision"] == "int8")
-    assert by["openvino"]["accuracy_drop"] <= 0.1  # the choice is under test; NNCF lost 4.0 in ORT
+    assert by["openvino"]["accuracy_drop"] <= 0.1  # the choice is under test; NNCF lost 3.8 in ORT
