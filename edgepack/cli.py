@@ -1,4 +1,4 @@
-"""`edgepack` command line: parse arguments, call edgepack.api, print. No logic of its own."""
+"""`edgepack` command line: parse arguments, build the request, call the library, print. No logic of its own."""
 
 from __future__ import annotations
 
@@ -173,53 +173,56 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from edgepack import api, views
+    from edgepack import views
+    from edgepack.compiler import CompileRequest, compile_request
+    from edgepack.events import console_events
 
-    report = api.compile(args.model, target=args.target, backends=args.backend, output_dir=args.output,
-                         input_shapes=_shapes(args), weights=args.weights, calib=args.calib,
-                         eval_data=args.eval, metric=args.metric, precision=args.precision,
-                         max_drop=args.max_drop, keep_float=args.keep_float, prune=args.prune,
-                         prune_mode=args.prune_mode, prune_layers=_layer_ratios(args.prune_layer),
-                         prune_protect=args.prune_protect, sparsity=args.sparsity,
-                         runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force,
-                         progress=not args.no_progress)
+    request = CompileRequest.from_kwargs(
+        args.model, target=args.target, backends=args.backend, output_dir=args.output, input_shapes=_shapes(args),
+        weights=args.weights, calib=args.calib, eval_data=args.eval, metric=args.metric, precision=args.precision,
+        max_drop=args.max_drop, keep_float=args.keep_float, prune=args.prune, prune_mode=args.prune_mode,
+        prune_layers=_layer_ratios(args.prune_layer), prune_protect=args.prune_protect, sparsity=args.sparsity,
+        runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force)
+    report = compile_request(request, console_events(not args.no_progress))
     if args.json:
-        _print_json(report)
+        _print_json(report.to_json())
     else:
         views.report_summary(report)
-    quant = report.get("quantization") or {}
-    if quant and not quant["met"]:
-        print(f"edgepack: error: {quant['note']}", file=sys.stderr)
+    quant = report.quantization
+    if quant and not quant.met:
+        print(f"edgepack: error: {quant.note}", file=sys.stderr)
         return 3
     return 0
 
 
 def cmd_profile(args) -> int:
     from edgepack import api, views
+    from edgepack.compiler import BenchSettings
 
-    report = api.profile(args.artifact, target=args.target, backend=args.backend, inputs=args.inputs,
-                         runs=args.runs, warmup=args.warmup, threads=args.threads, output_dir=args.output,
-                         force=args.force, progress=not args.no_progress)
+    report = api.profile_artifact(args.artifact, args.target, args.backend, args.inputs,
+                                  BenchSettings(args.runs, args.warmup, args.threads), args.output, args.force,
+                                  not args.no_progress)
     if args.json:
-        return _print_json(report)
+        return _print_json(report.to_json())
     views.report_summary(report)
     return 0
 
 
 def cmd_run(args) -> int:
     from edgepack import views
+    from edgepack.events import console_events
     from edgepack.pipeline.engine import GateFailed, run
 
     try:
         report = run(args.recipe, output_dir=args.output, force=args.force, resume=args.resume,
-                     progress=not args.no_progress)
+                     events=console_events(not args.no_progress))
     except GateFailed as e:
         report = e.report
     if args.json:
-        _print_json(report)
+        _print_json(report.to_json())
     else:
         views.flow_table(report)
-    return 0 if report["passed"] else 3
+    return 0 if report.passed else 3
 
 
 def cmd_demo(args) -> int:
@@ -227,7 +230,7 @@ def cmd_demo(args) -> int:
 
     report = demo.run(epochs=args.epochs, output_dir=args.output, target=args.target, resume=args.resume,
                       progress=not args.no_progress)
-    return 0 if report["passed"] else 3
+    return 0 if report.passed else 3
 
 
 def cmd_data(args) -> int:

@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 from edgepack import sample_data
+from edgepack.events import console_events
 from edgepack.models import mnist_cnn
 from edgepack.pipeline.engine import GateFailed
 from edgepack.pipeline.engine import run as run_flow
+from edgepack.report.schema import FlowReport
 from edgepack.ui import console
 from edgepack.views import flow_table
 
@@ -46,13 +48,13 @@ def recipe(target: str = "host", epochs: int = 3) -> dict:
 
 
 def run(epochs: int = 3, output_dir: str | Path | None = None, target: str = "host", resume: bool = False,
-        progress: bool = True) -> dict:
+        progress: bool = True) -> FlowReport:
     t0 = time.perf_counter()
     outdir = Path(output_dir) if output_dir else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     console.print(f"edgepack demo: teacher -> distilled student -> pruned -> QAT INT8 -> {target}, on "
                   f"real MNIST digits; every stage saved under {outdir}")
     try:
-        report = run_flow(recipe(target, epochs), outdir, resume=resume, progress=progress)
+        report = run_flow(recipe(target, epochs), outdir, resume=resume, events=console_events(progress))
     except GateFailed as e:
         report = e.report
     flow_table(report)
@@ -61,10 +63,10 @@ def run(epochs: int = 3, output_dir: str | Path | None = None, target: str = "ho
     return report
 
 
-def _distillation_verdict(report: dict) -> None:
-    rows = {r["model"]: r for r in report["rows"] if r["stage"] == "distill"}
+def _distillation_verdict(report: FlowReport) -> None:
+    rows = {r.model: r for r in report.rows if r.stage == "distill"}
     if {"distilled", "no teacher"} <= set(rows):
-        gain = rows["distilled"]["accuracy"] - rows["no teacher"]["accuracy"]
-        console.print(f"distillation: the student scores {100 * rows['distilled']['accuracy']:.2f}% with the teacher, "
-                      f"{100 * rows['no teacher']['accuracy']:.2f}% without it ({100 * gain:+.2f} points), "
+        with_t, without = rows["distilled"].accuracy, rows["no teacher"].accuracy
+        console.print(f"distillation: the student scores {100 * with_t:.2f}% with the teacher, "
+                      f"{100 * without:.2f}% without it ({100 * (with_t - without):+.2f} points), "
                       "same epochs, seed and data")

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -31,6 +33,7 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0, optimize:
 
 class OrtRunner:
     def __init__(self, model: onnx.ModelProto, threads: int = 0, optimize: bool = True):
+        self.model = model  # what it runs: a timing strategy may ask (tests pin INT8 vs FP32 by it)
         self.session = ort_session(model, threads, optimize)
         self.outputs = self.session.get_outputs()
 
@@ -60,6 +63,28 @@ def interleaved_ms(runners: list, feeds: dict[str, np.ndarray], rounds: int = 3,
         for i, run in enumerate(runners):
             best[i] = min(best[i], median_ms(run, feeds, runs))
     return best
+
+
+class Timing(Protocol):
+    """How candidates are timed against each other for a choice: (runners, feeds) -> ms each.
+    Injected into the INT8 search and the per-runtime choice, so a caller (a test, a search
+    that wants more rounds) swaps the strategy instead of patching functions."""
+
+    def __call__(self, runners: list, feeds: dict[str, np.ndarray]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class InterleavedTiming:
+    """The default: each runner's fastest median over interleaved rounds (interleaved_ms)."""
+
+    rounds: int = 3
+    runs: int = 30
+
+    def __call__(self, runners: list, feeds: dict[str, np.ndarray]) -> list[float]:
+        return interleaved_ms(runners, feeds, self.rounds, self.runs)
+
+
+DEFAULT_TIMING = InterleavedTiming()
 
 
 def ort_runner(model: onnx.ModelProto, threads: int = 0, optimize: bool = True) -> OrtRunner:

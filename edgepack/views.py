@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgepack.ir.stats import format_count
+from edgepack.report.markdown import FLOW_COLUMNS, flow_cells, flow_verdict
+from edgepack.report.schema import CompileReport, FlowReport, ProfileReport
 
 # piped or redirected output has no terminal width to fit: 120 columns keep tables unwrapped
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -78,82 +80,49 @@ def inspect_view(s: dict, label: str, top: int) -> None:
         out.print(f"{len(s['unknown_shape_nodes'])} nodes without inferred shapes were not counted")
 
 
-def report_summary(r: dict) -> None:
-    t = Table(title=f"edgepack {r['command']}: {r['target']['name']}")
+def report_summary(r: CompileReport | ProfileReport) -> None:
+    t = Table(title=f"edgepack {r.command}: {r.target.name}")
     for col in ("backend", "precision", "size MB", "p50 ms", "p99 ms", "first ms", "load ms",
                 "peak RSS MB", "max |diff|", "top-1 agree"):
         t.add_column(col, justify="right")
-    for a in r["artifacts"]:
-        lat, par = a["latency_ms"], a.get("parity") or {}
-        timing = ([f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{lat['first']:.2f}", f"{a['load_ms']:.1f}",
-                   f"{a['memory_mb']['peak_rss']:.0f}"] if lat else ["emulated"] + ["-"] * 4)
-        t.add_row(a["backend"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}", *timing,
-                  f"{par['max_abs_diff']:.1e}" if par else "-",
-                  f"{100 * par['top1_agreement']:.1f}%" if "top1_agreement" in par else "-")
+    for a in r.artifacts:
+        lat, par = a.latency_ms, a.parity
+        timing = ([f"{lat.p50:.3f}", f"{lat.p99:.3f}", f"{lat.first:.2f}", f"{a.load_ms:.1f}",
+                   f"{a.memory_mb.peak_rss:.0f}"] if lat else ["emulated"] + ["-"] * 4)
+        t.add_row(a.backend, a.precision, f"{a.size_bytes / 1e6:.2f}", *timing,
+                  f"{par.max_abs_diff:.1e}" if par else "-",
+                  f"{100 * par.top1_agreement:.1f}%" if par and par.top1_agreement is not None else "-")
     out.print(t)
-    for a in r["artifacts"]:
-        for note in a.get("notes", []):
+    for a in r.artifacts:
+        for note in a.notes:
             out.print(f"note: {note}")
-        if a.get("unsupported_ops"):
-            out.print(f"[yellow]{a['backend']}: ops the target's runtime does not run: "
-                      f"{', '.join(a['unsupported_ops'])}[/yellow]")
-    pr = r.get("pruning")
+        if a.unsupported_ops:
+            out.print(f"[yellow]{a.backend}: ops the target's runtime does not run: "
+                      f"{', '.join(a.unsupported_ops)}[/yellow]")
+    if isinstance(r, CompileReport):
+        _compile_summary(r)
+    out.print(f"report: {r.output_dir}/report.md (and report.json)")
+
+
+def _compile_summary(r: CompileReport) -> None:
+    pr = r.pruning
     if pr:
-        out.print(f"pruned {pr['ratio']:.0%} ({pr['mode']}, widths x{pr['channel_multiple']}): params "
-                  f"{format_count(pr['params_before'])} -> {format_count(pr['params_after'])}, MACs "
-                  f"{format_count(pr['macs_before'])} -> {format_count(pr['macs_after'])}")
-    for skip in r.get("skipped", []):
-        out.print(f"skipped {skip['backend']}: {skip['reason']}")
-    sel = r.get("selected")
-    if sel and len(r["artifacts"]) > 1:
-        out.print(f"selected: {sel['backend']} ({sel['reason']})")
-    out.print(f"report: {r['output_dir']}/report.md (and report.json)")
+        out.print(f"pruned {pr.ratio:.0%} ({pr.mode}, widths x{pr.channel_multiple}): params "
+                  f"{format_count(pr.params_before)} -> {format_count(pr.params_after)}, MACs "
+                  f"{format_count(pr.macs_before)} -> {format_count(pr.macs_after)}")
+    for skip in r.skipped or []:
+        out.print(f"skipped {skip.backend}: {skip.reason}")
+    if len(r.artifacts) > 1:
+        out.print(f"selected: {r.selected.backend} ({r.selected.reason})")
 
 
-FLOW_COLUMNS = ("stage", "model", "params", "MACs", "KB", "top-1", "drop", "p50 ms", "gate")
-
-
-def flow_cells(row: dict) -> list[str]:
-    """One table row of `edgepack run`, shared by the terminal table and report.md."""
-    acc, d, p50 = row.get("accuracy"), row.get("drop"), row.get("p50_ms")
-    return [row["stage"], row["model"], format_count(row["params"]), format_count(row["macs"]),
-            f"{row['size_bytes'] / 1e3:.1f}", "-" if acc is None else f"{100 * acc:.2f}%",
-            "-" if d is None else f"{100 * d:+.2f}", "-" if p50 is None else f"{p50:.3f}", row.get("gate", "-")]
-
-
-def flow_table(r: dict) -> None:
-    t = Table(title=f"edgepack run {r['recipe']}: {r['target']} (top-1 on the test split; drop in points "
+def flow_table(r: FlowReport) -> None:
+    t = Table(title=f"edgepack run {r.recipe}: {r.target} (top-1 on the test split; drop in points "
                     "below the teacher)")
     for col in FLOW_COLUMNS:
         t.add_column(col, justify="left" if col in ("stage", "model", "gate") else "right", no_wrap=True)
-    for row in r["rows"]:
+    for row in r.rows:
         t.add_row(*flow_cells(row))
     out.print(t)
     out.print(flow_verdict(r))
-    out.print(f"report: {r['output_dir']}/report.md (and report.json)")
-
-
-def flow_verdict(r: dict) -> str:
-    rows = r["rows"]
-    teacher, last = rows[0], rows[-1]
-    ratios = (f"final vs teacher: {teacher['macs'] / max(last['macs'], 1):.1f}x fewer MACs, "
-              f"{teacher['size_bytes'] / max(last['size_bytes'], 1):.1f}x smaller"
-              + (f", {teacher['p50_ms'] / last['p50_ms']:.1f}x lower p50" if last.get("p50_ms") else ""))
-    floats = [x for x in rows if x["stage"] in ("distill", "prune") and x.get("p50_ms") and x["model"] != "no teacher"]
-    if last.get("p50_ms") and floats and "int8" in last["model"] and floats[-1]["p50_ms"] < last["p50_ms"]:
-        ratios += (f". Note: INT8 ran slower here than the float model before it ({last['p50_ms']:.3f} vs "
-                   f"{floats[-1]['p50_ms']:.3f} ms); it is {floats[-1]['size_bytes'] / last['size_bytes']:.1f}x smaller")
-    if "stopped" in r:
-        return f"stopped at {r['stopped']['stage']}: {'; '.join(r['stopped']['reasons'])}. {ratios}"
-    return f"every gate passed. {ratios}"
-
-
-def flow_markdown(r: dict) -> str:
-    lines = [f"# edgepack run: {r['recipe']} for {r['target']}", "",
-             f"{r['created']}, edgepack {r['edgepack_version']}, {r.get('seconds', '?')} s", "",
-             "| " + " | ".join(FLOW_COLUMNS) + " |", "|" + "---|" * len(FLOW_COLUMNS)]
-    lines += ["| " + " | ".join(flow_cells(row)) + " |" for row in r["rows"]]
-    lines += ["", flow_verdict(r), "",
-              "Accuracy: top-1 on the test split in ONNX Runtime; p50: fresh process, batch 1. "
-              "Each stage's model and `stage.json` are in its numbered folder.", ""]
-    return "\n".join(lines)
+    out.print(f"report: {r.output_dir}/report.md (and report.json)")

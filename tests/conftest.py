@@ -1,18 +1,13 @@
-"""Shared fixtures: real models exported once per test session."""
+"""Shared fixtures: real models exported once per test session. Helpers live in helpers.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+from helpers import REFERENCE_THREADS, logits
 
 
 @pytest.fixture(scope="session")
@@ -64,31 +59,8 @@ def tvm_cache(tmp_path, monkeypatch):
     return tmp_path / "tvm-cache"
 
 
-def pin_int8_speed(monkeypatch, int8_ms: float, fp32_ms: float = 1.0) -> None:
-    """Fix the INT8 search's timings: every graph with QDQ nodes takes `int8_ms`, FP32 `fp32_ms`,
-    and no layer kind is floated for speed. On the ~0.06 ms test CNNs the measured verdict flips
-    with machine load; tests of what follows from a verdict pin it (others time for real)."""
-    from edgepack.passes import precision
-    from edgepack.passes.quantize import quantized_nodes
-
-    monkeypatch.setattr(precision, "select_kinds", lambda quantizer, feeds, threads, keep_float=(): {
-        "fp32_ms": fp32_ms, "int8_all_ms": int8_ms, "int8_selected_ms": int8_ms, "float_kinds": [],
-        "float_nodes": [], "per_kind": [], "threads": threads, "runs": 0, "rounds": 0, "layer_kinds": {}})
-    monkeypatch.setattr(precision, "_ms", lambda model, feeds, threads: int8_ms if quantized_nodes(model) else fp32_ms)
-
-
-def run_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    """Run `edgepack ARGS` as a user would, in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
-
-
 # --------------------------------------------------------------------------- MobileNetV2 on the photos
 # (the backend tests: test_backend_openvino.py, test_backend_tflite.py)
-
-REFERENCE_THREADS = 2
-CONFIDENT = 0.5  # FP32 top-1 probability above which a top-1 flip means a real change
 
 
 @pytest.fixture(scope="module")
@@ -110,34 +82,12 @@ def mobilenet_photos(mobilenet_canonical, sample_sets):
     return load_dataset(sample_sets["photos"], graph_inputs(mobilenet_canonical))
 
 
-def logits(run, batches) -> np.ndarray:
-    """run(feeds)[0] for each feed dict in `batches`, one row each."""
-    return np.concatenate([np.asarray(run(f)[0]).reshape(1, -1) for f in batches])
-
-
 @pytest.fixture(scope="module")
 def mobilenet_reference(mobilenet_canonical, mobilenet_photos):
     """ONNX Runtime FP32 logits of the canonical graph on every photo."""
     from edgepack.runtime import ort_runner
 
     return logits(ort_runner(mobilenet_canonical, REFERENCE_THREADS), mobilenet_photos.batches(1))
-
-
-def agreement(ref, got, mask=None) -> float:
-    """Share of rows (of the rows in `mask`) with the same top-1 class."""
-    same = ref.argmax(1) == got.argmax(1)
-    return float(same[mask].mean() if mask is not None else same.mean())
-
-
-def confident_mask(ref):
-    """Rows where `ref` gives its top class at least CONFIDENT probability."""
-    p = np.exp(ref - ref.max(1, keepdims=True))
-    return (p / p.sum(1, keepdims=True)).max(1) >= CONFIDENT
-
-
-def cosine(a, b):
-    """Row-wise cosine similarity."""
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 # --------------------------------------------------------------------------- the training flow on MNIST

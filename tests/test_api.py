@@ -14,7 +14,7 @@ from edgepack.frontends import load_source
 from edgepack.ir.canonical import canonicalize
 from edgepack.fsutil import staged_dir
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_compile_mnist_cnn_reports_accuracy_parity_and_latency(tmp_path, mnist_model, sample_sets):

@@ -24,7 +24,7 @@ from edgepack.backends import backend_for_artifact, get_backend  # noqa: E402
 from edgepack.errors import EdgepackError  # noqa: E402
 from edgepack.targets import load_profile  # noqa: E402
 
-from conftest import agreement, confident_mask, cosine, logits  # noqa: E402
+from helpers import agreement, confident_mask, cosine, logits  # noqa: E402
 
 THREADS = 2
 

@@ -37,7 +37,7 @@ from edgepack.ir.spec import graph_inputs  # noqa: E402
 from edgepack.runtime import ort_runner  # noqa: E402
 from edgepack.targets import load_profile  # noqa: E402
 
-from conftest import agreement, confident_mask, cosine, logits  # noqa: E402
+from helpers import agreement, confident_mask, cosine, logits  # noqa: E402
 
 THREADS = 2
 SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"  # onnx2tf's working file

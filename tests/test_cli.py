@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import message_lines, run_cli
 
 BENCH = ("--runs", "20", "--warmup", "2")
 LATENCY_KEYS = ("first", "p50", "p90", "p99", "mean", "std", "min", "max")
@@ -341,7 +341,7 @@ def test_outputs_are_readable_like_any_file_the_user_creates(compiled):
 def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = message_lines(proc.stderr)  # progress lines (timestamped) may come before the error
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("edgepack: error: "), lines[0]
     assert proc.stdout == ""
@@ -512,7 +512,7 @@ def test_killed_compile_leaves_nothing_half_written(ws, tmp_path, sig):
         _stop(proc, workers)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stdout + stderr
-    assert stderr.strip().splitlines() == ["edgepack: interrupted (no output was left half-written)"]
+    assert message_lines(stderr) == ["edgepack: interrupted (no output was left half-written)"]
     assert not out.exists()
     assert list(work.iterdir()) == []  # the staging folder is gone too
     # and the benchmark's temp folder (onnxruntime leaves its own `.ses` id file in TMPDIR)

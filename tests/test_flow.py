@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from edgepack.data import save_npz
-from conftest import pin_int8_speed, run_cli
+from helpers import PinnedTiming, message_lines, run_cli
 
 NETS = """
 from edgepack.models.mnist_cnn import MnistCNN
@@ -105,7 +105,8 @@ def test_gate_stops_the_flow_and_keeps_earlier_stages(flow_dir):
 
 
 def test_interrupted_stage_leaves_the_previous_one_intact(flow_dir, monkeypatch):
-    from edgepack.pipeline import engine, stages
+    from edgepack import api
+    from edgepack.pipeline import stages
 
     stage_list = [{"prune": {"ratio": 0.25, "steps": 1, "finetune": {"epochs": 0}, "max_drop": 1.0}},
                   {"quantize": {"mode": "qat"}}]
@@ -116,13 +117,13 @@ def test_interrupted_stage_leaves_the_previous_one_intact(flow_dir, monkeypatch)
 
     monkeypatch.setattr(stages, "quantize_aware", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        engine.run(_recipe(flow_dir, stage_list), output_dir=out, progress=False)
+        api.run(_recipe(flow_dir, stage_list), output_dir=out, progress=False)
     saved = {p.name: p.read_bytes() for p in (out / "01-prune").iterdir()}
     assert {"model.onnx", "model.pt", "stage.json"} <= set(saved)
     assert sorted(p.name for p in out.iterdir()) == ["00-teacher", "01-prune"]  # no half-written 02-quantize
     # resuming reuses the pruned stage byte for byte
     monkeypatch.undo()
-    report = engine.run(_recipe(flow_dir, stage_list), output_dir=out, resume=True, progress=False)
+    report = api.run(_recipe(flow_dir, stage_list), output_dir=out, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in (out / "01-prune").iterdir()} == saved
     assert report["rows"][-1]["model"] == "int8 qat"
 
@@ -142,17 +143,18 @@ def test_bad_recipe_is_one_line(flow_dir, change, message):
     path.write_text(yaml.safe_dump(recipe))
     r = run_cli("run", path, "-o", flow_dir / "never")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert len(message_lines(r.stderr)) == 1 and message in r.stderr, r.stderr
     assert not (flow_dir / "never").exists()
 
 
 @pytest.mark.slow
-def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir, monkeypatch):
-    from edgepack.pipeline import engine
+def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir):
+    from edgepack import api
 
-    pin_int8_speed(monkeypatch, int8_ms=0.5)  # the teacher runs in ~0.06 ms: INT8's lead is noise-sized
     stage_list = [{"quantize": {"mode": "ptq", "gate": {"max_drop": 0.02}}}]
-    report = engine.run(_recipe(flow_dir, stage_list), output_dir=flow_dir / "run-ptq", progress=False)
+    # the teacher runs in ~0.06 ms: INT8's lead is noise-sized, so the verdict is pinned
+    report = api.run(_recipe(flow_dir, stage_list), output_dir=flow_dir / "run-ptq", progress=False,
+                     timing=PinnedTiming(int8_ms=0.5))
     teacher, int8 = report["rows"]
     assert int8["model"] == "int8 ptq" and int8["drop"] <= 0.02
     assert int8["size_bytes"] < 0.5 * teacher["size_bytes"]  # INT8 weights
@@ -162,12 +164,12 @@ def test_ptq_stage_quantizes_the_teacher_within_its_gate(flow_dir, monkeypatch):
     assert details["max_drop"] == pytest.approx(0.02, abs=1e-9)
 
 
-def test_ptq_stage_ships_fp32_when_int8_is_slower_and_says_so(flow_dir, monkeypatch):
-    from edgepack.pipeline import engine
+def test_ptq_stage_ships_fp32_when_int8_is_slower_and_says_so(flow_dir):
+    from edgepack import api
 
-    pin_int8_speed(monkeypatch, int8_ms=2.0)
     stage_list = [{"quantize": {"mode": "ptq", "gate": {"max_drop": 0.02}}}]
-    report = engine.run(_recipe(flow_dir, stage_list), output_dir=flow_dir / "run-ptq-fp32", progress=False)
+    report = api.run(_recipe(flow_dir, stage_list), output_dir=flow_dir / "run-ptq-fp32", progress=False,
+                     timing=PinnedTiming(int8_ms=2.0))
     teacher, row = report["rows"]
     details = report["stages"][0]["details"]
     assert row["model"] == "fp32 ptq" and details["decision"] == "fp32" and "slower" in details["note"]
@@ -177,7 +179,7 @@ def test_ptq_stage_ships_fp32_when_int8_is_slower_and_says_so(flow_dir, monkeypa
 def test_flat_data_trains_in_the_recipes_input_shape(flow_dir, mnist_flow_splits):
     """Digits stored flat (N, 784) with input_shape [1, 1, 28, 28]: training, export and
     measurement all see 28x28 images."""
-    from edgepack.pipeline import engine
+    from edgepack import api
 
     for name, (x, y) in zip(("train", "val", "test"), mnist_flow_splits):
         save_npz(flow_dir / f"flat-{name}.npz", {"input": x.reshape(len(x), -1)}, y)
@@ -186,7 +188,7 @@ def test_flat_data_trains_in_the_recipes_input_shape(flow_dir, mnist_flow_splits
     recipe.update(input_shape=[1, 1, 28, 28], student=None,
                   data={"train": "flat-train.npz", "val": "flat-val.npz", "test": "flat-test.npz"})
     (flow_dir / "flat.yaml").write_text(yaml.safe_dump(recipe))
-    report = engine.run(str(flow_dir / "flat.yaml"), output_dir=flow_dir / "run-flat", progress=False)
+    report = api.run(str(flow_dir / "flat.yaml"), output_dir=flow_dir / "run-flat", progress=False)
     teacher, pruned = report["rows"]
     assert pruned["model"] == "pruned" and pruned["macs"] < teacher["macs"] and pruned["accuracy"] > 0.8
 

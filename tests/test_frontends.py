@@ -15,7 +15,7 @@ from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs
 from edgepack.verify import measure_parity
 
-from conftest import LIGHT
+from helpers import LIGHT
 
 
 def _photo_feeds(photos, name, n=12):

@@ -101,3 +101,10 @@ def resolve_shape(spec: TensorSpec, override: tuple[int, ...] | None = None) -> 
                 )
         return tuple(override)
     return tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
+
+
+def fixed_batch(specs: list[TensorSpec]) -> int:
+    """The graph's fixed batch size: the first input's leading dimension when it is a positive
+    integer (canonical graphs have static shapes), else 1."""
+    first = specs[0].shape[0] if specs and specs[0].shape else 1
+    return int(first) if isinstance(first, int) and first > 0 else 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import onnx
 
@@ -16,28 +17,41 @@ from edgepack.passes.metrics import Evaluator, drop
 from edgepack.passes.quantize import IgnoredScope, Quantizer, quantized_nodes
 from edgepack.passes.quantize_nncf import NncfQuantizer
 from edgepack.passes.speed import select_kinds
-from edgepack.runtime import interleaved_ms, ort_runner
+from edgepack.runtime import DEFAULT_TIMING, ort_runner
 
 
-def _ms(model: onnx.ModelProto, feeds, threads: int) -> float:
-    """A candidate's ONNX Runtime time, taken as the speed step took FP32's (fastest of rounds)."""
-    return interleaved_ms([ort_runner(model, threads)], feeds)[0]
+@dataclass(frozen=True)
+class Int8Search:
+    """How the INT8 search runs: the target, the budget, what stays float, and how it times."""
+
+    profile: Any  # TargetProfile
+    budget: tuple[float, bool]  # (max drop, relative)
+    scope: IgnoredScope
+    threads: int
+    batch: int = 1
+    insist: bool = False  # --precision int8: FP32 is not an option for any runtime
+    allow_dynamic: bool = True  # ONNX Runtime is among the runtimes: its dynamic format may compete
+    timing: Any = DEFAULT_TIMING  # runtime.Timing: (runners, feeds) -> ms each
+
+    def ms(self, model: onnx.ModelProto, feeds) -> float:
+        """A candidate's ONNX Runtime time, taken as the speed step took FP32's (fastest of rounds)."""
+        return self.timing([ort_runner(model, self.threads)], feeds)[0]
 
 
-def _static(quantizer, evaluator, base_score, budget, user_float, feeds, threads, insist, progress) -> dict:
+def _static(quantizer, evaluator, base_score, user_float, feeds, search: Int8Search) -> dict:
     """Static QDQ: user scope + out-of-range tensors + slow kinds float, then the accuracy loop."""
     outliers = {n: r for n, r in quantizer.outlier_nodes().items() if n not in user_float}
-    speed = select_kinds(quantizer, feeds, threads, keep_float=user_float + list(outliers))
+    speed = select_kinds(quantizer, feeds, search.threads, keep_float=user_float + list(outliers),
+                         timing=search.timing)
     # an explicit --precision int8 gets INT8 layers: the speed evidence is reported, not applied
-    speed_float = [] if insist else speed["float_nodes"]
-    result = control(quantizer, evaluator, base_score, *budget, user_float + list(outliers) + speed_float,
-                     progress=progress)
+    speed_float = [] if search.insist else speed["float_nodes"]
+    result = control(quantizer, evaluator, base_score, *search.budget, user_float + list(outliers) + speed_float)
     kept = (_in_scope(user_float)
             + [{"node": n, "reason": r} for n, r in outliers.items()]
             + [{"node": n, "reason": "speed: this layer kind ran faster in float here"} for n in speed_float]
             + result.kept_float)
     return {"format": "static QDQ", "model": result.model, "score": result.score, "drop": result.drop,
-            "met": result.met, "ms": _ms(result.model, feeds, threads), "kept_float": kept,
+            "met": result.met, "ms": search.ms(result.model, feeds), "kept_float": kept,
             "accuracy_steps": result.steps, "group_ranking": result.ranking, "speed": speed}
 
 
@@ -45,17 +59,18 @@ def _in_scope(names: list[str]) -> list[dict]:
     return [{"node": n, "reason": "ignored scope (user or profile)"} for n in names]
 
 
-def _dynamic(quantizer, evaluator, base_score, budget, names, feeds, threads) -> dict | None:
+def _dynamic(quantizer, evaluator, base_score, names, feeds, search: Int8Search) -> dict | None:
     model = quantizer.quantize_dynamic(names)
     if model is None:
         return None
     score = evaluator.score(ort_runner(model))
-    d = drop(base_score, score, budget[1])
+    max_drop, relative = search.budget
+    d = drop(base_score, score, relative)
     return {"format": "dynamic (MatMul/Gemm, ORT MatMulInteger)", "model": model, "score": score, "drop": d,
-            "met": d <= budget[0], "ms": _ms(model, feeds, threads), "kept_float": _in_scope(names)}
+            "met": d <= max_drop, "ms": search.ms(model, feeds), "kept_float": _in_scope(names)}
 
 
-def _nncf(quantizer, evaluator, base_score, budget, names, feeds, threads, ranking) -> dict | None:
+def _nncf(quantizer, evaluator, base_score, names, feeds, search: Int8Search, ranking) -> dict | None:
     """NNCF's quantization of the same graph as a competing candidate. Where it misses the budget,
     the accuracy control returns layers to float in the order measured on edgepack's own candidate
     (`ranking`): ranking with edgepack's quantizer (cached calibration), not NNCF's, keeps it to a
@@ -66,14 +81,14 @@ def _nncf(quantizer, evaluator, base_score, budget, names, feeds, threads, ranki
     except ImportError:  # the openvino extra is not installed
         return None
     if not ranking:
-        ranking = partial(rank, quantizer, evaluator, base_score, budget[1], names)
+        ranking = partial(rank, quantizer, evaluator, base_score, search.budget[1], names)
     try:
-        result = control(nncf_quantizer, evaluator, base_score, *budget, names, ranking=ranking)
+        result = control(nncf_quantizer, evaluator, base_score, *search.budget, names, ranking=ranking)
     except EdgepackError as e:  # a candidate that fails is reported, not fatal
         return {"format": "static QDQ (NNCF)", "error": str(e)}
     return {"format": "static QDQ (NNCF: its ranges + bias correction)", "model": result.model,
             "score": result.score, "drop": result.drop, "met": result.met,
-            "ms": _ms(result.model, feeds, threads),
+            "ms": search.ms(result.model, feeds),
             "kept_float": _in_scope(names) + result.kept_float}
 
 
@@ -93,65 +108,76 @@ class Int8Plan:
     timed_in: str = "onnxruntime"  # the runtime whose timing made `model`/`precision` (ort_runner)
 
 
-def quantize_for_target(model: onnx.ModelProto, calib: Dataset, profile, evaluator: Evaluator,
-                        base_score: float, budget: tuple[float, bool], scope: IgnoredScope, threads: int,
-                        batch: int, insist: bool, allow_dynamic: bool = True, progress=None) -> Int8Plan:
-    """Quantize for `profile`, check the budget, compare INT8 with FP32 in ONNX Runtime (see Int8Plan)."""
-    quantizer = Quantizer(model, calib, profile, batch)
-    feeds = next(calib.batches(batch))
-    user_float = scope.resolve(model)
-    candidates = [_static(quantizer, evaluator, base_score, budget, user_float, feeds, threads, insist, progress)]
-    candidates.append(_nncf(quantizer, evaluator, base_score, budget, user_float, feeds, threads,
+def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evaluator, base_score: float,
+                        search: Int8Search) -> Int8Plan:
+    """Quantize for the search's profile, check the budget, compare INT8 with FP32 in ONNX Runtime
+    (see Int8Plan)."""
+    quantizer = Quantizer(model, calib, search.profile, search.batch)
+    feeds = next(calib.batches(search.batch))
+    user_float = search.scope.resolve(model)
+    candidates = [_static(quantizer, evaluator, base_score, user_float, feeds, search)]
+    candidates.append(_nncf(quantizer, evaluator, base_score, user_float, feeds, search,
                             candidates[0]["group_ranking"]))
-    if allow_dynamic:
-        candidates.append(_dynamic(quantizer, evaluator, base_score, budget, user_float, feeds, threads))
+    if search.allow_dynamic:
+        candidates.append(_dynamic(quantizer, evaluator, base_score, user_float, feeds, search))
     failed = [c for c in candidates if c is not None and "error" in c]
     candidates = [c for c in candidates if c is not None and "error" not in c]
     for c in candidates:
         c["int8_layers"] = int8_layers(c["model"])
     # asked for INT8: an all-float candidate (FP32 in disguise) is not picked while INT8 ones exist
-    best = _pick(([c for c in candidates if c["int8_layers"]] if insist else []) or candidates)
-    fp32_ms = candidates[0]["speed"]["fp32_ms"]  # measured by the speed step, same session options
-    q = profile.quantization
-    section = {
-        "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
-                   "reduce_range": q.reduce_range, "calibration": q.calibration, "op_types": list(q.op_types)},
-        "calibration": {"data": calib.source, "samples": len(calib)},
-        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"], "drop": best["drop"],
-        "max_drop": budget[0], "relative": budget[1], "met": best["met"], "format": best["format"],
-        "int8_layers": best["int8_layers"],
-        "kept_float": best["kept_float"], "fp32_ms": fp32_ms, "int8_ms": best["ms"],
-        "timing": f"in-process, fastest median of interleaved rounds, {threads} threads",
-        "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms", "int8_layers")},
-                               "kept_float": len(c["kept_float"])} for c in candidates]
-        + failed,
-        **{k: candidates[0][k] for k in ("accuracy_steps", "group_ranking", "speed")},
-    }
-    if not best["met"]:
-        section["note"] = (f"accuracy budget not met: best INT8 {evaluator.metric} {best['score']:.4f} vs "
-                           f"FP32 {base_score:.4f} (drop {best['drop']:.4f} > {budget[0]}); shipped the best found")
+    best = _pick(([c for c in candidates if c["int8_layers"]] if search.insist else []) or candidates)
+    section = _section(calib, evaluator, base_score, search, best, candidates, failed)
     # the speed step and the accuracy control may float every layer: such a graph is FP32, and
     # no runtime is handed it as INT8
     static = sorted((c for c in candidates if c["format"].startswith("static") and c["int8_layers"]),
                     key=lambda c: c["ms"])
     within = [{"format": c["format"], "model": c["model"]} for c in static if c["met"]]
+    fp32_ms = section["fp32_ms"]
     if not best["int8_layers"]:
         msg = "no layer was left in INT8 (the slow and the sensitive ones were kept float): shipping FP32"
-        section.update(decision="fp32", met=True, note="; ".join(filter(None, [section.get("note"), msg])))
-        if insist:
+        section.update(decision="fp32", met=True, note=_join(section.get("note"), msg))
+        if search.insist:
             section["warning"] = "--precision int8 was asked, but no INT8 graph of the search kept a layer in INT8"
-        return Int8Plan(model, "fp32", section, within, insist)
+        return Int8Plan(model, "fp32", section, within, search.insist)
     if best["ms"] >= fp32_ms:
         msg = f"INT8 measured slower than FP32 here ({best['ms']:.3f} vs {fp32_ms:.3f} ms)"
-        if not insist:  # FP32 loses nothing to quantization: the budget holds for what ships
-            section.update(decision="fp32", met=True,
-                           note="; ".join(filter(None, [section.get("note"), f"{msg}: shipping FP32"])))
-            return Int8Plan(model, "fp32", section, within, insist)
+        if not search.insist:  # FP32 loses nothing to quantization: the budget holds for what ships
+            section.update(decision="fp32", met=True, note=_join(section.get("note"), f"{msg}: shipping FP32"))
+            return Int8Plan(model, "fp32", section, within, search.insist)
         section["warning"] = f"{msg}; shipped INT8 because --precision int8 was asked"
     section["decision"] = "int8"
     fallback = [_pick(static)] if static else []  # empty: only the dynamic format kept INT8 layers
     return Int8Plan(best["model"], "int8", section,
-                    within or [{"format": c["format"], "model": c["model"]} for c in fallback], insist)
+                    within or [{"format": c["format"], "model": c["model"]} for c in fallback], search.insist)
+
+
+def _section(calib, evaluator, base_score, search: Int8Search, best: dict, candidates: list[dict],
+             failed: list[dict]) -> dict:
+    """The report's quantization section: the scheme, the winner's figures, every candidate."""
+    q = search.profile.quantization
+    max_drop, relative = search.budget
+    section = {
+        "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
+                   "reduce_range": q.reduce_range, "calibration": q.calibration, "op_types": list(q.op_types)},
+        "calibration": {"data": calib.source, "samples": len(calib)},
+        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"], "drop": best["drop"],
+        "max_drop": max_drop, "relative": relative, "met": best["met"], "format": best["format"],
+        "int8_layers": best["int8_layers"], "kept_float": best["kept_float"],
+        "fp32_ms": candidates[0]["speed"]["fp32_ms"],  # measured by the speed step, same session options
+        "int8_ms": best["ms"],
+        "timing": f"in-process, fastest median of interleaved rounds, {search.threads} threads",
+        "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms", "int8_layers")},
+                               "kept_float": len(c["kept_float"])} for c in candidates] + failed,
+        **{k: candidates[0][k] for k in ("accuracy_steps", "group_ranking", "speed")},
+    }
+    if not best["met"]:
+        section["note"] = (f"accuracy budget not met: best INT8 {evaluator.metric} {best['score']:.4f} vs "
+                           f"FP32 {base_score:.4f} (drop {best['drop']:.4f} > {max_drop}); shipped the best found")
+    return section
+
+
+def _join(*notes) -> str:
+    return "; ".join(filter(None, notes))
 
 
 def int8_layers(model: onnx.ModelProto) -> int:

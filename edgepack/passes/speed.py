@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from edgepack.passes.quantize import Quantizer, initializer_shapes, layer_kind, quantized_nodes
-from edgepack.runtime import interleaved_ms, ort_runner
+from edgepack.runtime import DEFAULT_TIMING, Timing, ort_runner
 
 COMPUTE_KINDS = {"Conv", "DepthwiseConv", "ConvTranspose", "MatMul", "Gemm"}
 MIN_GAIN = 0.05  # a kind must save >= 5% of end-to-end latency to count as "slower in INT8"
@@ -29,12 +29,13 @@ def kinds_of(model: onnx.ModelProto, names: set[str]) -> dict[str, list[str]]:
 
 
 def select_kinds(quantizer: Quantizer, feeds: dict[str, np.ndarray], threads: int,
-                 keep_float: list[str] = (), runs: int = 30, rounds: int = 3) -> dict:
+                 keep_float: list[str] = (), timing: Timing = DEFAULT_TIMING) -> dict:
     """Time FP32, INT8, and INT8 minus each layer kind; return the kinds to keep float + evidence.
-    Each comparison is timed in interleaved rounds (runtime.interleaved_ms): with one median each,
-    MobileNetV2's data-movement ops went float in one compile and INT8 in the next."""
+    Each comparison is timed by `timing` (by default in interleaved rounds, runtime.interleaved_ms:
+    with one median each, MobileNetV2's data-movement ops went float in one compile and INT8 in
+    the next)."""
     def ms(*runners):
-        return interleaved_ms(list(runners), feeds, rounds, runs)
+        return timing(list(runners), feeds)
 
     qmodel = quantizer.quantize(keep_float)
     current = ort_runner(qmodel, threads)
@@ -60,5 +61,6 @@ def select_kinds(quantizer: Quantizer, feeds: dict[str, np.ndarray], threads: in
         evidence.append(row)
     return {"fp32_ms": fp32_ms, "int8_all_ms": int8_ms, "int8_selected_ms": current_ms,
             "float_kinds": slow, "float_nodes": [n for k in slow for n in by_kind[k]],
-            "per_kind": evidence, "threads": threads, "runs": runs, "rounds": rounds,
+            "per_kind": evidence, "threads": threads, "runs": getattr(timing, "runs", 0),
+            "rounds": getattr(timing, "rounds", 0),
             "layer_kinds": dict(Counter({k: len(v) for k, v in by_kind.items()}))}

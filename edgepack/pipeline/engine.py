@@ -13,8 +13,6 @@ import hashlib
 import json
 import shutil
 import time
-from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +21,22 @@ import torch
 from torch import nn
 
 from edgepack import __version__
+from edgepack.compiler import BenchSettings, CompileRequest, compile_request
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
 from edgepack.fsutil import atomic_write, sha256_file, sha256_tree, staged_dir
-from edgepack.hostinfo import environment
+from edgepack.events import Events, quiet
 from edgepack.ir.spec import graph_inputs
 from edgepack.pipeline import stages
 from edgepack.pipeline.measure import measure, to_onnx
 from edgepack.pipeline.recipe import Recipe, load_recipe
+from edgepack.report import header, write_report
+from edgepack.report.schema import FlowReport
+from edgepack.runtime import DEFAULT_TIMING, Timing
 from edgepack.targets import load_profile
 from edgepack.training import checkpoint
 from edgepack.training.data import arrays, as_loader
 from edgepack.training.loop import accuracy, train
-from edgepack.ui import console, progress_bar
 
 STAGE_FILE = "stage.json"
 RUNNERS = {"distill": stages.run_distill, "prune": stages.run_prune, "quantize": stages.run_quantize}
@@ -45,13 +46,13 @@ CALIB_SAMPLES = 300
 class GateFailed(EdgepackError):
     """A stage did not reach its gate; the report (written) says what was reached."""
 
-    def __init__(self, message: str, report: dict):
+    def __init__(self, message: str, report: FlowReport):
         super().__init__(message)
         self.report = report
 
 
 def run(recipe, output_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        progress: bool = True) -> dict:
+        events: Events | None = None, timing: Timing = DEFAULT_TIMING) -> FlowReport:
     """Run `recipe` (YAML path, dict or Recipe); returns the report, also written to the folder.
     Raises GateFailed (carrying the report) when a stage misses its gate."""
     recipe = load_recipe(recipe)
@@ -59,7 +60,7 @@ def run(recipe, output_dir: str | Path | None = None, force: bool = False, resum
     if outdir.exists() and not (resume or force):
         raise EdgepackError(f"{outdir} already exists: pass --resume to continue it, --force to start over, "
                             "or -o another folder")
-    flow = Flow(recipe, outdir, progress)  # data, target and models are checked before any folder is made
+    flow = Flow(recipe, outdir, events or quiet(), timing)  # data, target, models checked before any folder is made
     if outdir.exists() and force and not resume:
         shutil.rmtree(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,8 @@ def run(recipe, output_dir: str | Path | None = None, force: bool = False, resum
 class Flow:
     """What the stages share: data splits, the teacher, the target, and how to measure."""
 
-    def __init__(self, recipe: Recipe, outdir: Path, progress: bool):
-        self.recipe, self.outdir, self.progress = recipe, outdir, progress
+    def __init__(self, recipe: Recipe, outdir: Path, events: Events, timing: Timing = DEFAULT_TIMING):
+        self.recipe, self.outdir, self.events, self.timing = recipe, outdir, events, timing
         self.profile = load_profile(recipe.target)
         data = recipe.data
         train = arrays(recipe.resolve(data.train))
@@ -84,7 +85,7 @@ class Flow:
                       else tuple(a[:CALIB_SAMPLES] for a in self.train))
         self.example = torch.from_numpy(np.ascontiguousarray(self.train[0][:1]))
         m = recipe.measure
-        self.bench = self.profile.bench_settings(m.runs, m.warmup, m.threads)
+        self.bench = BenchSettings(m.runs, m.warmup, m.threads).resolve(self.profile)
         self.rows: list[dict] = []
         seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
         # the profile's contents: `host` resolves per machine, and a target YAML can be edited
@@ -114,19 +115,15 @@ class Flow:
             return None
         return max(0.0, gate.max_drop - (teacher_accuracy - accuracy))
 
-    @contextmanager
     def bar(self, label: str, total: int):
-        with progress_bar(label, total, self.progress) as advance:
-            yield advance
+        return self.events.progress(label, total)
 
     # -- the flow -----------------------------------------------------------------------------
 
     def run(self) -> dict:
         t0 = time.perf_counter()
-        report = {"edgepack_version": __version__, "command": "run", "recipe": self.recipe.name,
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "target": self.profile.name, "output_dir": str(self.outdir), "rows": self.rows, "stages": [],
-                  "environment": environment()}
+        report = {**header("run"), "recipe": self.recipe.name, "target": self.profile.name,
+                  "output_dir": str(self.outdir), "rows": self.rows, "stages": []}
         module, model = self._teacher()
         for i in range(len(self.recipe.stages)):
             kind, cfg = self.recipe.stage(i)
@@ -134,7 +131,7 @@ class Flow:
             folder = self.outdir / f"{i + 1:02d}-{kind}"
             saved = self._saved(folder)
             if saved is not None and saved["passed"]:
-                console.print(f"stage {i + 1} ({kind}): unchanged, reusing {folder}")
+                self.events.step(f"stage {i + 1} ({kind}): unchanged, reusing {folder}")
                 record = saved
                 if kind != "emit":
                     module, model = self._reload(folder, module), onnx.load(str(folder / "model.onnx"))
@@ -143,23 +140,28 @@ class Flow:
                 record = self._emit(folder, cfg, model)
             else:
                 self._forget_from(i + 1)
-                console.print(f"stage {i + 1}: {kind}")
+                self.events.step(f"stage {i + 1}: {kind}")
                 start = time.perf_counter()
                 out = RUNNERS[kind](self, cfg, module)
                 record = self._save(folder, kind, out, cfg.gate, time.perf_counter() - start)
                 module, model = out.module, out.onnx
             self.rows.extend(record["rows"])
             report["stages"].append({k: v for k, v in record.items() if k != "rows"})
+            self.events.emit("stage_done", f"stage {i + 1} ({kind}): {'passed' if record['passed'] else 'missed its gate'}",
+                             stage=kind, passed=record["passed"])
             if not record["passed"]:
                 report["stopped"] = {"stage": kind, "reasons": record["gate_failures"]}
                 break
         report["seconds"] = round(time.perf_counter() - t0, 1)
         report["passed"] = "stopped" not in report
-        _write_report(self.outdir, report)
-        if not report["passed"]:
-            raise GateFailed(f"stage {report['stopped']['stage']} missed its gate: "
-                             + "; ".join(report["stopped"]["reasons"]), report)
-        return report
+        typed = FlowReport(**_jsonable(report))
+        write_report(self.outdir, typed)
+        self.events.emit("report", f"report: {self.outdir}/report.md (and report.json)",
+                         path=str(self.outdir / "report.json"))
+        if not typed.passed:
+            raise GateFailed(f"stage {typed.stopped.stage} missed its gate: " + "; ".join(typed.stopped.reasons),
+                             typed)
+        return typed
 
     def _teacher(self) -> tuple[nn.Module, onnx.ModelProto]:
         """The trained teacher (trained here first if the recipe says so) and its measured row."""
@@ -169,7 +171,7 @@ class Flow:
         saved = self._saved(folder)
         teacher = self.teacher
         if saved is not None:
-            console.print(f"teacher: unchanged, reusing {folder}")
+            self.events.step(f"teacher: unchanged, reusing {folder}")
             if (folder / "model.pt").exists():
                 checkpoint.load(teacher, folder / "model.pt")
             record, graph = saved, onnx.load(str(folder / "model.onnx"))
@@ -177,7 +179,7 @@ class Flow:
             start = time.perf_counter()
             details = {}
             if ref.train is not None:
-                console.print("training the teacher")
+                self.events.step("training the teacher")
                 with self.bar("training the teacher", ref.train.epochs * self.batches(ref.train)) as advance:
                     result = train(teacher, *self._loaders(ref.train), ref.train, progress=lambda s, _: advance(s))
                 details["training"] = result.summary()
@@ -204,30 +206,30 @@ class Flow:
                 path = stage / f"{label.replace(' ', '-')}.onnx"
                 onnx.save(extra, str(path))
                 rows.append({"stage": kind, "model": label, **measure(extra, path, self.test, self.bench,
-                                                                        self.progress), "gate": "-"})
+                                                                        self.events), "gate": "-"})
             row = {"stage": kind, "model": _label(kind, out), "seconds": round(seconds, 1),
-                   **measure(out.onnx, stage / "model.onnx", self.test, self.bench, self.progress)}
+                   **measure(out.onnx, stage / "model.onnx", self.test, self.bench, self.events)}
             rows.append(row)
             record = self._record(kind, rows, row, gate, out.details)
             _write_json(stage / STAGE_FILE, record)
         return record
 
     def _emit(self, folder: Path, cfg, model: onnx.ModelProto) -> dict:
-        from edgepack import api
-
-        console.print("stage: emit")
+        self.events.step("stage: emit")
         start = time.perf_counter()
-        r = api.compile(model, target=self.profile, backends=cfg.backends, output_dir=folder, force=True,
-                        calib=self.dataset(model, self.calib), eval_data=self.dataset(model, self.test),
-                        max_drop=self.int8_budget(cfg.gate, self.rows[-1]["accuracy"], self.teacher_accuracy),
-                        progress=self.progress, **self.bench)
-        art = r["artifacts"][r["selected"]["index"]]
-        row = {"stage": "emit", "model": f"{art['backend']} {art['precision']}",
-               "seconds": round(time.perf_counter() - start, 1), "params": r["canonical"]["params"],
-               "macs": r["canonical"]["macs"], "size_bytes": art["size_bytes"], "accuracy": art.get("accuracy"),
-               "p50_ms": art["latency_ms"]["p50"] if art["latency_ms"] else None,
-               "p99_ms": art["latency_ms"]["p99"] if art["latency_ms"] else None,
-               "artifact": str(folder / art["path"])}
+        request = CompileRequest.from_kwargs(
+            model, target=self.profile, backends=cfg.backends, output_dir=folder, force=True,
+            calib=self.dataset(model, self.calib), eval_data=self.dataset(model, self.test),
+            max_drop=self.int8_budget(cfg.gate, self.rows[-1]["accuracy"], self.teacher_accuracy),
+            **self.bench.as_dict())
+        r = compile_request(request, self.events, self.timing)
+        art = r.shipped()
+        lat = art.latency_ms
+        row = {"stage": "emit", "model": f"{art.backend} {art.precision}",
+               "seconds": round(time.perf_counter() - start, 1), "params": r.canonical.params,
+               "macs": r.canonical.macs, "size_bytes": art.size_bytes, "accuracy": art.accuracy,
+               "p50_ms": lat.p50 if lat else None, "p99_ms": lat.p99 if lat else None,
+               "artifact": str(folder / art.path)}
         record = self._record("emit", [row], row, cfg.gate, {"report": str(folder / "report.json")})
         _write_json(folder / STAGE_FILE, record)
         return record
@@ -336,12 +338,10 @@ def _json_default(o):
     return str(o)
 
 
+def _jsonable(obj):
+    """Plain JSON values (numpy scalars as numbers, anything else as text), as stage.json holds them."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def _write_json(path: Path, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=2, default=_json_default))
-
-
-def _write_report(outdir: Path, report: dict) -> None:
-    from edgepack.views import flow_markdown
-
-    _write_json(outdir / "report.json", report)
-    atomic_write(outdir / "report.md", flow_markdown(report))

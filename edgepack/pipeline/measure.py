@@ -31,14 +31,13 @@ def onnx_accuracy(model: onnx.ModelProto | Path, x: np.ndarray, y: np.ndarray) -
     return float((predict(model, x) == y).mean())
 
 
-def measure(model: onnx.ModelProto, path: Path, test: tuple[np.ndarray, np.ndarray], bench: dict,
-            progress: bool) -> dict:
+def measure(model: onnx.ModelProto, path: Path, test: tuple[np.ndarray, np.ndarray], bench, events) -> dict:
     """A stage's row: params, MACs, size, test accuracy and latency of `model`, saved at `path`."""
     stats = model_stats(model)
     x, y = test
     name = graph_inputs(model)[0].name
     lat = benchmark("onnxruntime", path, [{name: x[i:i + 1]} for i in range(8)],
-                    progress=progress, **bench)["latency_ms"]
+                    progress=events.show_progress, **bench.as_dict())["latency_ms"]
     return {"params": stats["params"], "macs": stats["macs"], "size_bytes": path.stat().st_size,
             "accuracy": onnx_accuracy(path, x, y), "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
 

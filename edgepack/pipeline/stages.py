@@ -73,7 +73,7 @@ def run_quantize(flow, cfg: Quantize, model: nn.Module) -> Output:
 def _ptq(flow, cfg: Quantize, model: nn.Module) -> Output:
     """Post-training INT8 with the same machinery as `edgepack compile` (accuracy-aware, measured)."""
     from edgepack.passes.metrics import Evaluator
-    from edgepack.passes.precision import quantize_for_target
+    from edgepack.passes.precision import Int8Search, quantize_for_target
     from edgepack.passes.quantize import IgnoredScope
     from edgepack.runtime import ort_runner
 
@@ -83,10 +83,9 @@ def _ptq(flow, cfg: Quantize, model: nn.Module) -> Output:
     evaluator = Evaluator.build("top1", val, 1, run)
     score = evaluator.score(run)
     budget = flow.int8_budget(cfg.gate, score, flow.teacher_val)  # the gate counts from the teacher
-    plan = quantize_for_target(
-        float_model, flow.dataset(float_model, flow.calib), flow.profile, evaluator, score,
-        (0.01 if budget is None else budget, False), IgnoredScope.parse(None), flow.bench["threads"], 1, insist=False,
-        allow_dynamic=False)
     # allow_dynamic=False: what ships is the static QDQ graph every backend takes (or FP32 when
     # INT8 measured slower here, which the section says)
+    search = Int8Search(flow.profile, (0.01 if budget is None else budget, False), IgnoredScope(),
+                        flow.bench.threads, allow_dynamic=False, timing=flow.timing)
+    plan = quantize_for_target(float_model, flow.dataset(float_model, flow.calib), evaluator, score, search)
     return Output(plan.model, None, {"mode": "ptq", "precision": plan.precision, **plan.section})

@@ -1,0 +1,236 @@
+"""The compile flow, in the order it happens:
+
+    prepare -> lower -> compress -> evaluate -> plan precision -> build and measure per runtime -> finish
+
+Each step is a function of the compilation and what the steps before it made; none of them
+prints (they emit events) or touches process-global state, so compiles can run side by side.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from edgepack.compiler import artifacts as build
+from edgepack.compiler import precision
+from edgepack.compiler.context import Compilation
+from edgepack.compiler.inputs import dataset, feeds
+from edgepack.compiler.request import CompileRequest
+from edgepack.compiler.select import choose_backends, headline, judge_own_quantizers, select
+from edgepack.errors import EdgepackError
+from edgepack.events import Events, quiet
+from edgepack.frontends import load_source
+from edgepack.fsutil import check_free, staged_dir
+from edgepack.ir.canonical import canonicalize
+from edgepack.ir.spec import fixed_batch, graph_inputs, graph_outputs
+from edgepack.ir.stats import model_stats
+from edgepack.passes.metrics import Evaluator
+from edgepack.passes.prune import magnitude_prune
+from edgepack.passes.prune import prune as prune_channels
+from edgepack.passes.quantize import IgnoredScope
+from edgepack.report import header, write_report
+from edgepack.report.schema import Accuracy, CompileReport, Skipped
+from edgepack.runtime import DEFAULT_TIMING, Timing, ort_runner
+from edgepack.targets import TargetProfile, load_profile
+from edgepack.verify import measure_parity
+
+PARITY_SAMPLES = 16
+FIDELITY_SAMPLES = 64  # fidelity on calibration inputs needs no more to rank layers
+
+
+def compile_request(req: CompileRequest, events: Events | None = None,
+                    timing: Timing = DEFAULT_TIMING) -> CompileReport:
+    """Compile as `req` says; returns the typed report (also written to the output folder)."""
+    c = prepare(req, events or quiet(), timing)
+    model, canon_info = lower(c)
+    model, compression = compress(c, model)
+    data = Data.of(c, model)
+    # parity of the graph every artifact is built from (pruned, when --prune: one-shot pruning loses accuracy)
+    canon_info["parity"] = measure_parity(c.source.run, ort_runner(model, optimize=False), data.parity_feeds)
+    how = precision.intent(req.quant.precision, model, data.calib is not None, c.profile, list(c.backends))
+    judge = evaluate(c, model, data, compressed=bool(compression), needed=how in ("search", "own"))
+    plan = precision.plan(how, model, c, data.calib, *judge.for_int8())
+    with staged_dir(c.outdir, req.force) as stage:
+        built, skipped, choices = build_all(c, stage, model, plan, data, judge)
+        if how == "own":
+            judge_own_quantizers(plan.section, built, req.quant.budget.max_drop)
+        if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
+            compression["plan"].save(stage / "prune_plan.json")
+            compression["pruning"]["plan"] = "prune_plan.json"
+        if choices:
+            plan.section.per_backend = choices
+        report = finish(c, model, canon_info, compression, data, judge, plan, built, skipped)
+        write_report(stage, report)
+    c.events.emit("report", f"report: {c.outdir}/report.md (and report.json)", path=str(c.outdir / "report.json"))
+    return report
+
+
+def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
+    """Everything checked before the slow part: target, runtimes, options, model, output folder."""
+    profile = req.target if isinstance(req.target, TargetProfile) else load_profile(req.target)
+    backends = tuple(choose_backends(profile, list(req.backends) if req.backends else None))
+    scope = IgnoredScope.parse(list(req.quant.keep_float))
+    source = load_source(req.model.value, req.shapes, req.weights)
+    outdir = Path(req.output_dir) if req.output_dir else Path("edgepack-out") / f"{_slug(source.name)}-{profile.name}"
+    check_free(outdir, req.force)  # fail before the slow part, not after it
+    events.step(f"compile {source.name} for {profile.name}: {', '.join(backends)}")
+    return Compilation(req, profile, backends, req.bench.resolve(profile), scope, source, outdir, events, timing)
+
+
+def lower(c: Compilation) -> tuple[onnx.ModelProto, dict]:
+    """The source as the canonical ONNX graph (checked, simplified, static shapes)."""
+    canonical, info = canonicalize(c.source.model, c.req.shapes)
+    c.events.step(f"lowered to canonical ONNX: opset {info['opset']}, {info['nodes_after']} nodes")
+    return canonical, info
+
+
+def compress(c: Compilation, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    """Structured pruning (widths rounded to the target's channel multiple), then magnitude
+    sparsity; returns the model and the report sections (with the plan to save)."""
+    opts, out = c.req.prune, {}
+    if opts.structured:
+        before = model_stats(model)
+        model, plan = prune_channels(model, opts.ratio or 0.0, mode=opts.mode,
+                                     channel_multiple=c.profile.pruning.channel_multiple,
+                                     overrides=dict(opts.layers) or None, protected=list(opts.protect) or None)
+        after = model_stats(model)
+        out["pruning"] = {"ratio": opts.ratio or 0.0, "mode": opts.mode, "channel_multiple": plan.channel_multiple,
+                          "params_before": before["params"], "params_after": after["params"],
+                          "macs_before": before["macs"], "macs_after": after["macs"],
+                          **plan.summary(), "unprunable": plan.unprunable, "notes": plan.notes}
+        out["plan"] = plan
+        c.events.step(f"pruned: params {before['params']} -> {after['params']}")
+    if opts.sparsity:
+        model, out["sparsity"] = magnitude_prune(model, opts.sparsity)
+    return model, out
+
+
+@dataclass(frozen=True)
+class Data:
+    """The sets a compile runs on, checked against the graph's inputs."""
+
+    specs: list
+    batch: int
+    calib: object  # Dataset | None
+    evalset: object  # Dataset | None
+    parity_feeds: list
+
+    @classmethod
+    def of(cls, c: Compilation, model: onnx.ModelProto) -> Data:
+        specs = graph_inputs(model)
+        calib = dataset(c.req.quant.calib.value if c.req.quant.calib else None, specs)
+        evalset = dataset(c.req.evaluation.data.value if c.req.evaluation.data else None, specs)
+        return cls(specs, fixed_batch(specs), calib, evalset, feeds(calib, specs, PARITY_SAMPLES))
+
+
+@dataclass(frozen=True)
+class Judge:
+    """How accuracy is measured (None: no metric needed), and against which FP32 graph."""
+
+    evaluator: Evaluator | None = None
+    section: Accuracy | None = None
+    compressed: object = None  # the pruned FP32 graph's runner, when compression ran
+
+    def for_int8(self) -> tuple:
+        """(judge, base score) for the INT8 search: INT8 answers for what it loses against the
+        pruned graph, not for pruning's loss."""
+        if self.evaluator is None:
+            return None, 0.0
+        if self.compressed is None:
+            return self.evaluator, self.section.source
+        judge = self.evaluator.against(self.compressed)
+        return judge, judge.score(self.compressed)
+
+    @property
+    def reference(self) -> float | None:
+        """The score each artifact's accuracy_drop counts from."""
+        if self.section is None:
+            return None
+        return self.section.compressed_fp32 if self.section.compressed_fp32 is not None else self.section.source
+
+
+def evaluate(c: Compilation, model: onnx.ModelProto, data: Data, compressed: bool, needed: bool) -> Judge:
+    """The evaluator (with --eval, or for INT8 fidelity on calibration inputs) and the source's score."""
+    if data.evalset is None and not needed:
+        return Judge()
+    metric = c.req.evaluation.metric or (
+        "top1" if data.evalset is not None and data.evalset.labels is not None else "cosine")
+    judged = data.evalset if data.evalset is not None else data.calib.take(FIDELITY_SAMPLES * data.batch)
+    evaluator = Evaluator.build(metric, judged, data.batch, c.source.run)
+    section = Accuracy(metric=metric, data=evaluator.data.source, samples=len(evaluator.data),
+                       source=evaluator.score(c.source.run))
+    runner = None
+    if compressed:  # artifacts answer for what they lose against the pruned FP32 graph they come from
+        runner = ort_runner(model)
+        section.compressed_fp32 = evaluator.score(runner)
+    if c.req.quant.budget.relative and not section.source:
+        raise EdgepackError(f"a relative --max-drop needs a metric on which FP32 does not score 0 ({metric} "
+                            f"does): give an absolute budget, e.g. --max-drop 0.01")
+    return Judge(evaluator, section, runner)
+
+
+def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: Judge) -> tuple:
+    """Each runtime's artifact, built and measured; (artifacts, skipped, per-runtime choices)."""
+    ops = set(model_stats(canonical)["op_histogram"])
+    built, skipped, choices = [], [], {}
+    for name in c.backends:
+        art_dir = stage / name
+        art_dir.mkdir()
+        try:
+            choice = plan.for_runtime(name, canonical, c.profile, c.bench.threads, data.parity_feeds[0], c.timing)
+            if choice.evidence is not None:
+                choices[name] = choice.evidence
+            artifact = build.emit(c, name, art_dir, canonical, choice, data.calib, ops, plan.how == "prequantized")
+        except EdgepackError as e:
+            if not c.exploring:
+                raise
+            skipped.append(Skipped(backend=name, reason=str(e)))
+            shutil.rmtree(art_dir)
+            continue
+        built.append(build.measure(c, artifact, stage, data, judge))
+        c.events.emit("artifact", f"built {name} {choice.precision}: {built[-1].path}",
+                      backend=name, precision=choice.precision, path=built[-1].path)
+    if not built:
+        raise EdgepackError("no runtime could build this model: " +
+                            "; ".join(f"{x.backend}: {x.reason}" for x in skipped))
+    return built, skipped, choices
+
+
+def finish(c: Compilation, model, canon_info, compression, data: Data, judge: Judge, plan,
+           built, skipped) -> CompileReport:
+    """The typed report of what was built, with the artifact to ship selected."""
+    stats = model_stats(model)
+    selected = select(built, c.req.quant.budget.max_drop if judge.evaluator is not None else None)
+    notes = None
+    if c.req.quant.precision is None and data.calib is None and c.profile.precision != "fp32":
+        notes = [f"{c.profile.name} rewards {c.profile.precision}; pass --calib DATA to get it"]
+    return CompileReport(
+        **header("compile"), source=_source_section(c.source),
+        canonical={**canon_info, **{k: stats[k] for k in ("params", "macs", "op_histogram")}},
+        target={"name": c.profile.name, "description": c.profile.description, "profile": c.profile.to_dict()},
+        data={"source": data.calib.source if data.calib else "random normal inputs (no --calib given)",
+              "samples_for_parity": len(data.parity_feeds)},
+        precision_requested=c.req.quant.precision or f"target default ({_wanted(plan)})",
+        artifacts=built, notes=notes, accuracy=judge.section, quantization=plan.section,
+        pruning=compression.get("pruning"), sparsity=compression.get("sparsity"), skipped=skipped or None,
+        selected=selected, output_dir=str(c.outdir), **headline(built[selected.index]))
+
+
+def _wanted(plan) -> str:
+    return "int8" if plan.how in ("prequantized", "own", "search") else plan.how
+
+
+def _source_section(source) -> dict:
+    stats = model_stats(source.model, source.path if source.kind == "onnx" else None)
+    return {"name": source.name, "kind": source.kind, "path": source.path, "sha256": source.sha256,
+            "params": stats["params"], "macs": stats["macs"], "size_bytes": stats["size_bytes"],
+            "inputs": [s.to_dict() for s in graph_inputs(source.model)],
+            "outputs": [s.to_dict() for s in graph_outputs(source.model)]}
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text).strip("-") or "model"
+

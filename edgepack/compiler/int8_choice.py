@@ -1,0 +1,74 @@
+"""Which graph each runtime gets after the INT8 search — returned as data, one runtime at a time.
+
+ONNX Runtime gets the search's own pick: it was timed there. A runtime that builds quickly
+(`times_int8_choice`) builds and times each static INT8 graph within the budget, and FP32
+unless INT8 was insisted on, and takes the fastest *there*: runtimes fuse QDQ patterns
+differently (NNCF's graph is slow in ONNX Runtime, fast in OpenVINO), and INT8 that loses to
+FP32 in ONNX Runtime can win elsewhere. Others follow ONNX Runtime's decision with the static
+graph (dynamic INT8 is an ONNX Runtime format).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from edgepack.backends import get_backend
+from edgepack.errors import EdgepackError
+from edgepack.passes.precision import Int8Plan
+from edgepack.report.schema import RuntimeChoice
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The graph one runtime builds, its precision, and (when a choice was made) the evidence."""
+
+    graph: onnx.ModelProto
+    precision: str
+    evidence: RuntimeChoice | None = None
+
+
+def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threads: int, feeds,
+           timing) -> Choice:
+    """The graph runtime `name` ships after the INT8 search `plan` (see the module's docstring)."""
+    backend = get_backend(name)
+    if name == plan.timed_in or not backend.consumes_qdq:
+        return Choice(plan.model, plan.precision)
+    if "int8" not in backend.precisions and not plan.insisted:  # asked for INT8: emit() says it cannot
+        why = f"{name} builds {', '.join(backend.precisions)} only"
+        return Choice(canonical, "fp32", RuntimeChoice(chosen="FP32", precision="fp32", why=why))
+    options = [(o["format"], o["model"], "int8") for o in plan.static]
+    if not plan.insisted or not options:
+        options.append(("FP32", canonical, "fp32"))
+    if len(options) == 1:
+        return Choice(options[0][1], options[0][2])
+    if not backend.times_int8_choice:
+        return Choice(plan.static[0]["model"], "int8") if plan.precision == "int8" else Choice(canonical, "fp32")
+    return _timed(backend, options, profile, threads, feeds, timing)
+
+
+def _timed(backend, options: list[tuple], profile, threads: int, feeds, timing) -> Choice:
+    """Build every option in `backend` and keep the fastest there."""
+    timings, runners = [{"graph": label} for label, _, _ in options], {}
+    with tempfile.TemporaryDirectory(prefix="edgepack-int8-choice-") as tmp:
+        for i, (label, graph, precision) in enumerate(options):
+            folder = Path(tmp) / str(i)
+            folder.mkdir()
+            try:
+                runners[i] = backend.runner(backend.emit(graph, folder, profile, precision=precision), threads)
+            except EdgepackError as e:  # a candidate this runtime cannot build is reported, not fatal
+                timings[i]["error"] = str(e)
+        for i, ms in zip(runners, timing(list(runners.values()), feeds)):
+            timings[i]["ms"] = ms
+    if not runners:
+        raise EdgepackError(f"{backend.name} built none of the graphs: " +
+                            "; ".join(f"{t['graph']}: {t['error']}" for t in timings))
+    best = min(runners, key=lambda i: timings[i]["ms"])
+    label, graph, precision = options[best]
+    evidence = RuntimeChoice(chosen=label, precision=precision, timings=timings,
+                             timing=f"in-process, fastest median of interleaved rounds, {threads} threads, "
+                                    f"each graph built for {backend.name}")
+    return Choice(graph, precision, evidence)

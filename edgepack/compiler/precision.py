@@ -1,0 +1,80 @@
+"""What precision ships, decided once: one value instead of four flags spread over compile.
+
+`how` says how the shipped precision is made:
+- "fp32" / "fp16": float graphs (fp16 converted with float I/O);
+- "prequantized": the model is already QDQ (QAT or an earlier quantizer), shipped as INT8;
+- "own": every chosen runtime quantizes with its own converter (TFLite), from the float graph
+  and the calibration data, judged after the fact against the budget;
+- "search": edgepack's INT8 search (passes.precision), then a per-runtime choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import onnx
+
+from edgepack.backends import get_backend
+from edgepack.compiler.int8_choice import Choice, choose
+from edgepack.errors import EdgepackError
+from edgepack.ir.spec import fixed_batch, graph_inputs
+from edgepack.passes.precision import Int8Plan, Int8Search, quantize_for_target
+from edgepack.passes.quantize import quantized_nodes, to_fp16
+from edgepack.report.schema import Quantization
+
+How = Literal["fp32", "fp16", "prequantized", "own", "search"]
+
+
+def intent(requested: str | None, model: onnx.ModelProto, has_calib: bool, profile, backends: list[str]) -> How:
+    """How the precision will be made, checked before any slow work."""
+    if quantized_nodes(model):
+        if requested not in (None, "int8"):
+            raise EdgepackError(f"the model is already INT8 (QuantizeLinear/DequantizeLinear); --precision "
+                                f"{requested} does not apply")
+        return "prequantized"
+    wanted = requested or (profile.precision if has_calib else "fp32")
+    if wanted != "int8":
+        return wanted
+    if not has_calib:
+        raise EdgepackError("INT8 needs calibration data: pass --calib DATA (a few hundred samples)")
+    return "search" if any(get_backend(n).consumes_qdq for n in backends) else "own"
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    how: How
+    graph: onnx.ModelProto  # what runtimes get, unless the search chooses per runtime
+    precision: str  # what ships where no per-runtime choice is made
+    section: Quantization | None = None
+    search: Int8Plan | None = None
+
+    def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing) -> Choice:
+        if self.search is None:
+            return Choice(self.graph, self.precision)
+        return choose(name, self.search, canonical, profile, threads, feeds, timing)
+
+
+def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: float = 0.0) -> PrecisionPlan:
+    """The precision plan for `model` (the canonical, possibly pruned graph) in compilation `c`."""
+    if how == "fp16":
+        return PrecisionPlan(how, to_fp16(model), "fp16")
+    if how == "prequantized":
+        return PrecisionPlan(how, model, "int8", Quantization(
+            met=True, by="the model itself: already QDQ (quantization-aware training or an earlier quantizer); "
+                         "edgepack does not quantize it again"))
+    budget = c.req.quant.budget
+    if how == "own":
+        if c.scope.resolve(model):
+            raise EdgepackError(f"--keep-float does not reach {', '.join(c.backends)}: its converter quantizes on "
+                                f"its own (float op types come from the target profile's keep_float_op_types)")
+        return PrecisionPlan(how, model, "int8", Quantization(
+            met=True, by="each backend's own quantizer, calibrated on --calib", max_drop=budget.max_drop,
+            calibration={"data": calib.source, "samples": len(calib)}))
+    if how == "search":
+        c.events.step("INT8 search: calibrating, timing layer kinds, fitting the accuracy budget")
+        search = Int8Search(c.profile, budget.as_tuple(), c.scope, c.bench.threads, fixed_batch(graph_inputs(model)),
+                            insist=c.insist_int8, allow_dynamic="onnxruntime" in c.backends, timing=c.timing)
+        found = quantize_for_target(model, calib, judge, base, search)
+        return PrecisionPlan(how, found.model, found.precision, Quantization(**found.section), found)
+    return PrecisionPlan("fp32", model, "fp32")

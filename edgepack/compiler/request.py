@@ -1,0 +1,209 @@
+"""What a compile is asked to do, as frozen, hashable values.
+
+Search and sweeps call compile many times with different option sets, in threads or worker
+processes: a request is a value (compare it, hash it, cache by `key()`), not 22 loose keyword
+arguments. In-memory inputs (an nn.Module, a ModelProto, a Dataset) are held by a `Ref` that
+compares by identity; `key()` digests their contents for caches that outlive the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgepack.errors import EdgepackError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_MAX_DROP = 0.01
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A path, or an object in memory compared by identity (arrays and protos are unhashable)."""
+
+    path: str | None = None
+    obj: Any = field(default=None, compare=False, repr=False)
+    obj_id: int | None = None
+
+    @classmethod
+    def of(cls, value) -> Ref | None:
+        if value is None:
+            return None
+        if isinstance(value, (str, Path)):
+            return cls(path=str(value))
+        return cls(obj=value, obj_id=id(value))
+
+    @property
+    def value(self):
+        return self.path if self.path is not None else self.obj
+
+    def digest(self) -> str:
+        """Content hash: a file's (or folder's) bytes, or the object's serialized contents."""
+        from edgepack.fsutil import sha256_file, sha256_tree
+
+        if self.path is not None:
+            p = Path(self.path.rpartition(":")[0] if ":" in self.path and not Path(self.path).exists() else self.path)
+            return sha256_file(p) if p.is_file() else sha256_tree(p) if p.is_dir() else self.path
+        return _object_digest(self.obj)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much accuracy compression may cost: absolute points, or relative to FP32's score."""
+
+    max_drop: float = DEFAULT_MAX_DROP
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, value: str | float | None) -> Budget:
+        """0.01 -> absolute; "1%" -> relative; None -> the default."""
+        from edgepack.passes.metrics import parse_drop
+
+        if value is None:
+            return cls()
+        if isinstance(value, Budget):
+            return value
+        max_drop, relative = parse_drop(value)
+        return cls(max_drop, relative)
+
+    def as_tuple(self) -> tuple[float, bool]:
+        return self.max_drop, self.relative
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How artifacts are timed; None = the target profile's value."""
+
+    runs: int | None = None
+    warmup: int | None = None
+    threads: int | None = None
+
+    def resolve(self, profile) -> BenchSettings:
+        return BenchSettings(**profile.bench_settings(self.runs, self.warmup, self.threads))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Precision and the INT8 search: calibration data, what stays float, the accuracy budget."""
+
+    precision: str | None = None  # None: the target's precision when calib is given, else fp32
+    calib: Ref | None = None
+    keep_float: tuple[str, ...] = ()
+    budget: Budget = Budget()
+
+    def __post_init__(self):
+        if self.precision not in (None, *PRECISIONS):
+            raise EdgepackError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What accuracy means: labelled data and a metric (default top1 with labels, else cosine)."""
+
+    data: Ref | None = None
+    metric: str | None = None
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Structured pruning (channels, widths x the target's multiple) and magnitude sparsity."""
+
+    ratio: float | None = None
+    mode: str = "uniform"
+    layers: tuple[tuple[str, float], ...] = ()  # per-node ratio overrides
+    protect: tuple[str, ...] = ()
+    sparsity: float | None = None
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.ratio or self.layers)  # --prune-layer alone prunes just those layers
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    """One compile: the model, the target, and every option. Build with `from_kwargs`."""
+
+    model: Ref
+    target: Any = "host"  # a profile name, a YAML path, or a TargetProfile (frozen, hashable)
+    backends: tuple[str, ...] | None = None
+    output_dir: str | None = None
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
+    weights: str | None = None
+    quant: QuantOptions = QuantOptions()
+    evaluation: EvalOptions = EvalOptions()
+    prune: PruneOptions = PruneOptions()
+    bench: BenchSettings = BenchSettings()
+    force: bool = False
+
+    @classmethod
+    def from_kwargs(cls, model, *, target="host", backends=None, output_dir=None, input_shapes=None,
+                    weights=None, calib=None, precision=None, eval_data=None, metric=None, max_drop=None,
+                    keep_float=None, prune=None, prune_mode="uniform", prune_layers=None, prune_protect=None,
+                    sparsity=None, runs=None, warmup=None, threads=None, force=False) -> CompileRequest:
+        """The flat keyword form of `edgepack.compile` (and the CLI), as a request."""
+        return cls(
+            model=Ref.of(model), target=target, backends=tuple(backends) if backends else None,
+            output_dir=str(output_dir) if output_dir else None, input_shapes=_frozen_shapes(input_shapes),
+            weights=str(weights) if weights else None,
+            quant=QuantOptions(precision, Ref.of(calib), tuple(keep_float or ()), Budget.parse(max_drop)),
+            evaluation=EvalOptions(Ref.of(eval_data), metric),
+            prune=PruneOptions(prune, prune_mode, tuple((prune_layers or {}).items()), tuple(prune_protect or ()),
+                               sparsity),
+            bench=BenchSettings(runs, warmup, threads), force=force)
+
+    @property
+    def shapes(self) -> dict | None:
+        """input_shapes in the form the frontends take ({name: [dims]})."""
+        return None if self.input_shapes is None else dict(self.input_shapes)
+
+    def with_options(self, **changes) -> CompileRequest:
+        return replace(self, **changes)
+
+    def key(self) -> str:
+        """A content digest of the whole request: files and in-memory inputs by their bytes."""
+        def encode(value):
+            if isinstance(value, Ref):
+                return {"ref": value.digest()}
+            if hasattr(value, "to_dict"):
+                return value.to_dict()
+            return str(value)
+
+        text = json.dumps(asdict(self) | {"model": encode(self.model), "target": encode(self.target),
+                                          "quant": asdict(self.quant) | {"calib": encode(self.quant.calib)},
+                                          "evaluation": {"data": encode(self.evaluation.data),
+                                                         "metric": self.evaluation.metric}},
+                          sort_keys=True, default=encode)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _frozen_shapes(shapes) -> tuple | None:
+    if not shapes:
+        return None
+    return tuple((str(name), tuple(int(d) for d in dims)) for name, dims in shapes.items())
+
+
+def _object_digest(obj) -> str:
+    """Contents of an in-memory input: a ModelProto's bytes, a module's weights, a Dataset's arrays."""
+    import numpy as np
+
+    h = hashlib.sha256(type(obj).__name__.encode())
+    if hasattr(obj, "SerializeToString"):
+        h.update(obj.SerializeToString())
+    elif hasattr(obj, "state_dict"):
+        from edgepack.frontends.torch_module import state_digest
+
+        h.update(state_digest(obj).encode())
+    elif hasattr(obj, "inputs"):  # a Dataset
+        for name in sorted(obj.inputs):
+            h.update(name.encode() + np.ascontiguousarray(obj.inputs[name]).tobytes())
+        if getattr(obj, "labels", None) is not None:
+            h.update(np.ascontiguousarray(obj.labels).tobytes())
+    else:
+        h.update(repr(obj).encode())
+    return h.hexdigest()

@@ -1,0 +1,347 @@
+"""Typed reports: what `compile`, `profile` and `run` write to report.json.
+
+Bundles, tracking, search and the registry all read reports, so their shape is a contract:
+pydantic models with a `schema_version`, dumped with `to_json()` (field names are the ones
+report.json always had, so existing readers keep working). Optional fields that are unset are
+left out of the JSON rather than written as null, as before. Deep search evidence (per-kind
+timings, accuracy steps) stays free-form JSON: it is read by people, not by code.
+`python -m edgepack.report.schema` rewrites the JSON Schemas shipped in report/schemas/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+JSON = dict[str, Any]
+T = TypeVar("T")
+# an optional field that is left out of the JSON when unset (readers test `"key" in section`)
+Opt = Annotated[T | None, Field(default=None, exclude_if=lambda v: v is None)]
+
+
+class Section(BaseModel):
+    """A report section: unknown keys are errors, and nothing callable can get in."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+    def to_json(self) -> JSON:
+        return self.model_dump(mode="json")
+
+
+class Tensor(Section):
+    name: str
+    shape: list[int | str | None] | None
+    dtype: str
+
+
+class Parity(Section):
+    """Outputs of a candidate against the source model's, on the same inputs."""
+
+    samples: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    cosine_min: float | None
+    top1_agreement: Opt[float]
+
+
+class Latency(Section):
+    first: float
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+class Memory(Section):
+    peak_rss: float
+    rss_before_load: float
+    model_rss_delta: float
+
+
+class FileInfo(Section):
+    bytes: int
+    sha256: str
+
+
+class Artifact(Section):
+    """One emitted artifact and what was measured of it."""
+
+    backend: str
+    precision: str
+    path: str
+    size_bytes: int
+    sha256: str
+    files: dict[str, FileInfo]
+    emulated: bool = False
+    unsupported_ops: list[str] = []
+    notes: list[str] = []
+    runtime: JSON = {}
+    inputs: Opt[list[Tensor]]
+    parity: Opt[Parity]
+    accuracy: Opt[float]
+    accuracy_drop: Opt[float]
+    emulated_run: Opt[JSON]
+    # timing in a fresh process (None: not timed, e.g. run only on an emulated board)
+    latency_ms: Latency | None = None
+    load_ms: Opt[float]
+    runtime_import_ms: Opt[float]
+    throughput_per_s: Opt[float]
+    memory_mb: Opt[Memory]
+    runs: Opt[int]
+    warmup: Opt[int]
+    threads: Opt[int]
+    batch: Opt[int]
+    process: Opt[str]
+
+
+class Source(Section):
+    name: str
+    kind: str
+    path: str | None
+    sha256: str
+    params: int
+    macs: int
+    size_bytes: int | None
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+
+
+class Canonical(Section):
+    model_config = ConfigDict(extra="allow")  # what canonicalize() reports grows with its steps
+
+    opset: int
+    parity: Opt[Parity]
+    params: int
+    macs: int
+    op_histogram: dict[str, int]
+
+
+class Target(Section):
+    name: str
+    description: str
+    profile: Opt[JSON]
+
+
+class DataInfo(Section):
+    source: str
+    samples_for_parity: Opt[int]
+
+
+class Accuracy(Section):
+    metric: str
+    data: str
+    samples: int
+    source: float
+    compressed_fp32: Opt[float]
+
+
+class Pruning(Section):
+    ratio: float
+    mode: str
+    channel_multiple: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    groups: int
+    unprunable_groups: int
+    channels_before: int
+    channels_after: int
+    channels_removed: int
+    unprunable: list[JSON]
+    notes: list[str]
+    plan: Opt[str]
+
+
+class Sparsity(Section):
+    model_config = ConfigDict(extra="allow")
+
+    mode: str
+    sparsity: float
+    layers: list[JSON]
+
+
+class RuntimeChoice(Section):
+    """Which graph one runtime got after the INT8 search, and the evidence for it."""
+
+    chosen: str
+    precision: str
+    why: Opt[str]
+    timings: Opt[list[JSON]]
+    timing: Opt[str]
+
+
+class Quantization(Section):
+    """How INT8 was made (or why FP32 shipped): the search's decision and its evidence."""
+
+    met: bool
+    by: Opt[str]
+    decision: Opt[Literal["int8", "fp32"]]
+    format: Opt[str]
+    scheme: Opt[JSON]
+    calibration: Opt[JSON]
+    metric: Opt[str]
+    fp32_score: Opt[float]
+    int8_score: Opt[float]
+    drop: Opt[float]
+    max_drop: Opt[float]
+    relative: Opt[bool]
+    int8_layers: Opt[int]
+    kept_float: Opt[list[JSON]]
+    fp32_ms: Opt[float]
+    int8_ms: Opt[float]
+    timing: Opt[str]
+    format_candidates: Opt[list[JSON]]
+    accuracy_steps: Opt[list[JSON]]
+    group_ranking: Opt[list[JSON]]
+    speed: Opt[JSON]
+    per_backend: Opt[dict[str, RuntimeChoice]]
+    # PTQ inside a flow: the precision that shipped and the mode, read by the stage table
+    precision: Opt[str]
+    mode: Opt[str]
+    note: Opt[str]
+    warning: Opt[str]
+
+
+class Selected(Section):
+    index: int
+    backend: str
+    reason: str
+
+
+class Skipped(Section):
+    backend: str
+    reason: str
+
+
+class Environment(Section):
+    cpu: JSON
+    os: str
+    libraries: dict[str, str]
+
+
+class Header(Section):
+    """What every report starts with (one builder: report.header())."""
+
+    schema_version: int = SCHEMA_VERSION
+    edgepack_version: str
+    command: str
+    created: str
+    environment: Environment
+
+
+class Headline(Section):
+    """The shipped artifact's figures, repeated at the top of the report for quick reading."""
+
+    backend: Opt[str]
+    precision: Opt[str]
+    latency_ms: Latency | None = None
+    load_ms: Opt[float]
+    throughput_per_s: Opt[float]
+    memory_mb: Opt[Memory]
+    parity: Opt[Parity]
+
+
+class CompileReport(Header, Headline):
+    command: Literal["compile"] = "compile"
+    source: Source
+    canonical: Canonical
+    target: Target
+    data: DataInfo
+    precision_requested: str
+    artifacts: list[Artifact]
+    notes: Opt[list[str]]
+    pruning: Opt[Pruning]
+    sparsity: Opt[Sparsity]
+    accuracy: Opt[Accuracy]
+    quantization: Opt[Quantization]
+    skipped: Opt[list[Skipped]]
+    selected: Selected
+    output_dir: str
+
+    def shipped(self) -> Artifact:
+        return self.artifacts[self.selected.index]
+
+
+class ProfileReport(Header, Headline):
+    command: Literal["profile"] = "profile"
+    target: Target
+    data: DataInfo
+    artifacts: list[Artifact]
+    output_dir: str
+
+
+class FlowRow(Section):
+    """One row of the flow's table: a model measured on the flow's one yardstick."""
+
+    stage: str
+    model: str
+    params: int
+    macs: int
+    size_bytes: int
+    accuracy: float | None = None
+    p50_ms: float | None = None
+    p99_ms: Opt[float]
+    seconds: Opt[float]
+    drop: float | None = None
+    gate: Opt[str]
+    artifact: Opt[str]
+
+
+class StageRecord(Section):
+    """What a stage saved beside its model (stage.json, without its rows)."""
+
+    kind: str
+    key: str
+    passed: bool
+    gate: JSON | None
+    gate_failures: list[str]
+    details: JSON
+
+
+class Stopped(Section):
+    stage: str
+    reasons: list[str]
+
+
+class FlowReport(Header):
+    command: Literal["run"] = "run"
+    recipe: str
+    target: str
+    output_dir: str
+    rows: list[FlowRow]
+    stages: list[StageRecord]
+    seconds: Opt[float]
+    passed: bool = True
+    stopped: Opt[Stopped]
+
+
+REPORTS: dict[str, type[Header]] = {"compile": CompileReport, "profile": ProfileReport, "run": FlowReport}
+
+
+def json_schema(command: str) -> JSON:
+    return REPORTS[command].model_json_schema(mode="serialization")
+
+
+def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
+    """The JSON Schemas shipped with the package (a test checks they match the models)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for command in REPORTS:
+        path = folder / f"{command}.schema.json"
+        path.write_text(json.dumps(json_schema(command), indent=1, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in write_schemas():
+        print(p)
