@@ -72,3 +72,21 @@ def confident_mask(ref):
 def cosine(a, b):
     """Row-wise cosine similarity."""
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# --------------------------------------------------------------------------- concurrent compiles
+
+def compile_choices(kwargs: dict) -> dict:
+    """Compile with pinned timing and return what the compile decided (not what it timed): a
+    pool worker's entry point, so it lives here and returns plain data."""
+    import edgepack
+
+    r = edgepack.compile(**kwargs, progress=False, timing=PinnedTiming(int8_ms=0.5))
+    q = r.get("quantization") or {}
+    return {
+        "selected": r["selected"]["backend"],
+        "artifacts": [(a["backend"], a["precision"], a["sha256"], a["parity"], a.get("accuracy")) for a in r["artifacts"]],
+        "decision": q.get("decision"), "format": q.get("format"), "int8_score": q.get("int8_score"),
+        "kept_float": [k["node"] for k in q.get("kept_float", [])],
+        "canonical_parity": r["canonical"]["parity"], "keys": sorted(r),
+    }

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import message_lines, run_cli
+from helpers import STEP_LINE, message_lines, run_cli
 
 BENCH = ("--runs", "20", "--warmup", "2")
 LATENCY_KEYS = ("first", "p50", "p90", "p99", "mean", "std", "min", "max")
@@ -204,6 +204,16 @@ def test_compile_json_stdout_is_the_report(compiled):
     on_disk = json.loads((out / "report.json").read_text())
     assert set(printed) == set(on_disk)
     assert printed == on_disk
+
+
+def test_a_compile_in_a_log_prints_one_timestamped_line_per_step(compiled):
+    """Not a terminal (CI, nohup): each step is one plain line with the elapsed time, in order."""
+    proc, out, report = compiled
+    steps = [ln for ln in proc.stderr.splitlines() if STEP_LINE.match(ln)]
+    assert [s for s in ("compile ", "lowered to canonical ONNX", "built onnxruntime", "report: ")
+            if not any(s in ln for ln in steps)] == []
+    elapsed = [float(ln[1:ln.index("s]")]) for ln in steps]
+    assert elapsed == sorted(elapsed) and report["schema_version"] == 1
 
 
 def test_profile_compiled_artifact(compiled, tmp_path):
