@@ -292,7 +292,7 @@ def _compress(model, profile, ratio, mode, layers, protect, sparsity) -> tuple:
 def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, profile, ops: set, bench,
               prequantized: bool = False) -> dict:
     """Emit one backend's artifact and open it; parity, accuracy and latency are added by the caller."""
-    backend = get_backend(name)
+    backend = get_backend(name, profile.backend_options(name))
     # a runtime with its own quantizer gets the float graph and the calibration data instead of QDQ
     own_quantizer = precision != "fp32" and not backend.consumes_qdq
     if own_quantizer and prequantized:
@@ -327,7 +327,7 @@ def _graph_for(name: str, plan, canonical, profile, threads: int, feeds) -> tupl
     differently (NNCF's graph is slow in ONNX Runtime, fast in OpenVINO), and INT8 that loses to
     FP32 in ONNX Runtime can win elsewhere. Others follow ONNX Runtime's decision with the static
     graph (dynamic INT8 is an ONNX Runtime format). The timings go to `quantization.per_backend`."""
-    backend = get_backend(name)
+    backend = get_backend(name, profile.backend_options(name))
     if name == plan.timed_in or not backend.consumes_qdq:
         return plan.model, plan.precision
     if "int8" not in backend.precisions and not plan.insisted:  # asked for INT8: emit() says it cannot
