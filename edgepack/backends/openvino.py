@@ -179,6 +179,8 @@ class OpenVinoBackend(Backend):
             totals[_PRECISION_CLASS.get(prec, prec)] += 1
         meta = session.meta
         hint = str(session.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        # The profile's plugin properties, where it set any: they change what the latency means.
+        options = {"runtime_options": json.loads(meta["runtime_options"])} if meta.get("runtime_options") else {}
         return {
             "ov_version": ov.get_version(),
             "device": _core().get_property(DEVICE, "FULL_DEVICE_NAME"),
@@ -190,6 +192,7 @@ class OpenVinoBackend(Backend):
             "layers_by_precision": dict(sorted(totals.items())),
             "int8_layers": totals.get("int8", 0),
             "fp32_layers": totals.get("fp32", 0),
+            **options,
             "notes": _notes(meta.get("precision"), _short_type(hint)),
         }
 
