@@ -5,8 +5,10 @@ Host artifacts only; the cross-compiled arm64 artifact is run on the emulated bo
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -200,6 +202,36 @@ def test_tuning_records_are_cached_and_reused(host, tmp_path, tvm_cache):
     assert second["tuning"]["database"] == first["tuning"]["database"]
     assert str(tvm_cache) in second["tuning"]["database"]
     assert any("reused" in n for n in second["notes"])
+
+
+def test_parallel_compiles_share_the_database_under_its_lock(host, tmp_path, tvm_cache):
+    """Two compiles of one model at once (threads here; processes take the same flock): one tunes,
+    the other waits for the lock and reuses its records instead of tuning again or reading half
+    a database."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(1)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], rng.standard_normal(64).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"), helper.make_node("Relu", ["m"], ["y"], name="relu")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    def compile_once(i: int) -> dict:
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        backend = get_backend("tvm", {"tune_trials": 8, "trials_per_round": 8})
+        return backend.describe(backend.emit(model, out, host))["tuning"]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(compile_once, range(2)))
+    assert sorted(r["reused_cache"] for r in results) == [False, True]
+    assert sum(r["seconds_this_compile"] > 0 for r in results) == 1
+    assert results[0]["trials_total"] == results[1]["trials_total"] >= 8
+    assert results[0]["records"] == results[1]["records"] > 0
+    stats = json.loads((Path(results[0]["database"]) / "edgepack_tuning.json").read_text())
+    assert stats["sessions"] == 1
 
 
 def test_int8_target_default_gives_tvm_fp32(mnist_model, sample_sets, tmp_path, tvm_cache):
