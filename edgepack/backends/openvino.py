@@ -114,7 +114,8 @@ class OpenVinoBackend(Backend):
         except Exception as e:
             raise EdgepackError(f"openvino: NNCF quantization failed: {first_line(e)}") from None
         _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
-                  plugin_config=self._plugin_config(), extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(subset_size, len(feeds)))})
+                  plugin_config=self._plugin_config(),
+                  extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(subset_size, len(feeds)))})
         return _save(quantized, Path(outdir), compress_to_fp16=False)
 
     def _plugin_config(self) -> dict:
