@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     reference = [ort.run(ort_session, f)[0] for f in feeds]
     rows.append(_row("ONNX Runtime fp32", ort_path, "onnxruntime", feeds, bench, reference, ort, None, 0.0))
 
-    variants = [("TVM untuned (edgepack default CPU schedule)", TvmBackend(tune_seconds=0, cache_dir=tmp / "empty")),
+    variants = [("TVM untuned (edgepack default CPU schedule)", TvmBackend({"tune_seconds": 0}, cache_dir=tmp / "empty")),
                 (f"TVM tuned (MetaSchedule, budget {args.tune_seconds:.0f} s)",
-                 TvmBackend(tune_seconds=args.tune_seconds, cache_dir=args.cache_dir or cache_root()))]
+                 TvmBackend({"tune_seconds": args.tune_seconds}, cache_dir=args.cache_dir or cache_root()))]
     for label, backend in variants:
         out = tmp / f"tvm{len(rows)}"
         out.mkdir()

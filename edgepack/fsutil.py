@@ -96,3 +96,20 @@ def artifact_identity(path: Path, companions: list[Path] = ()) -> dict:
     files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in present}
     return {"size_bytes": sum(f["bytes"] for f in files.values()), "sha256": files[Path(path).name]["sha256"],
             "files": files}
+
+
+@contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive advisory lock on `path` (created if missing) for the block.
+
+    For caches that several compiles share (a board, a tuning database): a second process, or a
+    second thread of this one (flock locks belong to the open file, not the process), waits
+    until the first is done instead of reading or writing half a file."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

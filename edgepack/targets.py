@@ -21,14 +21,19 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+# The registry module is light (names and options models only; runtimes load on first use).
+from edgepack.backends import REGISTRY, options_model, unknown_backend
+from edgepack.backends.options import BackendOptions
 from edgepack.errors import EdgepackError, close_names
-from edgepack.schema import load_yaml_model
+from edgepack.schema import condense, load_yaml_model
 
-Backend = Literal["onnxruntime", "openvino", "tflite", "tvm"]
 IntDtype = Literal["int8", "uint8"]
 
 
@@ -111,12 +116,37 @@ class Quantization(_Strict):
 
 
 class Runtime(_Strict):
-    """One runtime the target deploys to, and the ops it can run (reported, never hidden)."""
+    """One runtime the target deploys to, the ops it can run (reported, never hidden), and its
+    backend's settings for this target (validated by the backend's options model)."""
 
-    backend: Backend
+    backend: str  # a name in the backend registry (edgepack.backends.REGISTRY)
     delegate: str | None = None
     supported_ops: OpTypes | Literal["all"]
     notes: str = ""
+    options: SerializeAsAny[BackendOptions] = Field(default=None, validate_default=True)
+
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in REGISTRY:
+            raise ValueError(unknown_backend(v))
+        return v
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _backend_options(cls, v: Any, info: ValidationInfo) -> Any:
+        """The raw mapping becomes the backend's own options model, so a bad key or value fails
+        when the profile loads, naming the field, not when (or if) the backend reads it."""
+        name = info.data.get("backend")
+        if name is None:  # the backend name itself is wrong: that is the error to report
+            return BackendOptions()
+        model = options_model(name)
+        if isinstance(v, model):
+            return v
+        try:
+            return model.model_validate({} if v is None else v)
+        except ValidationError as e:
+            raise ValueError(f"{name} options: {condense(e, model)}") from None
 
     @field_validator("supported_ops", mode="before")
     @classmethod
@@ -138,11 +168,6 @@ class Benchmark(_Strict):
     runs: int = Field(ge=1)
 
 
-class Tvm(_Strict):
-    # A tvm.target.Target dict; None = detect from the machine that compiles.
-    target: dict[str, Any] | None = None
-
-
 class TargetProfile(_Strict):
     name: str
     description: str
@@ -153,8 +178,16 @@ class TargetProfile(_Strict):
     runtimes: list[Runtime] = Field(min_length=1)  # in order of preference
     pruning: Pruning
     benchmark: Benchmark
-    tvm: Tvm = Tvm()
     derived_from: str | None = None  # set by detect_host(); None for profiles read from files
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: Any) -> Any:
+        """Profiles written before backends owned their settings had a top-level `tvm` section."""
+        if isinstance(data, dict) and "tvm" in data:
+            raise ValueError("tvm: this section moved into the tvm runtime's options "
+                             "(runtimes: - backend: tvm, options: {target: ...})")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -186,6 +219,15 @@ class TargetProfile(_Strict):
             f"target {self.name!r} has no runtime {backend!r}"
             f"{close_names(backend, self.backends)}; it has: {', '.join(self.backends)}"
         )
+
+    def backend_options(self, backend: str) -> BackendOptions:
+        """The settings this target gives `backend` (its runtime entry's validated options); the
+        backend's defaults when the target does not list it, e.g. a runtime asked for explicitly.
+        Pass them on: `get_backend(backend, profile.backend_options(backend))`."""
+        for r in self.runtimes:
+            if r.backend == backend:
+                return r.options
+        return options_model(backend)()
 
     def unsupported_ops(self, op_types: Iterable[str], backend: str) -> list[str]:
         """Op types `backend` cannot run on this target, sorted; [] when it runs all."""
@@ -322,7 +364,7 @@ def detect_host(info: dict | None = None) -> TargetProfile:
             "derived_from": best.name,
             "description": f"{model} ({arch}): derived from {best.name} ({why}). "
             f"{best.description}",
-            # Compiling for the machine itself: let TVM detect the exact CPU.
-            "tvm": Tvm(target=None),
+            # Compiling for the machine itself: settings that name a CPU give way to detection.
+            "runtimes": [r.model_copy(update={"options": r.options.for_host()}) for r in best.runtimes],
         }
     )

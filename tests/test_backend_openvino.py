@@ -248,3 +248,88 @@ def test_openvino_decides_int8_or_fp32_by_its_own_timing(mnist_model, sample_set
     assert by["openvino"]["precision"] == choice["precision"] == ("fp32" if choice["chosen"] == "FP32" else "int8")
     assert (by["openvino"]["runtime"]["int8_layers"] > 0) == (choice["precision"] == "int8")
     assert by["openvino"]["accuracy_drop"] <= 0.1  # the choice is under test; NNCF lost 3.8 in ORT
+
+# ---------------------------------------------------------------- options from a profile's runtimes[].options
+
+
+def _tiny_onnx(path) -> str:
+    """Conv + Relu: enough for OpenVINO to compile, quick to emit, load and time."""
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], rng.standard_normal(108).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def _profile_with_openvino_options(tmp_path, options_yaml: str):
+    """x86-vnni as a user's YAML file, its openvino runtime given `options_yaml` (a flow mapping)."""
+    from edgepack.targets import targets_dir
+
+    text = (targets_dir() / "x86-vnni.yaml").read_text().replace("name: x86-vnni", "name: mine")
+    marker = "    notes: fastest in our measurements (ResNet18 int8 4.2 ms)\n"
+    assert marker in text
+    path = tmp_path / "mine.yaml"
+    path.write_text(text.replace(marker, marker + f"    options: {options_yaml}\n"))
+    return path
+
+
+def test_options_from_a_profile_reach_openvino(tmp_path):
+    """runtimes[].options -> the profile -> the backend -> the IR -> every load of it, including a
+    fresh process's, which knows only the artifact: the compiled model really runs with them."""
+    path = _profile_with_openvino_options(
+        tmp_path, "{performance_hint: THROUGHPUT, num_streams: 2, properties: {CPU_DENORMALS_OPTIMIZATION: true}}")
+    mine = load_profile(str(path))
+    assert mine.backend_options("openvino").num_streams == 2
+    model = onnx.load(_tiny_onnx(tmp_path / "tiny.onnx"))
+
+    art = get_backend("openvino", mine.backend_options("openvino")).emit(model, tmp_path / "mine", mine)
+    plain = get_backend("openvino").emit(model, tmp_path / "plain", load_profile("x86-vnni"))
+    fresh = backend_for_artifact(art)  # as the benchmark's worker opens it: no options of its own
+    compiled = fresh.load(art, THREADS).compiled  # two streams need two threads
+    assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT")
+    assert int(compiled.get_property("NUM_STREAMS")) == 2
+    assert bool(compiled.get_property("CPU_DENORMALS_OPTIMIZATION")) is True
+    assert fresh.describe(art)["runtime_options"] == {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2,
+                                                      "CPU_DENORMALS_OPTIMIZATION": True}
+    # default options leave the artifact as it always was: edgepack's latency settings, nothing recorded
+    compiled = fresh.load(plain, THREADS).compiled
+    assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("LATENCY")
+    assert int(compiled.get_property("NUM_STREAMS")) == 1
+    assert "runtime_options" not in fresh.describe(plain)
+
+
+def test_compile_passes_the_profiles_openvino_options(tmp_path):
+    path = _profile_with_openvino_options(tmp_path, "{num_streams: 2}")
+    r = edgepack.compile(_tiny_onnx(tmp_path / "tiny.onnx"), target=str(path), backends=["openvino"],
+                         output_dir=tmp_path / "out", runs=3, warmup=1, threads=THREADS, progress=False)
+    art = r["artifacts"][0]
+    assert art["runtime"]["runtime_options"] == {"NUM_STREAMS": 2} and art["parity"]["max_abs_diff"] <= 1e-5
+
+
+def test_bad_openvino_option_is_one_clear_error(tmp_path):
+    path = _profile_with_openvino_options(tmp_path, "{performance_hnt: THROUGHPUT}")
+    with pytest.raises(EdgepackError) as e:
+        load_profile(str(path))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(path))
+    assert "runtimes[1].options: openvino options: performance_hnt: unknown field (did you mean: performance_hint?)" in msg
+
+    path = _profile_with_openvino_options(tmp_path, "{performance_hint: FASTEST}")
+    with pytest.raises(EdgepackError, match=r"runtimes\[1\]\.options: openvino options: performance_hint: .*FASTEST"):
+        load_profile(str(path))
+    path = _profile_with_openvino_options(tmp_path, "{properties: {INFERENCE_PRECISION_HINT: bf16}}")
+    with pytest.raises(EdgepackError, match=r"INFERENCE_PRECISION_HINT is set by edgepack"):
+        load_profile(str(path))
+    path = _profile_with_openvino_options(tmp_path, "{properties: {NUM_STREAMS: 2}}")
+    with pytest.raises(EdgepackError, match=r"NUM_STREAMS: use the option 'num_streams' instead"):
+        load_profile(str(path))
+    # a property name OpenVINO does not know fails the compile, not every later load
+    mine = load_profile(str(_profile_with_openvino_options(tmp_path, "{properties: {CPU_DENORMALS_OPTIMISATION: true}}")))
+    model = onnx.load(_tiny_onnx(tmp_path / "tiny.onnx"))
+    with pytest.raises(EdgepackError, match=r"properties\.CPU_DENORMALS_OPTIMISATION: not a property the CPU "
+                                            r"plugin accepts \(did you mean: CPU_DENORMALS_OPTIMIZATION"):
+        get_backend("openvino", mine.backend_options("openvino")).emit(model, tmp_path / "x", mine)

@@ -62,7 +62,7 @@ def test_board_is_aarch64_and_reused(board):
 
 def test_arm64_tvm_artifact_runs_on_board(board, small_cnn, feeds, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPACK_TVM_CACHE", str(tmp_path / "tvm-cache"))
-    tvm = TvmBackend(tune_seconds=0)
+    tvm = TvmBackend({"tune_seconds": 0})
     path = tvm.emit(small_cnn, tmp_path, load_profile("arm64"))
     info = tvm.describe(path)
     assert info["cross_compiled"] and info["target_triple"] == "aarch64-linux-gnu"

@@ -87,7 +87,7 @@ def test_user_yaml_file(tmp_path):
     path = _write_variant(tmp_path, "arm64", name="my-board", description="my board")
     profile = load_profile(str(path))
     assert profile.name == "my-board"
-    assert profile.tvm.target["mtriple"] == "aarch64-linux-gnu"
+    assert profile.backend_options("tvm").target["mtriple"] == "aarch64-linux-gnu"
 
 
 def test_missing_and_empty_files(tmp_path):
@@ -155,3 +155,94 @@ def test_targets_dir_override(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPACK_TARGETS_DIR", str(tmp_path))
     assert [p.name for p in list_profiles()] == ["only"]
     assert detect_host(_x86("avx2", "avx512_vnni")).derived_from == "only"
+
+
+# ---------------------------------------------------------------- runtimes and their backends' options
+
+
+def _runtimes_edit(tmp_path: Path, base: str, edit) -> Path:
+    """A user profile whose runtimes list is `edit(runtimes)` of a shipped profile's."""
+    data = yaml.safe_load((targets_dir() / f"{base}.yaml").read_text())
+    data["runtimes"] = edit(data["runtimes"])
+    return _write_variant(tmp_path, base, **data)
+
+
+def test_runtime_name_not_in_registry_lists_the_registry(tmp_path):
+    from edgepack.backends import REGISTRY
+
+    path = _runtimes_edit(tmp_path, "x86-avx2", lambda rs: [*rs, {"backend": "tensorrt", "supported_ops": "all"}])
+    with pytest.raises(EdgepackError) as e:
+        load_profile(str(path))
+    msg = str(e.value)
+    assert "\n" not in msg and "mine.yaml" in msg and "runtimes[3].backend" in msg and "'tensorrt'" in msg
+    assert f"available: {', '.join(REGISTRY)}" in msg
+    path = _runtimes_edit(tmp_path, "x86-avx2", lambda rs: [*rs[:2], {**rs[2], "backend": "tvn"}])
+    with pytest.raises(EdgepackError, match=r"runtimes\[2\]\.backend: unknown backend 'tvn' \(did you mean: tvm\?\)"):
+        load_profile(str(path))
+
+
+def test_bad_runtime_option_is_one_line_naming_file_runtime_and_field(tmp_path):
+    path = _runtimes_edit(tmp_path, "x86-avx2", lambda rs: [*rs[:2], {**rs[2], "options": {"tune_secnds": 5}}])
+    with pytest.raises(EdgepackError) as e:
+        load_profile(str(path))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(path))
+    assert "runtimes[2].options: tvm options: tune_secnds: unknown field (did you mean: tune_seconds" in msg
+    path = _runtimes_edit(tmp_path, "x86-avx2", lambda rs: [rs[0], {**rs[1], "options": {"num_streams": 0}}, rs[2]])
+    with pytest.raises(EdgepackError, match=r"runtimes\[1\]\.options: openvino options: num_streams: must be >= 1"):
+        load_profile(str(path))
+    # a backend without settings takes none
+    path = _runtimes_edit(tmp_path, "x86-avx2", lambda rs: [{**rs[0], "options": {"threads": 2}}, *rs[1:]])
+    with pytest.raises(EdgepackError, match=r"runtimes\[0\]\.options: onnxruntime options: threads: unknown field"):
+        load_profile(str(path))
+
+
+def test_options_reach_the_profile_validated():
+    from edgepack.backends.options import OnnxRuntimeOptions, OpenVinoOptions, TvmOptions
+
+    avx2 = load_profile("x86-avx2")
+    assert avx2.backend_options("tvm") == TvmOptions(target={"kind": "llvm", "mcpu": "haswell"})
+    assert avx2.backend_options("openvino") == OpenVinoOptions()
+    assert avx2.backend_options("onnxruntime") == OnnxRuntimeOptions()
+    # a runtime the target does not list (asked for explicitly) gets its backend's defaults
+    assert load_profile("mobile-npu").backend_options("tvm") == TvmOptions()
+    with pytest.raises(EdgepackError, match="unknown backend 'tvn'"):
+        avx2.backend_options("tvn")
+
+
+def test_host_profile_detects_the_tvm_target_and_keeps_other_options():
+    host = detect_host(_x86("avx2"))
+    assert host.derived_from == "x86-avx2"
+    assert host.backend_options("tvm").target is None  # compiling for the machine itself
+    assert load_profile("x86-avx2").backend_options("tvm").target == {"kind": "llvm", "mcpu": "haswell"}
+    assert [r.backend for r in host.runtimes] == load_profile("x86-avx2").backends
+
+
+def test_to_dict_round_trips_with_options():
+    """The pipeline's resume key hashes to_dict(): it must carry every backend's options."""
+    from edgepack.targets import TargetProfile
+
+    for p in list_profiles():
+        data = p.to_dict()
+        assert "tvm" not in data
+        assert TargetProfile.model_validate(data) == p
+    arm = load_profile("arm64").to_dict()
+    tvm = next(r for r in arm["runtimes"] if r["backend"] == "tvm")
+    assert tvm["options"]["target"]["mtriple"] == "aarch64-linux-gnu" and tvm["options"]["tune_trials"] == 0
+
+
+def test_old_tvm_section_says_where_it_moved(tmp_path):
+    path = _write_variant(tmp_path, "x86-avx2", tvm={"target": {"kind": "llvm", "mcpu": "haswell"}})
+    with pytest.raises(EdgepackError, match=r"tvm: this section moved into the tvm runtime's options"):
+        load_profile(str(path))
+
+
+def test_loading_a_profile_imports_no_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgepack.targets import list_profiles; list_profiles(); "
+            "print(sorted(m for m in ('openvino', 'tvm', 'onnxruntime', 'ai_edge_litert', 'torch', "
+            "'edgepack.backends.base') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,18 +1,21 @@
 """The one interface every runtime implements: emit an artifact, load it, run it.
 
 Benchmarking is shared (edgepack.bench runs `load` and `run` in a fresh process), so a new
-runtime is one module with these methods and a line in the registry (backends/__init__.py).
+runtime is one module with these methods, an options model (backends/options.py) and a line in
+the registry (backends/__init__.py).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 
+from edgepack.backends.options import BackendOptions
 from edgepack.ir.spec import TensorSpec
 
 
@@ -27,6 +30,14 @@ class Backend(ABC):
     times_int8_choice: ClassVar[bool] = False
     # what emit() builds: a precision the target defaults to but a runtime lacks gets FP32 there
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+
+    def __init__(self, options: BackendOptions | Mapping | None = None):
+        """`options`: this backend's settings (its model in backends/options.py, or a mapping
+        validated by it); defaults when None. Held, not global, so that backends built with
+        different settings can work side by side in one process."""
+        from edgepack.backends import validate_options
+
+        self.options = validate_options(self.name, options)
 
     @abstractmethod
     def emit(self, model: onnx.ModelProto, outdir: Path, profile, precision: str = "fp32",

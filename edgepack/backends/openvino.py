@@ -14,8 +14,9 @@ Precisions and what really runs on the CPU (see `describe()` for a given artifac
   `emit_nncf()` is the other INT8 route: NNCF post-training quantization (defaults) of the float
   graph on calibration data.
 
-The settings `load()` needs (precision hint, ONNX output order) travel inside the IR as
-rt_info under "edgepack", so an artifact is self-describing wherever it is copied.
+The settings `load()` needs (precision hint, ONNX output order, the CPU plugin properties of the
+backend's OpenVinoOptions, i.e. a profile's `runtimes[].options`) travel inside the IR as rt_info
+under "edgepack", so an artifact is self-describing wherever it is copied.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 import onnx
 
 from edgepack.backends.base import Backend
-from edgepack.errors import EdgepackError, first_line
+from edgepack.backends.options import OpenVinoOptions
+from edgepack.errors import EdgepackError, close_names, first_line
 from edgepack.ir.spec import TensorSpec, graph_inputs
 
 ARTIFACT = "model.xml"
@@ -71,6 +73,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     consumes_qdq = True
     times_int8_choice = True  # NNCF's QDQ graph, slow in ONNX Runtime, can be the fastest here
+    options: OpenVinoOptions
 
     # ------------------------------------------------------------------ emit
 
@@ -87,7 +90,8 @@ class OpenVinoBackend(Backend):
                                     "or calibration data for NNCF; the model has neither")
             return self.emit_nncf(model, outdir, profile, calib)
         ov_model = _convert(model)
-        _annotate(ov_model, model, precision, int8_route="qdq" if has_qdq else "", profile=profile)
+        _annotate(ov_model, model, precision, int8_route="qdq" if has_qdq else "", profile=profile,
+                  plugin_config=self._plugin_config())
         return _save(ov_model, Path(outdir), compress_to_fp16=(precision == "fp16"))
 
     def emit_nncf(self, model: onnx.ModelProto, outdir: Path, profile, calib,
@@ -110,8 +114,21 @@ class OpenVinoBackend(Backend):
         except Exception as e:
             raise EdgepackError(f"openvino: NNCF quantization failed: {first_line(e)}") from None
         _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
+                  plugin_config=self._plugin_config(),
                   extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(subset_size, len(feeds)))})
         return _save(quantized, Path(outdir), compress_to_fp16=False)
+
+    def _plugin_config(self) -> dict:
+        """The CPU plugin properties this backend's options ask for, checked against the plugin
+        now: a wrong name fails the compile, not every later load of the artifact."""
+        props = self.options.properties
+        known = {k for k, mode in _core().get_property(DEVICE, "SUPPORTED_PROPERTIES").items()
+                 if "W" in str(mode)} if props else set()
+        for key in props:
+            if key not in known:
+                raise EdgepackError(f"openvino option properties.{key}: not a property the {DEVICE} plugin "
+                                    f"accepts{close_names(key, known)}")
+        return self.options.plugin_config()
 
     # ------------------------------------------------------------------ run
 
@@ -163,6 +180,8 @@ class OpenVinoBackend(Backend):
             totals[_PRECISION_CLASS.get(prec, prec)] += 1
         meta = session.meta
         hint = str(session.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        # The profile's plugin properties, where it set any: they change what the latency means.
+        options = {"runtime_options": json.loads(meta["runtime_options"])} if meta.get("runtime_options") else {}
         return {
             "ov_version": ov.get_version(),
             "device": _core().get_property(DEVICE, "FULL_DEVICE_NAME"),
@@ -174,6 +193,7 @@ class OpenVinoBackend(Backend):
             "layers_by_precision": dict(sorted(totals.items())),
             "int8_layers": totals.get("int8", 0),
             "fp32_layers": totals.get("fp32", 0),
+            **options,
             "notes": _notes(meta.get("precision"), _short_type(hint)),
         }
 
@@ -243,8 +263,9 @@ def _reason(text: str) -> str:
 
 
 def _annotate(ov_model, source: onnx.ModelProto, precision: str, int8_route: str, profile,
-              extra: dict | None = None) -> None:
-    """Record what load() and describe() need inside the IR (rt_info["edgepack"])."""
+              plugin_config: dict, extra: dict | None = None) -> None:
+    """Record what load() and describe() need inside the IR (rt_info["edgepack"]), with the
+    options' CPU plugin properties that load() applies after edgepack's own."""
     from edgepack import __version__
 
     meta = {
@@ -259,22 +280,10 @@ def _annotate(ov_model, source: onnx.ModelProto, precision: str, int8_route: str
         "target": getattr(profile, "name", "") or "",
         **(extra or {}),
     }
-    options = _profile_options(profile)
-    if options:
-        meta["runtime_options"] = json.dumps(options)
+    if plugin_config:  # absent for default options: their artifacts are as they always were
+        meta["runtime_options"] = json.dumps(plugin_config)
     for key, value in meta.items():
         ov_model.set_rt_info(str(value), [RT_KEY, key])
-
-
-def _profile_options(profile) -> dict:
-    """Runtime options a target profile gives OpenVINO (a `runtimes[].options` mapping, where the
-    profile schema has one); applied at load, after edgepack's own settings."""
-    try:
-        runtime = profile.runtime("openvino")
-    except Exception:
-        return {}
-    options = getattr(runtime, "options", None)
-    return {str(k): str(v) for k, v in dict(options or {}).items()}
 
 
 def _save(ov_model, outdir: Path, compress_to_fp16: bool) -> Path:

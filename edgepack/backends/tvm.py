@@ -4,8 +4,11 @@ ONNX -> Relax (`tvm.relax.frontend.onnx.from_onnx`) -> legalize + fuse -> schedu
 
 Schedules, in order of preference for each fused kernel:
 1. MetaSchedule tuning records for this model + target, from a database cached under
-   ~/.cache/edgepack/tvm/<hash of model, target, TVM version>/ (tuned within a time budget:
-   `tune_seconds`, or $EDGEPACK_TVM_TUNE_SECONDS; 0 = no new tuning, cached records still apply);
+   ~/.cache/edgepack/tvm/<hash of model, target, TVM version>/ (or $EDGEPACK_TVM_CACHE), tuned
+   within the budget of the tvm runtime's options: `tune_trials` searched candidates and/or
+   `tune_seconds` of wall clock ($EDGEPACK_TVM_TUNE_SECONDS overrides it); no budget = no new
+   tuning, cached records still apply. The database is tuned into and read under a file lock,
+   so parallel compiles of one model never see half a database;
 2. edgepack's default CPU schedule (`_CpuDefault`): parallel outer loops, reductions moved outside
    a vectorised innermost output loop. TVM 0.27 ships default schedules for GPUs only, and
    unscheduled CPU kernels are single-threaded scalar loops.
@@ -13,36 +16,43 @@ Schedules, in order of preference for each fused kernel:
 An artifact without tuning records is reported as untuned: it runs and is correct, but it is
 not a deployable result (MobileNetV2 untuned is several times slower than ONNX Runtime).
 
-Cross-compiled artifacts (a profile whose `tvm.target` names another architecture, e.g. arm64)
+Cross-compiled artifacts (a profile whose tvm `target` option names another architecture, e.g. arm64)
 are linked with the Debian cross toolchain (`aarch64-linux-gnu-g++`) and run on the emulated
 board (edgepack.board), not on this host.
 
-Threads: TVM's CPU thread pool reads TVM_NUM_THREADS when it starts, so `load` sets it before
-the first inference and also reconfigures a pool that is already running
-(`runtime.config_threadpool`), so every `load(threads=N)` runs with N threads.
+Threads: TVM's CPU thread pool belongs to the thread that runs inference and is sized when first
+used; `load(threads=N)` configures the calling thread's pool through TVM's API
+(`runtime.config_threadpool`), never through TVM_NUM_THREADS in this process's environment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from edgepack.backends.base import Backend
+from edgepack.backends.options import TvmOptions
 from edgepack.errors import EdgepackError, first_line
+from edgepack.fsutil import file_lock
 from edgepack.ir.spec import TensorSpec, graph_inputs, graph_outputs
 
 SIDECAR = "model.json"
 CACHE_VERSION = 1  # bump when what goes into the key or the database layout changes
-UNTUNED_NOTE = "untuned TVM is not a deployable result: give it a tuning budget (EDGEPACK_TVM_TUNE_SECONDS)"
+UNTUNED_NOTE = ("untuned TVM is not a deployable result: give it a tuning budget (the tvm runtime's "
+                "tune_trials or tune_seconds option, or EDGEPACK_TVM_TUNE_SECONDS)")
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
@@ -51,10 +61,11 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edgepack" / "tvm"
 
 
-def _env_seconds() -> float:
+def _env_seconds() -> float | None:
+    """$EDGEPACK_TVM_TUNE_SECONDS, the user's override of a profile's `tune_seconds`; None if unset."""
     raw = os.environ.get("EDGEPACK_TVM_TUNE_SECONDS", "").strip()
     if not raw:
-        return 0.0
+        return None
     try:
         value = float(raw)
     except ValueError:
@@ -64,18 +75,47 @@ def _env_seconds() -> float:
     return value
 
 
+@dataclass(frozen=True)
+class TuningBudget:
+    """How much tuning one model and target get in total, across compiles: up to `seconds` of
+    wall clock and up to `trials` searched candidates, whichever ends first (0 = no such bound).
+    A trial bound gives the same search on a busy machine as on an idle one; seconds cap it."""
+
+    seconds: float = 0.0
+    trials: int = 0
+    per_round: int | None = None
+
+    @classmethod
+    def of(cls, options: TvmOptions) -> TuningBudget:
+        env = _env_seconds()
+        return cls(options.tune_seconds if env is None else env, options.tune_trials, options.trials_per_round)
+
+    @property
+    def active(self) -> bool:
+        return self.seconds > 0 or self.trials > 0
+
+    def left(self, stats: dict) -> tuple[float, float] | None:
+        """(seconds, trials) still to spend after what the database's stats record as spent
+        (math.inf where unbounded); None when nothing is asked for or the budget is spent."""
+        if not self.active:
+            return None
+        seconds = self.seconds - stats["seconds_spent"] if self.seconds > 0 else math.inf
+        trials = self.trials - stats["searched"] if self.trials > 0 else math.inf
+        return (seconds, trials) if seconds > 1.0 and trials >= 1 else None
+
+
 class TvmBackend(Backend):
     name = "tvm"
     consumes_qdq = True
     precisions = ("fp32",)
 
-    def __init__(self, tune_seconds: float | None = None, cache_dir: str | Path | None = None,
-                 trials_per_iter: int | None = None):
-        self.tune_seconds = _env_seconds() if tune_seconds is None else float(tune_seconds)
-        if self.tune_seconds < 0:
-            raise EdgepackError(f"tune_seconds must be >= 0, got {tune_seconds}")
+    def __init__(self, options: TvmOptions | Mapping | None = None, cache_dir: str | Path | None = None):
+        """`options`: TvmOptions (target, tuning budget); `cache_dir`: the tuning database's
+        folder when not $EDGEPACK_TVM_CACHE / ~/.cache/edgepack/tvm (where it lives is this
+        machine's business, not the target's, so it is no option)."""
+        super().__init__(options)
+        self.budget = TuningBudget.of(self.options)  # a bad $EDGEPACK_TVM_TUNE_SECONDS fails here
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.trials_per_iter = trials_per_iter
         self.last_tuning: dict | None = None  # what the latest emit() did about tuning
 
     # ------------------------------------------------------------------ emit
@@ -88,61 +128,23 @@ class TvmBackend(Backend):
             raise EdgepackError(f"TVM {precision} not supported yet: only fp32")
         import tvm
 
-        target_dict, cross = resolve_target(profile)
+        target_dict, cross = resolve_target(profile, self.options.target)
         target = tvm.target.Target(target_dict)
-        triple = _triple(target_dict)
         mod = import_onnx(model)
-
-        key = cache_key(model, target_dict)
-        work_dir = (self.cache_dir or cache_root()) / key
-        tuning = _tune(mod, target, work_dir, 0.0 if cross else self.tune_seconds, self.trials_per_iter)
-        if cross and self.tune_seconds > 0:
-            tuning["notes"].append("not tuned: tuning a cross-compiled target needs the real board "
-                                   "(MetaSchedule RPC runner); emulated timings would mislead it")
-        self.last_tuning = tuning
-
-        t0 = time.perf_counter()
-        try:
-            ex = _build(mod, target, work_dir if tuning["records"] else None)
-        except EdgepackError:
-            raise
-        except Exception as e:  # a lowering/codegen failure in TVM itself
-            raise EdgepackError(f"TVM failed to compile the model for {target_dict}: {first_line(e)}") from None
-        build_s = time.perf_counter() - t0
-
-        path = Path(outdir) / "model.so"
-        try:
-            if cross:
-                from tvm.support.cc import cross_compiler
-
-                cxx = f"{triple}-g++"
-                if not shutil.which(cxx):
-                    raise EdgepackError(f"{cxx} not found: cross-compiling for {triple} needs "
-                                        f"`apt-get install g++-{triple.replace('_', '-')}`")
-                ex.export_library(str(path), fcompile=cross_compiler(cxx))
-            else:
-                ex.export_library(str(path))
-        except EdgepackError:
-            raise
-        except Exception as e:
-            raise EdgepackError(f"TVM could not link {path.name}: {first_line(e)}") from None
-
-        sidecar = {
-            "format": "tvm-relax-vm",
-            "tvm_version": tvm.__version__,
-            "entry": "main",
-            "inputs": [s.to_dict() for s in graph_inputs(model)],
-            "outputs": [s.to_dict() for s in graph_outputs(model)],
-            "target": target_dict,
-            "target_triple": triple,
-            "cross_compiled": cross,
-            "tuned": tuning["tuned"],
-            "tuning": {k: v for k, v in tuning.items() if k not in ("notes", "tuned")},
-            "build_s": round(build_s, 2),
-            "default_schedule": "edgepack _CpuDefault (parallel + vectorise) for kernels without records",
-            "notes": tuning["notes"] + ([] if tuning["tuned"] else [UNTUNED_NOTE]),
-        }
-        (Path(outdir) / SIDECAR).write_text(json.dumps(sidecar, indent=2))
+        work_dir = (self.cache_dir or cache_root()) / cache_key(model, target_dict)
+        budget = TuningBudget() if cross else self.budget
+        with _database_lock(work_dir, create=budget.active) as cached:
+            tuning = _tune(mod, target, work_dir, budget, cached)
+            if cross and self.budget.active:
+                tuning["notes"].append("not tuned: tuning a cross-compiled target needs the real board "
+                                       "(MetaSchedule RPC runner); emulated timings would mislead it")
+            self.last_tuning = tuning
+            t0 = time.perf_counter()
+            ex = _build(mod, target, work_dir if tuning["records"] else None, target_dict)
+            build_s = time.perf_counter() - t0
+        path = _export(ex, Path(outdir) / "model.so", cross, _triple(target_dict))
+        (Path(outdir) / SIDECAR).write_text(json.dumps(_sidecar(model, target_dict, cross, tuning, build_s),
+                                                       indent=2))
         return path
 
     # ------------------------------------------------------------------ run
@@ -183,6 +185,47 @@ class TvmBackend(Backend):
                 "cross_compiled": meta["cross_compiled"], "tuning": meta["tuning"], "notes": meta["notes"]}
 
 
+def _export(ex, path: Path, cross: bool, triple: str) -> Path:
+    """Link the compiled module into `path`; cross-compiled with the Debian toolchain for `triple`."""
+    try:
+        if cross:
+            from tvm.support.cc import cross_compiler
+
+            cxx = f"{triple}-g++"
+            if not shutil.which(cxx):
+                raise EdgepackError(f"{cxx} not found: cross-compiling for {triple} needs "
+                                    f"`apt-get install g++-{triple.replace('_', '-')}`")
+            ex.export_library(str(path), fcompile=cross_compiler(cxx))
+        else:
+            ex.export_library(str(path))
+    except EdgepackError:
+        raise
+    except Exception as e:
+        raise EdgepackError(f"TVM could not link {path.name}: {first_line(e)}") from None
+    return path
+
+
+def _sidecar(model: onnx.ModelProto, target_dict: dict, cross: bool, tuning: dict, build_s: float) -> dict:
+    """model.json: what `load` needs (I/O names, entry, target) and what the report says about tuning."""
+    import tvm
+
+    return {
+        "format": "tvm-relax-vm",
+        "tvm_version": tvm.__version__,
+        "entry": "main",
+        "inputs": [s.to_dict() for s in graph_inputs(model)],
+        "outputs": [s.to_dict() for s in graph_outputs(model)],
+        "target": target_dict,
+        "target_triple": _triple(target_dict),
+        "cross_compiled": cross,
+        "tuned": tuning["tuned"],
+        "tuning": {k: v for k, v in tuning.items() if k not in ("notes", "tuned")},
+        "build_s": round(build_s, 2),
+        "default_schedule": "edgepack _CpuDefault (parallel + vectorise) for kernels without records",
+        "notes": tuning["notes"] + ([] if tuning["tuned"] else [UNTUNED_NOTE]),
+    }
+
+
 class _Session:
     def __init__(self, vm, meta: dict):
         self.vm = vm
@@ -198,11 +241,11 @@ def read_sidecar(artifact: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def resolve_target(profile) -> tuple[dict, bool]:
-    """The TVM target dict for `profile` and whether it is for another architecture."""
+def resolve_target(profile, wanted: dict | None) -> tuple[dict, bool]:
+    """The TVM target dict for `profile` (the tvm `target` option `wanted`, else this machine's
+    CPU) and whether it is for another architecture."""
     import tvm
 
-    wanted = getattr(getattr(profile, "tvm", None), "target", None)
     host_arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
     if wanted:
         target = dict(wanted)
@@ -218,7 +261,7 @@ def resolve_target(profile) -> tuple[dict, bool]:
     try:
         tvm.target.Target(target)
     except Exception as e:
-        raise EdgepackError(f"profile {profile.name}: tvm.target {target} is not a valid TVM target: "
+        raise EdgepackError(f"profile {profile.name}: tvm option target {target} is not a valid TVM target: "
                             f"{first_line(e)}") from None
     return target, cross
 
@@ -290,14 +333,19 @@ def _flatten(out) -> list[np.ndarray]:
 
 
 def _set_threads(threads: int) -> None:
-    threads = max(1, int(threads))
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the pool starts
-    if "tvm" in sys.modules:  # a pool may already be running with another count
-        import tvm
+    """Run this thread's TVM inference on `threads` threads, through TVM's API.
 
-        config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-        if config is not None:
-            config(1, threads)  # 1 = kBig: the big cores, `threads` of them
+    TVM sizes a thread's pool when the thread first uses it, from a per-thread concurrency that
+    `config_threadpool` sets from its CPU list (else from $TVM_NUM_THREADS or half the logical
+    cores); so the list is passed with `threads` entries, which sizes a new pool and reconfigures
+    a running one, without touching this process's environment."""
+    import tvm
+
+    threads = max(1, int(threads))
+    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if config is not None:
+        # 1 = kBig: the big cores, `threads` of them (kBig uses the list's length, not its ids)
+        config(1, threads, [str(i) for i in range(threads)])
 
 
 # ---------------------------------------------------------------------- build
@@ -315,20 +363,27 @@ def _prepare(mod, target):
         return tvm.transform.Sequential(seq)(mod)
 
 
-def _build(mod, target, work_dir: Path | None):
+def _build(mod, target, work_dir: Path | None, target_dict: dict):
+    """Compile with the tuning records in `work_dir` (None: default schedules only); a lowering
+    or codegen failure in TVM itself becomes one line naming the target."""
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as rp
     from tvm.s_tir import dlight as dl
 
-    mod = _prepare(mod, target)
-    with target, tvm.transform.PassContext(opt_level=3):
-        if work_dir is not None:
-            with _database(work_dir):
-                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-        mod = dl.ApplyDefaultSchedule(_cpu_default_rule(max(4, _lanes(target))))(mod)
-        mod = tvm.transform.Sequential([*rp.dataflow_lower_passes(target), *rp.finalize_passes(target)])(mod)
-        return tvm.compile(mod, target=target, relax_pipeline=None)
+    try:
+        mod = _prepare(mod, target)
+        with target, tvm.transform.PassContext(opt_level=3):
+            if work_dir is not None:
+                with _database(work_dir):
+                    mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+            mod = dl.ApplyDefaultSchedule(_cpu_default_rule(max(4, _lanes(target))))(mod)
+            mod = tvm.transform.Sequential([*rp.dataflow_lower_passes(target), *rp.finalize_passes(target)])(mod)
+            return tvm.compile(mod, target=target, relax_pipeline=None)
+    except EdgepackError:
+        raise
+    except Exception as e:
+        raise EdgepackError(f"TVM failed to compile the model for {target_dict}: {first_line(e)}") from None
 
 
 def _database(work_dir: Path):
@@ -402,42 +457,56 @@ def _cpu_default_rule(lanes: int):
 
 # ---------------------------------------------------------------------- tuning
 
-def _tune(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | None) -> dict:
-    """Tune for up to `seconds` more (records accumulate in `work_dir`); report what is there.
+@contextlib.contextmanager
+def _database_lock(work_dir: Path, create: bool):
+    """Hold the tuning database's lock while it is tuned into and read; yields whether there is
+    a database to use. Nothing is created when there is none and no tuning is asked for (an
+    untuned compile writes nothing to the cache); then no records are read either, even if a
+    parallel compile starts a database meanwhile."""
+    if not create and not work_dir.is_dir():
+        yield False
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(work_dir / ".lock"):
+        yield True
+
+
+def _tune(mod, target, work_dir: Path, budget: TuningBudget, cached: bool = True) -> dict:
+    """Tune within what is left of `budget` (records accumulate in `work_dir`); report what is there.
 
     "searched" counts MetaSchedule's own candidates; the measured default schedules that seed the
-    database do not make an artifact tuned."""
+    database do not make an artifact tuned. The caller holds the database's lock."""
     stats_path = work_dir / "edgepack_tuning.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    stats = json.loads(stats_path.read_text()) if cached and stats_path.is_file() else {}
     stats = {"seconds_spent": 0.0, "searched": 0, "default_schedules_measured": 0, "sessions": 0,
              "tasks": None, **stats}
     notes: list[str] = []
     reused = stats["sessions"] > 0
     new_s = 0.0
-    todo = seconds - stats["seconds_spent"]  # a budget already spent on this model+target is not spent again
-    if seconds > 0 and todo > 1.0:
+    todo = budget.left(stats)  # a budget already spent on this model+target is not spent again
+    if todo is not None:
         _check_ffi()
-        work_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        run = _run_metaschedule(mod, target, work_dir, todo, trials_per_iter,
+        run = _run_metaschedule(mod, target, work_dir, *todo, budget.per_round,
                                 seed=not stats["default_schedules_measured"])
         new_s = time.perf_counter() - t0
         stats.update(seconds_spent=stats["seconds_spent"] + new_s, sessions=stats["sessions"] + 1,
                      searched=stats["searched"] + run["trials"] - run["seeded"], tasks=run["tasks"],
                      default_schedules_measured=stats["default_schedules_measured"] + run["seeded"])
         stats_path.write_text(json.dumps(stats, indent=2))
-    records = _count_records(work_dir)
+    records = _count_records(work_dir) if cached else 0
     if records and not _ffi_ok():
         import tvm_ffi
 
         notes.append(f"{records} cached tuning records not applied: apache-tvm-ffi {tvm_ffi.__version__} "
                      f"crashes reading them ({FFI_PIN} works)")
         records = 0
-    if seconds > 0 and reused and new_s == 0.0:
-        notes.append(f"reused {records} cached tuning records ({stats['seconds_spent']:.0f} s of tuning "
-                     f"already spent on this model and target)")
+    if budget.active and reused and new_s == 0.0:
+        notes.append(f"reused {records} cached tuning records ({stats['seconds_spent']:.0f} s and "
+                     f"{stats['searched']} trials of tuning already spent on this model and target)")
     return {"tuned": bool(records) and stats["searched"] > 0, "records": records,
-            "seconds_requested": seconds, "seconds_this_compile": round(new_s, 1),
+            "seconds_requested": budget.seconds, "trials_requested": budget.trials,
+            "seconds_this_compile": round(new_s, 1),
             "seconds_total": round(stats["seconds_spent"], 1), "trials_total": stats["searched"],
             "tasks": stats["tasks"], "default_schedules_measured": stats["default_schedules_measured"],
             "reused_cache": reused, "database": str(work_dir), "cost_model": _cost_model_kind(), "notes": notes}
@@ -481,9 +550,10 @@ def _cost_model_kind() -> str:
         return "random"  # without xgboost MetaSchedule's learned model is unavailable
 
 
-def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_iter: int | None,
+def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials: float, per_round: int | None,
                       seed: bool = True) -> dict:
-    """MetaSchedule over every fused kernel, stopped when the time budget runs out."""
+    """MetaSchedule over every fused kernel, stopped after `trials` searched candidates or when
+    `seconds` run out, whichever comes first (math.inf: no such bound)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.ir.utils import derived_object
 
@@ -523,16 +593,20 @@ def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials_per_it
     count["trials"] += count["seeded"]
     if time.monotonic() >= deadline:
         return count
-    # Fewer candidates per round in short budgets, so that every kernel gets some.
-    per_iter = trials_per_iter or int(min(64, max(8, seconds / len(contexts))))
+    # Fewer candidates per round in short budgets, so that every kernel gets some: about one per
+    # second of the budget, and no more than each kernel's share of the trials.
+    per_iter = per_round or int(min(64, max(8, min(seconds, trials) / len(contexts))))
+    max_trials = int(min(trials, 100_000))
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-        max_trials_global=100_000, max_trials_per_task=2_000, num_trials_per_iter=per_iter,
+        max_trials_global=max_trials, max_trials_per_task=min(2_000, max_trials), num_trials_per_iter=per_iter,
         builder=builder, runner=runner, database=database, cost_model=cost_model,
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _Deadline()],
         # The gradient scheduler measures every kernel once before it looks at results (and so at
-        # the clock); round-robin notices the deadline within one kernel. Long budgets get gradient.
-        task_scheduler="gradient" if seconds >= 30 * len(contexts) else "round-robin")
+        # the clock); round-robin notices the deadline within one kernel. Long time budgets get
+        # gradient; a trial budget alone gets round-robin, which shares trials out by count, not
+        # by measured (load-dependent) gains.
+        task_scheduler="gradient" if 30 * len(contexts) <= seconds < math.inf else "round-robin")
     return count
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgepack.backends import get_backend
 from edgepack.bench.runner import benchmark
 from edgepack.board import ensure_board
 from edgepack.compiler.inputs import feeds
@@ -38,7 +37,7 @@ class Emitted:
 
 def emit(c, name: str, art_dir: Path, canonical, choice, calib, ops: set, prequantized: bool) -> Emitted:
     """Emit runtime `name`'s artifact of the graph `choice` picked for it."""
-    backend = get_backend(name)
+    backend = c.backend(name)
     # a runtime with its own quantizer gets the float graph and the calibration data instead of QDQ
     own_quantizer = choice.precision != "fp32" and not backend.consumes_qdq
     if own_quantizer and prequantized:
@@ -61,7 +60,7 @@ def emit(c, name: str, art_dir: Path, canonical, choice, calib, ops: set, prequa
 def measure(c, e: Emitted, stage: Path, data, judge) -> Artifact:
     """Parity against the source, accuracy with the compile's judge, latency in a fresh process;
     an emulated artifact gets parity and emulated time only."""
-    backend = get_backend(e.backend)
+    backend = c.backend(e.backend)
     entry = {"backend": e.backend, "precision": e.precision, "path": str(e.path.relative_to(stage)),
              **artifact_identity(e.path, backend.companions(e.path)), "emulated": e.emulated,
              "unsupported_ops": e.unsupported_ops, "notes": e.notes, "runtime": e.described}

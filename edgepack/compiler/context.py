@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgepack.backends import get_backend
 from edgepack.compiler.request import BenchSettings, CompileRequest
 from edgepack.events import Events
 from edgepack.frontends import Source
@@ -29,6 +30,10 @@ class Compilation:
     outdir: Path
     events: Events
     timing: Timing
+
+    def backend(self, name: str):
+        """Runtime `name` with the options the target profile gives it (e.g. TVM's target)."""
+        return get_backend(name, self.profile.backend_options(name))
 
     @property
     def exploring(self) -> bool:

@@ -34,7 +34,7 @@ class Choice:
 def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threads: int, feeds,
            timing) -> Choice:
     """The graph runtime `name` ships after the INT8 search `plan` (see the module's docstring)."""
-    backend = get_backend(name)
+    backend = get_backend(name, profile.backend_options(name))
     if name == plan.timed_in or not backend.consumes_qdq:
         return Choice(plan.model, plan.precision)
     if "int8" not in backend.precisions and not plan.insisted:  # asked for INT8: emit() says it cannot
