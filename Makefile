@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgepack-installed
 
-.PHONY: setup demo test data board clean
+.PHONY: setup demo test test-fast data board clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ board: setup
 
 test: data board
 	$(BIN)/python -m pytest -q
+
+# The development lane: the slow tests (training flows, tuning, concurrency) and the emulated
+# board's are left out. CI and `make test` run everything.
+test-fast: data
+	$(BIN)/python -m pytest -q -m "not slow and not board"
 
 clean:
 	rm -rf $(VENV) runs edgepack-out .pytest_cache

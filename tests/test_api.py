@@ -156,14 +156,14 @@ def test_batch_larger_than_one_takes_whole_batches_only(tmp_path, mnist_model, s
 
 
 def test_a_runtime_that_is_not_installed_is_named_and_auto_skips_it(monkeypatch):
-    from edgepack.api import _choose_backends
+    from edgepack.compiler.select import choose_backends
     from edgepack.backends import get_backend
     from edgepack.targets import load_profile
 
     monkeypatch.setitem(sys.modules, "tvm", None)  # as if apache-tvm were not installed
     with pytest.raises(EdgepackError, match=r"backend 'tvm' is not installed \(tvm\): pip install 'edgepack\[tvm\]'"):
         get_backend("tvm")
-    assert "tvm" not in _choose_backends(load_profile("x86-avx2"), ["auto"])
+    assert "tvm" not in choose_backends(load_profile("x86-avx2"), ["auto"])
 
 
 def test_a_hung_benchmark_worker_is_killed_at_the_deadline(tmp_path):
