@@ -16,9 +16,8 @@ import numpy as np
 from edgepack import __version__
 from edgepack.backends import REGISTRY, backend_for_artifact, get_backend
 from edgepack.bench.report import write_report
-from edgepack.board import ensure_board
-from edgepack.bench.runner import benchmark
 from edgepack.data import Dataset, load_dataset, random_inputs
+from edgepack.devices import LocalDevice, for_artifact
 from edgepack.errors import EdgepackError, first_line
 from edgepack.passes.metrics import Evaluator, drop, parse_drop
 from edgepack.passes.precision import quantize_for_target
@@ -33,7 +32,7 @@ from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs, graph_outputs
 from edgepack.ir.stats import model_stats
 from edgepack.targets import TargetProfile, load_profile
-from edgepack.verify import measure_parity
+from edgepack.verify import compare_outputs, measure_parity
 
 PARITY_SAMPLES = 16
 BOARD_PARITY_SAMPLES = 2  # each emulated run costs seconds
@@ -186,10 +185,13 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             path = Path(entry["path"])
             entry["path"] = str(path.relative_to(stage))
             run = entry.pop("run")
-            if entry.get("emulated"):  # cross-compiled: checked on the emulated board, never timed as real
-                entry["parity"] = measure_parity(source.run, run, parity_feeds[:BOARD_PARITY_SAMPLES])
+            device = for_artifact(name, path)
+            if not device.latency_is_real:  # cross-compiled: checked on the emulated board, never timed as real
+                feeds = parity_feeds[:BOARD_PARITY_SAMPLES]  # one emulated process for all of them
+                entry["parity"] = compare_outputs([source.run(f) for f in feeds], device.outputs(name, path, feeds))
                 entry["latency_ms"] = None
-                entry["emulated_run"] = run(parity_feeds[0], runs=10).to_dict()
+                entry["emulated_run"] = device.time(name, path, parity_feeds[:1], threads=1, warmup=0, runs=10,
+                                                    progress=progress)
                 report["artifacts"].append(entry)
                 continue
             entry["parity"] = measure_parity(source.run, run, parity_feeds)
@@ -197,7 +199,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
                 entry["accuracy"] = evaluator.score(run)
                 entry["accuracy_drop"] = drop(report["accuracy"].get("compressed_fp32", report["accuracy"]["source"]),
                                               entry["accuracy"], budget[1])
-            entry.update(benchmark(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
+            entry.update(device.time(name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
             report["artifacts"].append(entry)
         if own_quantizers:
             _check_own_quantizers(report["quantization"], report["artifacts"], budget[0])
@@ -250,7 +252,7 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
     entry = {"backend": runtime.name, "precision": "as built", "path": str(path),
              **artifact_identity(path, runtime.companions(path)),
              "inputs": [s.to_dict() for s in specs], "notes": []}
-    entry.update(benchmark(runtime.name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
+    entry.update(LocalDevice().time(runtime.name, path, _feeds(data, specs, BENCH_FEEDS), progress=progress, **bench))
     report = {
         "edgepack_version": __version__,
         "command": "profile",
@@ -302,7 +304,8 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
                         calib=calib if own_quantizer else None)
     deploys = name in profile.backends
     described = backend.describe(path)
-    emulated = bool(described.get("cross_compiled"))
+    device = for_artifact(name, path)
+    emulated = not device.latency_is_real
     notes = [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"]
     elsewhere = profile.runs_elsewhere()
     if elsewhere and not emulated:
@@ -311,7 +314,8 @@ def _artifact(name, art_dir: Path, canonical, shipped, precision: str, calib, pr
     return {
         "backend": name, "precision": precision, "path": str(path), **artifact_identity(path, backend.companions(path)),
         "emulated": emulated,
-        "run": ensure_board().runner(name, path) if emulated else backend.runner(path, bench["threads"]),
+        "run": (lambda feeds: device.outputs(name, path, [feeds])[0]) if emulated
+        else backend.runner(path, bench["threads"]),
         "unsupported_ops": profile.unsupported_ops(ops, name) if deploys else [],
         "notes": notes, "runtime": described,
     }

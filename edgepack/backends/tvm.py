@@ -17,9 +17,8 @@ Cross-compiled artifacts (a profile whose `tvm.target` names another architectur
 are linked with the Debian cross toolchain (`aarch64-linux-gnu-g++`) and run on the emulated
 board (edgepack.board), not on this host.
 
-Threads: TVM's CPU thread pool reads TVM_NUM_THREADS when it starts, so `load` sets it before
-the first inference and also reconfigures a pool that is already running
-(`runtime.config_threadpool`), so every `load(threads=N)` runs with N threads.
+Loading and running: backends/sessions/tvm_session.py (also what the board runs), which sets
+the thread pool's size on every load.
 """
 
 from __future__ import annotations
@@ -33,12 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from edgepack.backends.base import Backend
 from edgepack.errors import EdgepackError, first_line
-from edgepack.ir.spec import TensorSpec, graph_inputs, graph_outputs
+from edgepack.ir.spec import graph_inputs, graph_outputs
 
 SIDECAR = "model.json"
 CACHE_VERSION = 1  # bump when what goes into the key or the database layout changes
@@ -68,6 +66,7 @@ class TvmBackend(Backend):
     name = "tvm"
     consumes_qdq = True
     precisions = ("fp32",)
+    session_module = "tvm_session"
 
     def __init__(self, tune_seconds: float | None = None, cache_dir: str | Path | None = None,
                  trials_per_iter: int | None = None):
@@ -151,42 +150,20 @@ class TvmBackend(Backend):
         return [Path(artifact).with_name(SIDECAR)]
 
     def load(self, artifact: Path, threads: int):
-        artifact = Path(artifact)
-        meta = read_sidecar(artifact)
+        meta = read_sidecar(Path(artifact))
         arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
         if meta.get("target_triple", arch).split("-")[0] != arch:
             what = meta["target_triple"].split("-")[0]
-            raise EdgepackError(f"{what} artifact: run it on the board (edgepack.board)")
-        _set_threads(threads)
-        import tvm
-        from tvm.runtime.vm import VirtualMachine
+            raise EdgepackError(f"{what} artifact: run it on the board (edgepack.devices.QemuDevice)")
+        return self.open_session(artifact, threads)
 
-        vm = VirtualMachine(tvm.runtime.load_module(str(artifact)), tvm.cpu())
-        return _Session(vm, meta)
-
-    def run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        import tvm
-
-        try:
-            args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[s["name"]], dtype=s["dtype"]))
-                    for s in session.meta["inputs"]]
-        except KeyError as e:
-            raise EdgepackError(f"TVM artifact needs input {e.args[0]!r}; got {', '.join(feeds)}") from None
-        return _flatten(session.vm[session.meta.get("entry", "main")](*args))
-
-    def inputs(self, session) -> list[TensorSpec]:
-        return [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in session.meta["inputs"]]
+    def cross_compiled(self, artifact: Path) -> bool:
+        return bool(read_sidecar(Path(artifact)).get("cross_compiled"))
 
     def describe(self, artifact: Path) -> dict:
         meta = read_sidecar(Path(artifact))
         return {"tuned": meta["tuned"], "target": meta["target"], "target_triple": meta["target_triple"],
                 "cross_compiled": meta["cross_compiled"], "tuning": meta["tuning"], "notes": meta["notes"]}
-
-
-class _Session:
-    def __init__(self, vm, meta: dict):
-        self.vm = vm
-        self.meta = meta
 
 
 # ---------------------------------------------------------------------- helpers (public for tests)
@@ -278,26 +255,6 @@ def _failing_node(exc: BaseException):
             node = tb.tb_frame.f_locals.get("node", node)
         tb = tb.tb_next
     return node
-
-
-def _flatten(out) -> list[np.ndarray]:
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    result = []
-    for item in out:
-        result.extend(_flatten(item))
-    return result
-
-
-def _set_threads(threads: int) -> None:
-    threads = max(1, int(threads))
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the pool starts
-    if "tvm" in sys.modules:  # a pool may already be running with another count
-        import tvm
-
-        config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-        if config is not None:
-            config(1, threads)  # 1 = kBig: the big cores, `threads` of them
 
 
 # ---------------------------------------------------------------------- build
