@@ -182,5 +182,5 @@ def test_a_hung_benchmark_worker_is_killed_at_the_deadline(tmp_path):
         "result": str(tmp_path / "result.json")}))
     start = time.perf_counter()
     with pytest.raises(EdgepackError, match="did not finish within 3 s"):
-        run_worker([sys.executable, str(WORKER), str(tmp_path / "config.json")], tmp_path, "t", 1, False, 3)
+        run_worker([sys.executable, str(WORKER), str(tmp_path / "config.json")], tmp_path, lambda n: None, 3)
     assert time.perf_counter() - start < 30

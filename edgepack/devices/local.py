@@ -36,8 +36,8 @@ class LocalDevice:
             tmp = Path(tmp)
             config = write_job(tmp, get_backend(backend).session_file(), Path(artifact).resolve(), feeds,
                                threads=1, outputs=True)
-            run_worker([sys.executable, str(WORKER), str(config)], tmp, f"{backend}: outputs", 0, False,
-                       self.timeout_s, what=f"{backend} run")
+            run_worker([sys.executable, str(WORKER), str(config)], tmp, lambda n: None, self.timeout_s,
+                       what=f"{backend} run")
             return read_outputs(tmp, len(feeds))
 
     def time(self, backend: str, artifact: Path, feeds: list[dict[str, np.ndarray]], threads: int, warmup: int,
@@ -51,19 +51,20 @@ class LocalDevice:
             tmp = Path(tmp)
             config = write_job(tmp, get_backend(backend).session_file(), Path(artifact).resolve(), feeds,
                                threads=threads, warmup=warmup, runs=runs)
-            raw = run_worker([sys.executable, str(WORKER), str(config)], tmp, f"{backend}: timing",
-                             warmup + runs, progress, self.timeout_s)
+            with progress_bar(f"{backend}: timing", warmup + runs, progress) as advance:
+                raw = run_worker([sys.executable, str(WORKER), str(config)], tmp, advance, self.timeout_s)
         return summarize(raw, threads=threads, warmup=warmup, batch=batch_of(feeds))
 
 
-def run_worker(cmd: list[str], folder: Path, label: str, total: int, progress: bool, timeout_s: float,
-               what: str = "benchmark process", env: dict | None = None) -> dict:
-    """Run one worker job in `folder` (config.json there), streaming its progress; its result.json.
+def run_worker(cmd: list[str], folder: Path, advance, timeout_s: float, what: str = "benchmark process",
+               env: dict | None = None) -> dict:
+    """Run one worker job in `folder` (config.json there); its result.json.
 
-    Failures are one line: `what` did not finish / failed, with the worker's last stderr line."""
+    advance(n) is called with the worker's progress lines. Failures are one line: `what` did not
+    finish / failed, with the worker's last stderr line."""
     errfile = folder / "stderr.txt"
     # stderr goes to a file: a chatty runtime must not fill a pipe nobody reads and stall the worker
-    with progress_bar(label, total, progress) as advance, open(errfile, "w") as errf:
+    with open(errfile, "w") as errf:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, env=env, cwd=folder)
         # a worker hung inside a runtime prints nothing, so reading its stdout would block for
         # ever: the watchdog kills it at the deadline, which ends the read

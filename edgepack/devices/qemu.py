@@ -19,6 +19,7 @@ from edgepack.board import EMULATED_NOTE, Board, ensure_board
 from edgepack.devices.base import WORKER, read_outputs, write_job
 from edgepack.devices.local import run_worker
 from edgepack.errors import EdgepackError
+from edgepack.ui import progress_bar
 
 
 class QemuDevice:
@@ -69,9 +70,9 @@ class QemuDevice:
             config = write_job(tmp, tmp / runtime.session_file().name, tmp / artifact.name, feeds, **settings)
             threads = settings["threads"]
             total = settings.get("warmup", 0) + settings.get("runs", 0)
-            raw = run_worker(self.board.command(str(tmp / WORKER.name), str(config)), tmp,
-                             f"{backend}: emulated run", total, progress, self.timeout_s,
-                             what=f"emulated board: {backend} artifact {artifact.name}",
-                             env=self.board.env({"TVM_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}))
+            with progress_bar(f"{backend}: emulated run", total, progress) as advance:
+                raw = run_worker(self.board.command(str(tmp / WORKER.name), str(config)), tmp, advance,
+                                 self.timeout_s, what=f"emulated board: {backend} artifact {artifact.name}",
+                                 env=self.board.env({"TVM_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}))
             outputs = read_outputs(tmp, len(feeds)) if settings.get("outputs") else None
         return raw, outputs
