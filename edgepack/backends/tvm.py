@@ -15,7 +15,7 @@ not a deployable result (MobileNetV2 untuned is several times slower than ONNX R
 
 Cross-compiled artifacts (a profile whose `tvm.target` names another architecture, e.g. arm64)
 are linked with the Debian cross toolchain (`aarch64-linux-gnu-g++`) and run on the emulated
-board (edgepack.board), not on this host.
+board (edgepack.devices.QemuDevice), not on this host.
 
 Loading and running: backends/sessions/tvm_session.py (also what the board runs), which sets
 the thread pool's size on every load.
