@@ -183,7 +183,7 @@ def measure(arts: dict, photos: np.ndarray, threads: int, warmup: int, runs: int
     latency in fresh processes, `repeats` rounds interleaved over the artifacts so that load from
     other processes hits them alike (`before` runs before each timing). The p50 kept is the lowest
     round's (contention only ever adds time); every round's p50 is kept too."""
-    from edgepack.bench.runner import benchmark
+    from edgepack.devices import LocalDevice
 
     ref = logits(*arts["ort_fp32"], photos, threads)
     mask = confident(ref)
@@ -193,7 +193,7 @@ def measure(arts: dict, photos: np.ndarray, threads: int, warmup: int, runs: int
         for key, (backend, path) in arts.items():
             if before is not None:
                 before()
-            lat = benchmark(backend, path, feeds, threads=threads, warmup=warmup, runs=runs, progress=False)
+            lat = LocalDevice().time(backend, path, feeds, threads=threads, warmup=warmup, runs=runs, progress=False)
             p50s[key].append(lat["latency_ms"]["p50"])
     rows, outs = {}, {}
     for key, (backend, path) in arts.items():

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import host, ort_default, write_report  # noqa: E402
 from edgepack import demo, sample_data  # noqa: E402
-from edgepack.bench.runner import benchmark  # noqa: E402
+from edgepack.devices import LocalDevice  # noqa: E402
 from edgepack.data import Dataset  # noqa: E402
 from edgepack.ir.spec import graph_inputs  # noqa: E402
 from edgepack.ir.stats import format_count  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> int:
         feeds = [{name: test[0][i:i + 1]} for i in range(8)]  # every peer keeps the pruned graph's input name
         peer_rows = []
         for label, path in peers.items():
-            lat = benchmark("onnxruntime", path, feeds, threads=args.threads, warmup=20,
+            lat = LocalDevice().time("onnxruntime", path, feeds, threads=args.threads, warmup=20,
                             runs=args.runs, progress=False)["latency_ms"]
             peer_rows.append((label, path.stat().st_size, onnx_accuracy(path, *test), lat["p50"]))
     load_after = os.getloadavg()

@@ -27,7 +27,7 @@ import edgepack  # noqa: E402
 from benchmarks.common import cosine, ort_default, top1_agreement  # noqa: E402
 from edgepack import sample_data  # noqa: E402
 from edgepack.backends import get_backend  # noqa: E402
-from edgepack.bench.runner import benchmark  # noqa: E402
+from edgepack.devices import LocalDevice  # noqa: E402
 from edgepack.data import Dataset, load_dataset  # noqa: E402
 from edgepack.frontends import load_source  # noqa: E402
 from edgepack.fsutil import artifact_identity  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> int:
         for label, backend, path, precision in variants:
             run = get_backend(backend).runner(path, threads)
             score = fidelity(run, ref_run, evalset, case["score"])
-            lat = benchmark(backend, path, list(evalset.take(8).batches(1)), threads=threads,
+            lat = LocalDevice().time(backend, path, list(evalset.take(8).batches(1)), threads=threads,
                             warmup=args.warmup, runs=args.runs, progress=False)
             p50 = lat["latency_ms"]["p50"]
             base_ms = base_ms or p50

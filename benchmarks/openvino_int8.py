@@ -3,7 +3,7 @@
 For MobileNetV2 (real ImageNet weights, edgepack.models.mobilenet_v2) and a ResNet18 in
 torchvision's layout (edgepack.models.resnet, random init: fine for latency, its top-1 agreement
 says little), this measures p50 latency (batch 1, --threads threads, each artifact timed in a
-fresh process by edgepack.bench.runner.benchmark) and top-1 agreement with ONNX Runtime FP32 on
+fresh process by edgepack.devices.LocalDevice.time) and top-1 agreement with ONNX Runtime FP32 on
 the bundled real photos, for:
 
   ORT fp32 | ORT int8 (QDQ) | OpenVINO fp32 | OpenVINO fp16 weights | OpenVINO int8 (QDQ) |

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (confident, cosine, export, load_photos, logits, photos_dir,  # noqa: E402
                                top1_agreement)
-from edgepack.bench.runner import benchmark  # noqa: E402
+from edgepack.devices import LocalDevice  # noqa: E402
 from edgepack.hostinfo import cpu_info  # noqa: E402
 from edgepack.ir.stats import format_count, model_stats  # noqa: E402
 from edgepack.passes.prune import prune  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         p50s = {k: [] for k in paths}
         for _ in range(args.repeats):  # interleaved rounds: background load hits all alike
             for key, path in paths.items():
-                lat = benchmark("onnxruntime", path, feeds, threads=args.threads, warmup=args.warmup,
+                lat = LocalDevice().time("onnxruntime", path, feeds, threads=args.threads, warmup=args.warmup,
                                 runs=args.runs, progress=False)
                 p50s[key].append(lat["latency_ms"]["p50"])
         ref = logits("onnxruntime", paths["unpruned"], photos, args.threads)

@@ -3,7 +3,7 @@
 For MobileNetV2 (real ImageNet weights, edgepack.models.mobilenet_v2) and a ResNet18 in
 torchvision's layout (edgepack.models.resnet, random init: fine for latency, its top-1 agreement
 says little), this measures p50 latency (batch 1, --threads threads, each artifact timed in a
-fresh process by edgepack.bench.runner.benchmark, through the backends' `run`, so TFLite times
+fresh process by edgepack.devices.LocalDevice.time, through the backends' `run`, so TFLite times
 include the NCHW->NHWC transpose and the int8 (de)quantization of I/O) and top-1 agreement /
 cosine with ONNX Runtime FP32 on the bundled real photos, for:
 

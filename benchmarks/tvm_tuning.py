@@ -2,7 +2,7 @@
 
     python benchmarks/tvm_tuning.py --tune-seconds 600 --out tvm_tuning.md
 
-Every latency is measured in a fresh process by edgepack.bench.runner.benchmark on real photos.
+Every latency is measured in a fresh process by edgepack.devices.LocalDevice.time on real photos.
 "TVM untuned" uses edgepack's default CPU schedule only (an empty tuning cache); "TVM tuned" runs
 MetaSchedule for up to --tune-seconds on top of the records already in --cache-dir (a second run
 with the same budget reuses them and tunes nothing; a bigger budget tunes the difference).
@@ -77,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(label, path, backend_name, feeds, bench, reference, backend, info, compile_s) -> dict:
-    from edgepack.bench.runner import benchmark
+    from edgepack.devices import LocalDevice
 
     print(f"timing: {label}", file=sys.stderr, flush=True)
     session = backend.load(path, bench["threads"])
     diff = max(float(np.abs(backend.run(session, f)[0] - r).max()) for f, r in zip(feeds, reference))
     top1 = np.mean([backend.run(session, f)[0].argmax() == r.argmax() for f, r in zip(feeds, reference)])
-    result = benchmark(backend_name, path, feeds, **bench)
+    result = LocalDevice().time(backend_name, path, feeds, **bench)
     return {"label": label, "latency": result["latency_ms"], "load_ms": result["load_ms"], "diff": diff,
             "top1": float(top1), "info": info, "compile_s": compile_s}
 

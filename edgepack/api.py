@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from edgepack.backends import backend_for_artifact, get_backend
-from edgepack.bench.runner import benchmark
 from edgepack.compiler.artifacts import BENCH_FEEDS
 from edgepack.compiler.flow import _slug, compile_request
 from edgepack.compiler.inputs import dataset, feeds
 from edgepack.compiler.request import BenchSettings, CompileRequest
 from edgepack.compiler.select import headline
+from edgepack.devices import LocalDevice
 from edgepack.errors import EdgepackError, first_line
 from edgepack.events import console_events
 from edgepack.frontends import load_source
@@ -126,7 +126,7 @@ def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, b
     bench = settings.resolve(prof)
     entry = Artifact(backend=runtime.name, precision="as built", path=str(path),
                      **artifact_identity(path, runtime.companions(path)), inputs=[s.to_dict() for s in specs],
-                     **benchmark(runtime.name, path, feeds(data, specs, BENCH_FEEDS), progress=progress,
+                     **LocalDevice().time(runtime.name, path, feeds(data, specs, BENCH_FEEDS), progress=progress,
                                  **bench.as_dict()))
     report = ProfileReport(**header("profile"), target={"name": prof.name, "description": prof.description},
                            data={"source": data.source if data else "random normal inputs"}, artifacts=[entry],

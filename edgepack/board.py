@@ -1,7 +1,8 @@
 """An emulated ARM64 board: an aarch64 Python in a sysroot, run by qemu user emulation.
 
 It answers "does the cross-compiled artifact run on ARM and compute the right numbers?" without
-hardware. It does NOT answer "how fast is it on a board": qemu user emulation is 35-250x slower
+hardware. This module builds the board and runs Python on it; running an artifact there is
+edgepack.devices.QemuDevice (the same worker and session modules as on the host). It does NOT answer "how fast is it on a board": qemu user emulation is 35-250x slower
 than native, so every time measured here is labelled emulated and must never be reported as
 board latency.
 
@@ -32,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from edgepack.errors import EdgepackError
 
 QEMU = "qemu-aarch64-static"
@@ -59,33 +58,6 @@ def _recipe_key() -> str:
     """Changes when what goes into the board changes, so an old board is rebuilt, not reused."""
     text = json.dumps([BOARD_DEBS, BOARD_WHEELS, WHEEL_PLATFORMS, _CPUINFO_STANZA, 1])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@dataclass
-class BoardRun:
-    """Outputs of one artifact run on the emulated board, plus the emulated (not board) time.
-
-    Iterates and indexes like the list of outputs, in the artifact's output order.
-    """
-
-    outputs: list[np.ndarray]
-    emulated_ms: dict  # {"first": ..., "p50": ..., "runs": N}: emulated time, never board latency
-    kind: str
-    emulated: bool = True
-    note: str = EMULATED_NOTE
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self.outputs)
-
-    def __len__(self) -> int:
-        return len(self.outputs)
-
-    def __getitem__(self, i):
-        return self.outputs[i]
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "emulated": True, "emulated_ms": self.emulated_ms, "note": self.note,
-                "outputs": [{"shape": list(o.shape), "dtype": str(o.dtype)} for o in self.outputs]}
 
 
 @dataclass
@@ -131,56 +103,10 @@ class Board:
             except subprocess.TimeoutExpired:
                 raise EdgepackError(f"emulated board: script did not finish within {timeout:.0f} s") from None
 
-    def run_artifact(self, kind: str, artifact: str | Path, feeds: dict[str, np.ndarray], runs: int = 3,
-                     threads: int = 1, timeout: float = 900) -> BoardRun:
-        """Run an artifact on the board: copy it and the inputs over, run, return outputs.
-
-        kind: "tvm" (a .so from the TVM backend, with its model.json beside it), "tflite", "onnx".
-        The returned times are emulated times (see EMULATED_NOTE), never board latency.
-        """
-        if kind not in _RUNNERS:
-            raise EdgepackError(f"board: unknown artifact kind {kind!r}; expected one of {', '.join(_RUNNERS)}")
-        artifact = Path(artifact)
-        if not artifact.is_file():
-            raise EdgepackError(f"board: {artifact}: no such file")
-        with tempfile.TemporaryDirectory(prefix="deploy-", dir=self._tmp()) as tmp:
-            tmp = Path(tmp)
-            shutil.copy2(artifact, tmp / artifact.name)  # "deploy": the board sees only what was copied
-            sidecar = artifact.with_name("model.json")
-            if sidecar.is_file():
-                shutil.copy2(sidecar, tmp / "model.json")
-            layout = _tflite_layout(artifact) if kind == "tflite" else None
-            if layout:  # the TFLite emitter's artifact is NHWC: feed it as the host-side run() would
-                feeds = {i["tflite_name"]: np.transpose(feeds[i["name"]], i["perm"]) for i in layout["inputs"]}
-            np.savez(tmp / "inputs.npz", **feeds)
-            cfg = {"kind": kind, "artifact": str(tmp / artifact.name), "inputs": str(tmp / "inputs.npz"),
-                   "input_order": list(feeds), "outputs": str(tmp / "outputs.npz"),
-                   "result": str(tmp / "result.json"), "runs": max(0, runs), "threads": threads,
-                   "output_order": [o["tflite_name"] for o in layout["outputs"]] if layout else None}
-            (tmp / "config.json").write_text(json.dumps(cfg))
-            proc = self.run_python(_RUNNER_SCRIPT, [str(tmp / "config.json")], timeout=timeout,
-                                   env={"TVM_NUM_THREADS": threads, "OMP_NUM_THREADS": threads})
-            if proc.returncode != 0 or not (tmp / "result.json").exists():
-                lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-                why = lines[-1] if lines else f"exit code {proc.returncode}"
-                raise EdgepackError(f"emulated board: {kind} artifact {artifact.name} failed: {why[:300]}")
-            result = json.loads((tmp / "result.json").read_text())
-            with np.load(tmp / "outputs.npz") as data:
-                outputs = [data[f"out{i}"] for i in range(len(data.files))]
-            if layout:  # back to the ONNX graph's layout, as TfliteBackend's runner does on the host
-                outputs = [np.transpose(y, o["perm"]) if y.ndim == len(o["perm"]) else y
-                           for y, o in zip(outputs, layout["outputs"])]
-        times = result["times_ms"]
-        emulated = {"first": result["first_ms"], "runs": len(times),
-                    "p50": float(np.percentile(times, 50)) if times else result["first_ms"],
-                    "load": result["load_ms"], "import": result["import_ms"]}
-        return BoardRun(outputs=outputs, emulated_ms=emulated, kind=kind)
-
-    def runner(self, backend: str, artifact: str | Path):
-        """feeds -> outputs of a cross-compiled artifact of `backend`, run here (parity checks).
-        The returned BoardRun also carries the emulated time when called with runs > 0."""
-        kind = BACKEND_KINDS[backend]
-        return lambda feeds, runs=0: self.run_artifact(kind, artifact, feeds, runs=runs)
+    def deploy_dir(self) -> contextlib.AbstractContextManager:
+        """A fresh folder the board can read, removed afterwards: what a deployment copies lands
+        there (edgepack.devices.QemuDevice runs the worker in it)."""
+        return _scratch(self._tmp())
 
     def _tmp(self) -> Path:
         path = self.root / "tmp"
@@ -359,6 +285,12 @@ def _check(cmd: list[str], step: str, env: dict | None = None, ok_codes=(0,)) ->
 
 
 @contextlib.contextmanager
+def _scratch(parent: Path) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="deploy-", dir=parent) as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
 def _lock(path: Path):
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -366,101 +298,3 @@ def _lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# ---------------------------------------------------------------- what runs on the board
-
-_RUNNER_SCRIPT = r'''
-import json, os, sys, time
-t0 = time.perf_counter()
-import numpy as np
-
-cfg = json.load(open(sys.argv[1]))
-data = np.load(cfg["inputs"])
-feeds = {k: data[k] for k in cfg["input_order"]}
-kind, path, threads = cfg["kind"], cfg["artifact"], int(cfg["threads"])
-
-
-def as_list(out):
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    res = []
-    for o in out:
-        res.extend(as_list(o))
-    return res
-
-
-if kind == "tvm":
-    import tvm
-    import tvm.runtime
-    from tvm.runtime.vm import VirtualMachine
-    side = os.path.join(os.path.dirname(path), "model.json")
-    names = [i["name"] for i in json.load(open(side))["inputs"]] if os.path.exists(side) else list(feeds)
-    imported = time.perf_counter()
-    vm = VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
-    args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[n])) for n in names]
-    def infer():
-        return as_list(vm["main"](*args))
-elif kind == "onnx":
-    import onnxruntime as ort
-    imported = time.perf_counter()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    def infer():
-        return sess.run(None, feeds)
-elif kind == "tflite":
-    from ai_edge_litert.interpreter import Interpreter
-    imported = time.perf_counter()
-    interp = Interpreter(model_path=path, num_threads=threads)
-    interp.allocate_tensors()
-    ins = interp.get_input_details()
-    by_name = {d["name"]: d for d in ins}
-    order = [by_name[n] for n in feeds] if all(n in by_name for n in feeds) else ins
-    def infer():
-        for d, x in zip(order, feeds.values()):
-            scale, zero = d.get("quantization", (0.0, 0))
-            if np.issubdtype(d["dtype"], np.integer) and np.issubdtype(x.dtype, np.floating) and scale:
-                info = np.iinfo(d["dtype"])
-                x = np.clip(np.round(x / scale + zero), info.min, info.max)
-            interp.set_tensor(d["index"], x.astype(d["dtype"]))
-        interp.invoke()
-        outs = []
-        details = interp.get_output_details()
-        if cfg.get("output_order"):
-            by_out = {d["name"]: d for d in details}
-            details = [by_out[n] for n in cfg["output_order"]]
-        for d in details:
-            y = interp.get_tensor(d["index"])
-            scale, zero = d.get("quantization", (0.0, 0))
-            if np.issubdtype(y.dtype, np.integer) and scale:
-                y = (y.astype(np.float32) - zero) * scale
-            outs.append(np.array(y))
-        return outs
-else:
-    raise SystemExit(f"unknown kind {kind}")
-
-import_ms = (imported - t0) * 1e3
-load_ms = (time.perf_counter() - imported) * 1e3
-t = time.perf_counter()
-outs = infer()
-first_ms = (time.perf_counter() - t) * 1e3
-times = []
-for _ in range(int(cfg["runs"])):
-    t = time.perf_counter()
-    infer()
-    times.append((time.perf_counter() - t) * 1e3)
-np.savez(cfg["outputs"], **{f"out{i}": np.asarray(o) for i, o in enumerate(outs)})
-json.dump({"import_ms": import_ms, "load_ms": load_ms, "first_ms": first_ms, "times_ms": times},
-          open(cfg["result"], "w"))
-'''
-
-_RUNNERS = ("tvm", "tflite", "onnx")
-BACKEND_KINDS = {"tvm": "tvm", "tflite": "tflite", "onnxruntime": "onnx"}  # edgepack backend -> artifact kind
-
-
-def _tflite_layout(artifact: Path) -> dict | None:
-    """The TFLite emitter's sidecar (ONNX <-> TFLite names and layouts), if the artifact has one."""
-    side = artifact.with_name("model.io.json")
-    return json.loads(side.read_text()) if side.is_file() else None

@@ -16,19 +16,12 @@ import onnx
 
 def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0, optimize: bool = True):
     """The one way edgepack opens ONNX Runtime: the shipped artifact and the search loops that
-    choose it run under the same options (sequential, one inter-op thread, CPU provider)."""
-    import onnxruntime as ort
+    choose it run under the same options (sequential, one inter-op thread, CPU provider), defined
+    once in the session module that devices also run."""
+    from edgepack.backends.sessions.onnxruntime_session import inference_session
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    return inference_session(source, threads, optimize)
 
 
 class OrtRunner:

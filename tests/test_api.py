@@ -171,13 +171,16 @@ def test_a_hung_benchmark_worker_is_killed_at_the_deadline(tmp_path):
     import os
     import time
 
-    from edgepack.bench.runner import _run_worker
+    from edgepack.backends import get_backend
+    from edgepack.devices.base import WORKER
+    from edgepack.devices.local import run_worker
 
     os.mkfifo(tmp_path / "inputs.npz")
     (tmp_path / "config.json").write_text(json.dumps({
-        "backend": "onnxruntime", "artifact": str(tmp_path / "m.onnx"), "threads": 1, "warmup": 0, "runs": 1,
-        "inputs": str(tmp_path / "inputs.npz"), "n_feeds": 1, "result": str(tmp_path / "result.json")}))
+        "session": str(get_backend("onnxruntime").session_file()), "artifact": str(tmp_path / "m.onnx"),
+        "threads": 1, "warmup": 0, "runs": 1, "inputs": str(tmp_path / "inputs.npz"), "n_feeds": 1,
+        "result": str(tmp_path / "result.json")}))
     start = time.perf_counter()
     with pytest.raises(EdgepackError, match="did not finish within 3 s"):
-        _run_worker(tmp_path / "config.json", tmp_path / "result.json", "t", 1, False, 3)
+        run_worker([sys.executable, str(WORKER), str(tmp_path / "config.json")], tmp_path, lambda n: None, 3)
     assert time.perf_counter() - start < 30

@@ -20,7 +20,7 @@ pytest.importorskip("tvm")
 from edgepack.backends import backend_for_artifact, get_backend  # noqa: E402
 from edgepack.backends.options import TvmOptions  # noqa: E402
 from edgepack.backends.tvm import UNTUNED_NOTE, TuningBudget, TvmBackend  # noqa: E402
-from edgepack.bench.runner import benchmark  # noqa: E402
+from edgepack.devices import LocalDevice  # noqa: E402
 from edgepack.data import load_dataset  # noqa: E402
 from edgepack.errors import EdgepackError  # noqa: E402
 from edgepack.frontends import load_source  # noqa: E402
@@ -76,7 +76,7 @@ def test_small_cnn_parity_and_fresh_process_benchmark(small_cnn, host, tmp_path,
     assert info["target"]["kind"] == "llvm" and info["target"]["mcpu"]  # the host CPU, detected
 
     # the shared fresh-process benchmark loads and times the artifact like any other runtime's
-    result = benchmark("tvm", path, [{name: x[0]}], threads=1, warmup=1, runs=3, progress=False)
+    result = LocalDevice().time("tvm", path, [{name: x[0]}], threads=1, warmup=1, runs=3, progress=False)
     assert result["runs"] == 3 and result["latency_ms"]["p50"] > 0
 
 

@@ -1,4 +1,5 @@
-"""Cross-compile for arm64 and run on the emulated ARM64 board (qemu user mode, aarch64 Python).
+"""Cross-compile for arm64 and run on the emulated ARM64 board (qemu user mode, aarch64 Python)
+through edgepack.devices.QemuDevice: the same worker and session modules as on the host.
 
 The first run builds the board under ~/.cache/edgepack/board (apt installs of qemu-user-static
 and the aarch64 cross toolchain when missing, ~75 MB of arm64 Debian packages, ~150 MB of aarch64
@@ -16,6 +17,7 @@ pytest.importorskip("tvm")
 
 from edgepack.backends.tvm import TvmBackend  # noqa: E402
 from edgepack.board import ensure_board  # noqa: E402
+from edgepack.devices import QemuDevice, for_artifact  # noqa: E402
 from edgepack.errors import EdgepackError  # noqa: E402
 from edgepack.frontends import load_source  # noqa: E402
 from edgepack.ir.canonical import canonicalize  # noqa: E402
@@ -26,6 +28,11 @@ from edgepack.targets import load_profile  # noqa: E402
 @pytest.fixture(scope="module")
 def board():
     return ensure_board()
+
+
+@pytest.fixture(scope="module")
+def device(board):
+    return QemuDevice(board)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +67,7 @@ def test_board_is_aarch64_and_reused(board):
     assert again.setup_s == 0 and again.root == board.root
 
 
-def test_arm64_tvm_artifact_runs_on_board(board, small_cnn, feeds, reference, tmp_path, monkeypatch):
+def test_arm64_tvm_artifact_runs_on_board(device, small_cnn, feeds, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPACK_TVM_CACHE", str(tmp_path / "tvm-cache"))
     tvm = TvmBackend({"tune_seconds": 0})
     path = tvm.emit(small_cnn, tmp_path, load_profile("arm64"))
@@ -72,39 +79,46 @@ def test_arm64_tvm_artifact_runs_on_board(board, small_cnn, feeds, reference, tm
     with pytest.raises(EdgepackError, match="aarch64 artifact: run it on the board"):
         tvm.load(path, 1)
 
-    result = board.run_artifact("tvm", path, feeds, runs=2)
-    assert result.emulated is True and result.to_dict()["emulated"] is True
-    assert "not its speed" in result.note
-    assert result.emulated_ms["runs"] == 2 and result.emulated_ms["first"] > 0
+    found = for_artifact("tvm", path)  # the backend says cross-compiled: the board, not this host
+    assert isinstance(found, QemuDevice) and found.latency_is_real is False
+
+    timed = device.time("tvm", path, [feeds], runs=2, progress=False)
+    assert timed["emulated"] is True and "latency_ms" not in timed
+    assert "not its speed" in timed["note"]
+    assert timed["emulated_ms"]["runs"] == 2 and timed["emulated_ms"]["first"] > 0
+    assert [o["shape"] for o in timed["outputs"]] == [list(r.shape) for r in reference]
+
+    (result,) = device.outputs("tvm", path, [feeds])
     assert len(result) == len(reference)
     assert float(np.abs(result[0] - reference[0]).max()) <= 1e-4
 
 
-def test_onnx_artifact_runs_on_board(board, small_cnn, feeds, reference, tmp_path):
+def test_onnx_artifact_runs_on_board(device, small_cnn, feeds, reference, tmp_path):
     path = tmp_path / "model.onnx"
     onnx.save(small_cnn, str(path))
-    result = board.run_artifact("onnx", path, feeds, runs=1)
-    assert result.emulated
+    (result,) = device.outputs("onnxruntime", path, [feeds])
     assert float(np.abs(result[0] - reference[0]).max()) <= 1e-4
 
 
-def test_arm64_tflite_artifact_runs_on_board(board, small_cnn, feeds, reference, tmp_path):
-    """The NHWC .tflite made for arm64 runs on the aarch64 LiteRT and matches ONNX Runtime."""
+def test_arm64_tflite_artifact_runs_on_board(device, small_cnn, feeds, reference, tmp_path):
+    """The NHWC .tflite made for arm64 runs on the aarch64 LiteRT and matches ONNX Runtime: the
+    sidecar travels with it and the session module maps the layouts there as it does here."""
     from edgepack.backends import get_backend
     from edgepack.targets import load_profile
 
     path = get_backend("tflite").emit(small_cnn, tmp_path, load_profile("arm64"), precision="fp32")
-    result = board.run_artifact("tflite", path, feeds, runs=1)
-    assert result.emulated and result[0].shape == reference[0].shape
+    (result,) = device.outputs("tflite", path, [feeds])
+    assert result[0].shape == reference[0].shape
     assert float(np.abs(result[0] - reference[0]).max()) <= 1e-4
 
 
-def test_board_errors_are_one_line(board, tmp_path):
-    with pytest.raises(EdgepackError, match="unknown artifact kind"):
-        board.run_artifact("coreml", tmp_path / "x", {})
+def test_board_errors_are_one_line(device, tmp_path):
+    with pytest.raises(EdgepackError, match="unknown backend 'coreml'"):
+        device.outputs("coreml", tmp_path / "x", [{}])
     with pytest.raises(EdgepackError, match="no such file"):
-        board.run_artifact("tvm", tmp_path / "missing.so", {})
+        device.outputs("tvm", tmp_path / "missing.so", [{}])
     broken = tmp_path / "model.so"
     broken.write_bytes(b"not a library")
-    with pytest.raises(EdgepackError, match="emulated board: tvm artifact model.so failed"):
-        board.run_artifact("tvm", broken, {"x": np.zeros(1, np.float32)})
+    with pytest.raises(EdgepackError, match="emulated board: tvm artifact model.so failed") as e:
+        device.outputs("tvm", broken, [{"x": np.zeros(1, np.float32)}])
+    assert "\n" not in str(e.value)

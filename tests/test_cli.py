@@ -508,7 +508,7 @@ def test_killed_compile_leaves_nothing_half_written(ws, tmp_path, sig):
         while not list(work.glob(".OUT2.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         while not workers and proc.poll() is None and time.monotonic() < deadline:
-            workers = _children(proc.pid, "edgepack.bench.worker")
+            workers = _children(proc.pid, "edgepack/devices/worker.py")
             time.sleep(0.05)
         if proc.poll() is not None:
             pytest.fail(f"compile ended (exit {proc.returncode}) before it could be killed:\n"
@@ -544,7 +544,7 @@ def test_profile_refuses_existing_output_before_benchmarking(compiled, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while not workers and proc.poll() is None and time.monotonic() < deadline:
-            workers = _children(proc.pid, "edgepack.bench.worker")
+            workers = _children(proc.pid, "edgepack/devices/worker.py")
             time.sleep(0.05)
     finally:
         _stop(proc, workers)

@@ -1,12 +1,14 @@
 """The one interface every runtime implements: emit an artifact, load it, run it.
 
-Benchmarking is shared (edgepack.bench runs `load` and `run` in a fresh process), so a new
-runtime is one module with these methods, an options model (backends/options.py) and a line in
-the registry (backends/__init__.py).
+Loading and running live in the runtime's session module (backends/sessions/, numpy + the
+runtime only), so the host in-process, the fresh-process worker and the emulated board all run
+the same code. A new runtime is one backend module, one session module, an options model
+(backends/options.py) and a line in the registry (backends/__init__.py).
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +18,8 @@ import numpy as np
 import onnx
 
 from edgepack.backends.options import BackendOptions
+from edgepack.backends.sessions import session_file
+from edgepack.errors import EdgepackError
 from edgepack.ir.spec import TensorSpec
 
 
@@ -30,6 +34,8 @@ class Backend(ABC):
     times_int8_choice: ClassVar[bool] = False
     # what emit() builds: a precision the target defaults to but a runtime lacks gets FP32 there
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    # the module in backends/sessions/ that opens and runs this runtime's artifacts
+    session_module: ClassVar[str]
 
     def __init__(self, options: BackendOptions | Mapping | None = None):
         """`options`: this backend's settings (its model in backends/options.py, or a mapping
@@ -48,17 +54,40 @@ class Backend(ABC):
         INT8 when `consumes_qdq` is False). Failures raise EdgepackError naming op and node.
         """
 
-    @abstractmethod
+    def sessions(self):
+        """The session module, imported in this process (devices copy its file instead)."""
+        return importlib.import_module(f"edgepack.backends.sessions.{self.session_module}")
+
+    def session_file(self) -> Path:
+        """The session module's file: what a device or a bundle copies to run the artifact."""
+        return session_file(self.session_module)
+
     def load(self, artifact: Path, threads: int) -> Any:
         """Open the artifact for inference with `threads` intra-op threads."""
+        return self.open_session(artifact, threads)
 
-    @abstractmethod
+    def open_session(self, artifact: Path, threads: int, **options) -> Any:
+        """The session module's open_session, its one-line errors raised as EdgepackError."""
+        module = self.sessions()
+        try:
+            return module.open_session(str(artifact), threads, **options)
+        except module.SessionError as e:
+            raise EdgepackError(str(e)) from None
+
     def run(self, session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One inference: feeds by ONNX input name -> outputs in the ONNX graph's output order."""
+        try:
+            return session.run(feeds)
+        except self.sessions().SessionError as e:  # evaluated only when something was raised
+            raise EdgepackError(str(e)) from None
 
-    @abstractmethod
     def inputs(self, session: Any) -> list[TensorSpec]:
         """The loaded artifact's inputs, for making feeds when no data is given."""
+        return [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in session.inputs()]
+
+    def cross_compiled(self, artifact: Path) -> bool:
+        """True when the artifact is built for another architecture and runs on the emulated board."""
+        return False
 
     def describe(self, artifact: Path) -> dict:
         """Runtime-specific facts for the report (e.g. per-layer execution precision, untuned)."""

@@ -16,12 +16,12 @@ Precisions and what really runs on the CPU (see `describe()` for a given artifac
 
 The settings `load()` needs (precision hint, ONNX output order, the CPU plugin properties of the
 backend's OpenVinoOptions, i.e. a profile's `runtimes[].options`) travel inside the IR as rt_info
-under "edgepack", so an artifact is self-describing wherever it is copied.
+under "edgepack", so an artifact is self-describing wherever it is copied; loading and running
+are backends/sessions/openvino_session.py.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -29,9 +29,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -39,11 +37,11 @@ import onnx
 from edgepack.backends.base import Backend
 from edgepack.backends.options import OpenVinoOptions
 from edgepack.errors import EdgepackError, close_names, first_line
-from edgepack.ir.spec import TensorSpec, graph_inputs
+from edgepack.ir.spec import graph_inputs
 
 ARTIFACT = "model.xml"
 DEVICE = "CPU"
-RT_KEY = "edgepack"
+RT_KEY = "edgepack"  # the session module (sessions/openvino_session.py) reads this rt_info section
 PRECISIONS = ("fp32", "fp16", "int8")
 # Inference precision each artifact precision asks for ("" = the device's default).
 PRECISION_HINTS = {"fp32": "f32", "fp16": "", "int8": "f32"}
@@ -57,23 +55,12 @@ _PRECISION_CLASS = {"u8": "int8", "i8": "int8", "u4": "int4", "i4": "int4", "f32
 _NOT_COMPUTE = {"Const", "Input", "Output", "Parameter", "Result"}
 
 
-@dataclass
-class OvSession:
-    """A compiled model with its one InferRequest (reused across calls: no per-call setup)."""
-
-    compiled: Any
-    request: Any
-    inputs: list  # [(ONNX input name, numpy dtype)] in the compiled model's input order
-    outputs: list  # compiled-model output ports, in the ONNX graph's output order
-    config: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)  # rt_info["edgepack"] of the artifact
-
-
 class OpenVinoBackend(Backend):
     name = "openvino"
     consumes_qdq = True
     times_int8_choice = True  # NNCF's QDQ graph, slow in ONNX Runtime, can be the fastest here
     options: OpenVinoOptions
+    session_module = "openvino_session"
 
     # ------------------------------------------------------------------ emit
 
@@ -135,26 +122,6 @@ class OpenVinoBackend(Backend):
     def companions(self, artifact: Path) -> list[Path]:
         return [Path(artifact).with_suffix(".bin")]
 
-    def load(self, artifact: Path, threads: int) -> OvSession:
-        return _load(Path(artifact), threads, perf_count=False)
-
-    def run(self, session: OvSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        inputs = {}
-        for i, (name, dtype) in enumerate(session.inputs):
-            if name not in feeds:
-                raise EdgepackError(f"openvino: no value for input {name!r}; "
-                                    f"got {', '.join(feeds) or 'nothing'}")
-            inputs[i] = np.ascontiguousarray(feeds[name], dtype=dtype)
-        result = session.request.infer(inputs, share_inputs=True)
-        return [result[port] for port in session.outputs]  # copies (share_outputs=False)
-
-    def inputs(self, session: OvSession) -> list[TensorSpec]:
-        specs = []
-        for port, (name, dtype) in zip(session.compiled.inputs, session.inputs):
-            shape = tuple(d.get_length() if d.is_static else "?" for d in port.get_partial_shape())
-            specs.append(TensorSpec(name, shape, dtype.name))
-        return specs
-
     # ------------------------------------------------------------------ report
 
     def describe(self, artifact: Path) -> dict:
@@ -162,7 +129,7 @@ class OpenVinoBackend(Backend):
         (from the compiled runtime model after one profiled inference on zeros)."""
         import openvino as ov
 
-        session = _load(Path(artifact), threads=1, perf_count=True)
+        session = self.open_session(artifact, 1, perf_count=True)
         zeros = {spec.name: np.zeros(tuple(d if isinstance(d, int) else 1 for d in spec.shape), spec.dtype)
                  for spec in self.inputs(session)}
         self.run(session, zeros)
@@ -201,11 +168,10 @@ class OpenVinoBackend(Backend):
 # ---------------------------------------------------------------------- conversion
 
 
-@functools.cache
 def _core():
-    import openvino as ov
+    from edgepack.backends.sessions.openvino_session import core
 
-    return ov.Core()
+    return core()  # one Core per process, shared with the sessions
 
 
 def _convert(model: onnx.ModelProto):
@@ -253,13 +219,9 @@ def conversion_error(e: BaseException, model: onnx.ModelProto | None = None) -> 
 
 
 def _reason(text: str) -> str:
-    """The most specific line of an OpenVINO error: the last informative one before 'Summary'."""
-    body = text.split("Summary:")[0]
-    skip = ("Check '", "While validating", "FrontEnd API failed", "Model wasn't fully converted",
-            "[ONNX Frontend]", "-- ", "Exception from src")
-    lines = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith(skip)]
-    reason = lines[-1] if lines else first_line(Exception(text))
-    return reason[:300]
+    from edgepack.backends.sessions.openvino_session import reason
+
+    return reason(text)
 
 
 def _annotate(ov_model, source: onnx.ModelProto, precision: str, int8_route: str, profile,
@@ -325,75 +287,10 @@ def _silence_nncf() -> None:
         pass
 
 
-# ---------------------------------------------------------------------- loading
-
-
-def _artifact_meta(path: Path, ov_model=None) -> dict:
-    model = ov_model if ov_model is not None else _core().read_model(str(path))
-    if not model.has_rt_info([RT_KEY]):
-        return {}
-    section = model.get_rt_info([RT_KEY])
-    try:
-        return {k: _as_str(v) for k, v in section.astype(dict).items()}
-    except Exception:
-        return {}
-
-
-def _load(path: Path, threads: int, perf_count: bool) -> OvSession:
-    if not path.is_file():
-        raise EdgepackError(f"{path}: no such file")
-    if threads < 1:
-        raise EdgepackError(f"openvino: threads must be >= 1, got {threads}")
-    core = _core()
-    try:
-        ov_model = core.read_model(str(path))
-    except Exception as e:
-        raise EdgepackError(f"{path}: OpenVINO cannot read it: {first_line(e)}") from None
-    meta = _artifact_meta(path, ov_model)
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                              "NUM_STREAMS": 1}
-    if meta.get("inference_precision_hint"):
-        config["INFERENCE_PRECISION_HINT"] = meta["inference_precision_hint"]
-    if meta.get("runtime_options"):
-        config.update(json.loads(meta["runtime_options"]))
-    if perf_count:
-        config["PERF_COUNT"] = True
-    try:
-        compiled = core.compile_model(ov_model, DEVICE, config)
-    except Exception as e:
-        raise EdgepackError(f"{path}: OpenVINO cannot compile it for {DEVICE}: {_reason(str(e))}") from None
-    outputs = list(compiled.outputs)
-    order = json.loads(meta["onnx_outputs"]) if meta.get("onnx_outputs") else []
-    if order:
-        by_name = {n: port for port in compiled.outputs for n in port.get_names()}
-        missing = [n for n in order if n not in by_name]
-        if missing:
-            raise EdgepackError(f"{path}: outputs {missing} of the ONNX graph are not in the IR")
-        outputs = [by_name[n] for n in order]
-    onnx_inputs = set(json.loads(meta["onnx_inputs"])) if meta.get("onnx_inputs") else set()
-    inputs = []
-    for port in compiled.inputs:
-        names = sorted(port.get_names() & onnx_inputs) or [port.get_any_name()]
-        inputs.append((names[0], _np_dtype(port.get_element_type())))
-    return OvSession(compiled, compiled.create_infer_request(), inputs, outputs, config, meta)
-
-
-def _np_dtype(ov_type) -> np.dtype:
-    try:
-        return np.dtype(ov_type.to_dtype())
-    except Exception:
-        return np.dtype(np.float32)
-
-
-def _as_str(v) -> str:
-    try:
-        return v.astype(str)
-    except Exception:
-        return str(v)
-
-
 def _rt_str(info, key: str) -> str:
-    return _as_str(info[key]) if key in info else "?"
+    from edgepack.backends.sessions.openvino_session import as_str
+
+    return as_str(info[key]) if key in info else "?"
 
 
 def _short_type(t: str) -> str:

@@ -5,7 +5,8 @@ tensors. onnx2tf moves channels last (NCHW -> NHWC) without stray transposes, so
 I/O is NHWC where the ONNX graph was NCHW, and full-integer models have int8/uint8 I/O. `run()`
 hides both: it takes ONNX-layout float feeds keyed by ONNX input names and returns ONNX-layout
 float outputs in ONNX order (quantizing and dequantizing with the tensors' scale/zero-point), so
-parity compares like with like.
+parity compares like with like. That mapping lives in one place, the session module
+(backends/sessions/tflite_session.py), which devices copy to run the artifact elsewhere.
 
 INT8 here is the TFLite converter's own post-training quantization (per-channel symmetric int8
 weights, asymmetric int8 activations, min/max calibration on the caller's data), not edgepack's
@@ -39,9 +40,9 @@ import onnx
 
 from edgepack.backends.base import Backend
 from edgepack.errors import EdgepackError
-from edgepack.ir.spec import TensorSpec, graph_inputs
+from edgepack.ir.spec import graph_inputs
 
-SIDECAR_SUFFIX = ".io.json"
+SIDECAR_SUFFIX = ".io.json"  # the session module (sessions/tflite_session.py) reads the same name
 MAX_CALIB_SAMPLES = 500  # the TFLite docs suggest 100-500 representative samples
 CONVERT_TIMEOUT_S = 3600
 
@@ -84,6 +85,7 @@ _ONNX_TO_TFLITE_KEEP_FLOAT = {"Softmax": "SOFTMAX", "LogSoftmax": "LOG_SOFTMAX",
 class TfliteBackend(Backend):
     name = "tflite"
     consumes_qdq = False
+    session_module = "tflite_session"
 
     # ----------------------------------------------------------------- emit
 
@@ -164,21 +166,6 @@ class TfliteBackend(Backend):
     def companions(self, artifact: Path) -> list[Path]:
         return [Path(artifact).with_name(Path(artifact).stem + SIDECAR_SUFFIX)]
 
-    def load(self, artifact: Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
-
-        artifact = Path(artifact)
-        interp = Interpreter(model_path=str(artifact), num_threads=max(1, int(threads)))
-        interp.allocate_tensors()
-        return _Session(interp, _read_sidecar(artifact), artifact)
-
-    def run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return session.run(feeds)
-
-    def inputs(self, session) -> list[TensorSpec]:
-        return [TensorSpec(i["name"], tuple(i["onnx_shape"]), i.get("onnx_dtype", "float32"))
-                for i in session.io["inputs"]]
-
     # ----------------------------------------------------------------- describe
 
     def describe(self, artifact: Path, profile=None) -> dict:
@@ -187,58 +174,6 @@ class TfliteBackend(Backend):
         `profile` defaults to the target recorded at emit time (in model.io.json).
         """
         return describe_tflite(Path(artifact), profile)
-
-
-class _Session:
-    """An interpreter plus the ONNX <-> TFLite I/O mapping."""
-
-    def __init__(self, interp, io: dict, artifact: Path):
-        self.interp = interp
-        self.io = io
-        self.artifact = artifact
-        ins = self._details(interp.get_input_details(), io["inputs"], "input")
-        outs = self._details(interp.get_output_details(), io["outputs"], "output")
-        self._in = [(spec["name"], d["index"], np.dtype(d["dtype"]), spec["perm"], spec.get("quant"),
-                     tuple(int(x) for x in d["shape"])) for spec, d in ins]
-        self._out = [(d["index"], spec["perm"], spec.get("quant")) for spec, d in outs]
-
-    def _details(self, details: list[dict], specs: list[dict], kind: str) -> list[tuple[dict, dict]]:
-        """(sidecar spec, interpreter tensor details) for each tensor the sidecar names, in its order."""
-        by_name = {d["name"]: d for d in details}
-        pairs = []
-        for spec in specs:
-            d = by_name.get(spec["tflite_name"])
-            if d is None:
-                raise EdgepackError(f"{self.artifact}: {kind} tensor {spec['tflite_name']!r} named in the "
-                                    f"sidecar is not in the model")
-            pairs.append((spec, d))
-        return pairs
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        for name, index, dtype, perm, q, shape in self._in:
-            if name not in feeds:
-                raise EdgepackError(f"missing input {name!r}; the model takes {[i[0] for i in self._in]}")
-            x = np.asarray(feeds[name])
-            if x.ndim == len(perm):
-                x = np.transpose(x, perm)
-            if q:
-                info = np.iinfo(dtype)
-                x = np.clip(np.rint(x.astype(np.float32) / np.float32(q["scale"])) + q["zero_point"],
-                            info.min, info.max)
-            x = np.ascontiguousarray(x, dtype=dtype)
-            if x.shape != shape:
-                x = x.reshape(shape)
-            self.interp.set_tensor(index, x)
-        self.interp.invoke()
-        outs = []
-        for index, perm, q in self._out:
-            y = self.interp.get_tensor(index)
-            if q:
-                y = (y.astype(np.float32) - np.float32(q["zero_point"])) * np.float32(q["scale"])
-            if y.ndim == len(perm):
-                y = np.transpose(y, perm)
-            outs.append(np.ascontiguousarray(y))
-        return outs
 
 
 # --------------------------------------------------------------------------- helpers
@@ -305,29 +240,9 @@ def _last_error_line(text: str) -> str:
 
 
 def _read_sidecar(artifact: Path) -> dict:
-    side = artifact.with_name(artifact.stem + SIDECAR_SUFFIX)
-    if side.is_file():
-        return json.loads(side.read_text())
-    return _identity_io(artifact)
+    from edgepack.backends.sessions.tflite_session import read_io
 
-
-def _identity_io(artifact: Path) -> dict:
-    """A .tflite without a sidecar (not made by edgepack): its own tensors, no layout change."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(artifact))
-
-    def entry(d):
-        q = d["quantization"]
-        kind = np.dtype(d["dtype"]).kind
-        shape = [int(x) for x in d["shape"]]
-        return {"name": d["name"], "onnx_shape": shape, "tflite_name": d["name"], "tflite_shape": shape,
-                "onnx_dtype": "float32" if kind in "iu" and q[0] else np.dtype(d["dtype"]).name,
-                "tflite_dtype": np.dtype(d["dtype"]).name, "perm": list(range(len(shape))),
-                "quant": {"scale": float(q[0]), "zero_point": int(q[1])} if kind in "iu" and q[0] else None}
-
-    return {"format": 1, "precision": "unknown", "inputs": [entry(d) for d in it.get_input_details()],
-            "outputs": [entry(d) for d in it.get_output_details()], "notes": ["no model.io.json sidecar"]}
+    return read_io(artifact)
 
 
 def describe_tflite(artifact: Path, profile=None) -> dict:

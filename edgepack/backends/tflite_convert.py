@@ -358,19 +358,14 @@ def _map_io(tflite_path: Path, inputs: list, outputs: list, tf_sample: list, ker
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgepack.backends.sessions.tflite_session import dequantize, quant_of as quant, quantize
+
     it = Interpreter(model_path=str(tflite_path), num_threads=1)
     it.allocate_tensors()
     tin, tout = it.get_input_details(), it.get_output_details()
     if len(tin) != len(inputs) or len(tout) != len(outputs):
         raise ValueError(f"the .tflite has {len(tin)} inputs / {len(tout)} outputs, the ONNX graph "
                          f"{len(inputs)} / {len(outputs)}")
-
-    def quant(d):
-        scale, zp = d["quantization"]
-        if np.dtype(d["dtype"]).kind in "iu" and scale:
-            return {"scale": float(scale), "zero_point": int(zp)}
-        return None
-
     remaining = list(tin)
     res_in = []
     for k, spec in enumerate(inputs):
@@ -381,20 +376,15 @@ def _map_io(tflite_path: Path, inputs: list, outputs: list, tf_sample: list, ker
         res_in.append({**{k2: spec[k2] for k2 in ("name", "onnx_shape", "onnx_dtype", "perm")},
                        "tflite_name": d["name"], "tflite_shape": [int(x) for x in d["shape"]],
                        "tflite_dtype": np.dtype(d["dtype"]).name, "quant": quant(d)})
-        x = tf_sample[k]
         q = res_in[-1]["quant"]
-        if q:
-            info = np.iinfo(np.dtype(d["dtype"]))
-            x = np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max)
+        x = quantize(tf_sample[k], q, d["dtype"]) if q else tf_sample[k]
         it.set_tensor(d["index"], x.astype(d["dtype"]))
     it.invoke()
     got = []
     for d in tout:
-        y = it.get_tensor(d["index"]).astype(np.float32)
         q = quant(d)
-        if q:
-            y = (y - q["zero_point"]) * q["scale"]
-        got.append((d, y))
+        y = it.get_tensor(d["index"])
+        got.append((d, dequantize(y, q) if q else y.astype(np.float32)))
     res_out, worst = [], 0.0
     free = list(range(len(got)))
     for k, spec in enumerate(outputs):

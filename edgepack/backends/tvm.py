@@ -18,11 +18,12 @@ not a deployable result (MobileNetV2 untuned is several times slower than ONNX R
 
 Cross-compiled artifacts (a profile whose tvm `target` option names another architecture, e.g. arm64)
 are linked with the Debian cross toolchain (`aarch64-linux-gnu-g++`) and run on the emulated
-board (edgepack.board), not on this host.
+board (edgepack.devices.QemuDevice), not on this host.
 
-Threads: TVM's CPU thread pool belongs to the thread that runs inference and is sized when first
-used; `load(threads=N)` configures the calling thread's pool through TVM's API
-(`runtime.config_threadpool`), never through TVM_NUM_THREADS in this process's environment.
+Loading and running: backends/sessions/tvm_session.py (also what the board runs). TVM's CPU
+thread pool belongs to the thread that runs inference; a load sizes the calling thread's pool
+through TVM's API (`runtime.config_threadpool`), never through TVM_NUM_THREADS in the
+environment.
 """
 
 from __future__ import annotations
@@ -40,14 +41,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from edgepack.backends.base import Backend
 from edgepack.backends.options import TvmOptions
 from edgepack.errors import EdgepackError, first_line
 from edgepack.fsutil import file_lock
-from edgepack.ir.spec import TensorSpec, graph_inputs, graph_outputs
+from edgepack.ir.spec import graph_inputs, graph_outputs
 
 SIDECAR = "model.json"
 CACHE_VERSION = 1  # bump when what goes into the key or the database layout changes
@@ -108,6 +108,7 @@ class TvmBackend(Backend):
     name = "tvm"
     consumes_qdq = True
     precisions = ("fp32",)
+    session_module = "tvm_session"
 
     def __init__(self, options: TvmOptions | Mapping | None = None, cache_dir: str | Path | None = None):
         """`options`: TvmOptions (target, tuning budget); `cache_dir`: the tuning database's
@@ -153,31 +154,15 @@ class TvmBackend(Backend):
         return [Path(artifact).with_name(SIDECAR)]
 
     def load(self, artifact: Path, threads: int):
-        artifact = Path(artifact)
-        meta = read_sidecar(artifact)
+        meta = read_sidecar(Path(artifact))
         arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
         if meta.get("target_triple", arch).split("-")[0] != arch:
             what = meta["target_triple"].split("-")[0]
-            raise EdgepackError(f"{what} artifact: run it on the board (edgepack.board)")
-        _set_threads(threads)
-        import tvm
-        from tvm.runtime.vm import VirtualMachine
+            raise EdgepackError(f"{what} artifact: run it on the board (edgepack.devices.QemuDevice)")
+        return self.open_session(artifact, threads)
 
-        vm = VirtualMachine(tvm.runtime.load_module(str(artifact)), tvm.cpu())
-        return _Session(vm, meta)
-
-    def run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        import tvm
-
-        try:
-            args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[s["name"]], dtype=s["dtype"]))
-                    for s in session.meta["inputs"]]
-        except KeyError as e:
-            raise EdgepackError(f"TVM artifact needs input {e.args[0]!r}; got {', '.join(feeds)}") from None
-        return _flatten(session.vm[session.meta.get("entry", "main")](*args))
-
-    def inputs(self, session) -> list[TensorSpec]:
-        return [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in session.meta["inputs"]]
+    def cross_compiled(self, artifact: Path) -> bool:
+        return bool(read_sidecar(Path(artifact)).get("cross_compiled"))
 
     def describe(self, artifact: Path) -> dict:
         meta = read_sidecar(Path(artifact))
@@ -224,12 +209,6 @@ def _sidecar(model: onnx.ModelProto, target_dict: dict, cross: bool, tuning: dic
         "default_schedule": "edgepack _CpuDefault (parallel + vectorise) for kernels without records",
         "notes": tuning["notes"] + ([] if tuning["tuned"] else [UNTUNED_NOTE]),
     }
-
-
-class _Session:
-    def __init__(self, vm, meta: dict):
-        self.vm = vm
-        self.meta = meta
 
 
 # ---------------------------------------------------------------------- helpers (public for tests)
@@ -321,31 +300,6 @@ def _failing_node(exc: BaseException):
             node = tb.tb_frame.f_locals.get("node", node)
         tb = tb.tb_next
     return node
-
-
-def _flatten(out) -> list[np.ndarray]:
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    result = []
-    for item in out:
-        result.extend(_flatten(item))
-    return result
-
-
-def _set_threads(threads: int) -> None:
-    """Run this thread's TVM inference on `threads` threads, through TVM's API.
-
-    TVM sizes a thread's pool when the thread first uses it, from a per-thread concurrency that
-    `config_threadpool` sets from its CPU list (else from $TVM_NUM_THREADS or half the logical
-    cores); so the list is passed with `threads` entries, which sizes a new pool and reconfigures
-    a running one, without touching this process's environment."""
-    import tvm
-
-    threads = max(1, int(threads))
-    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-    if config is not None:
-        # 1 = kBig: the big cores, `threads` of them (kBig uses the list's length, not its ids)
-        config(1, threads, [str(i) for i in range(threads)])
 
 
 # ---------------------------------------------------------------------- build

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import torch
 
-from edgepack.bench.runner import benchmark
+from edgepack.devices import LocalDevice
 from edgepack.frontends.torch_module import export
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs
@@ -36,8 +36,8 @@ def measure(model: onnx.ModelProto, path: Path, test: tuple[np.ndarray, np.ndarr
     stats = model_stats(model)
     x, y = test
     name = graph_inputs(model)[0].name
-    lat = benchmark("onnxruntime", path, [{name: x[i:i + 1]} for i in range(8)],
-                    progress=events.show_progress, **bench.as_dict())["latency_ms"]
+    lat = LocalDevice().time("onnxruntime", path, [{name: x[i:i + 1]} for i in range(8)],
+                             progress=events.show_progress, **bench.as_dict())["latency_ms"]
     return {"params": stats["params"], "macs": stats["macs"], "size_bytes": path.stat().st_size,
             "accuracy": onnx_accuracy(path, x, y), "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
 

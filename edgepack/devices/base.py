@@ -1,0 +1,56 @@
+"""Where an artifact runs: the Device protocol, and the job files every device hands the worker.
+
+A device runs THE worker program (devices/worker.py) with a backend's session module beside it,
+so the host, the emulated board and later real boards or bundles compute outputs and timings
+with the same code. Only `latency_is_real` says whether a device's times may be reported as
+latency (the emulated board's never are).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+WORKER = Path(__file__).resolve().with_name("worker.py")
+
+
+@runtime_checkable
+class Device(Protocol):
+    name: str
+    latency_is_real: bool  # False: times are labelled emulated and never reported as latency
+
+    def outputs(self, backend: str, artifact: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Each feed's outputs (ONNX order), computed on this device."""
+
+    def time(self, backend: str, artifact: Path, feeds: list[dict[str, np.ndarray]], threads: int, warmup: int,
+             runs: int, progress: bool = True) -> dict:
+        """Timings of `runs` inferences after `warmup`, feeds taken in turn."""
+
+
+def write_job(folder: Path, session: Path, artifact: Path, feeds: list[dict[str, np.ndarray]],
+              **settings) -> Path:
+    """Inputs and config.json for one worker run in `folder` (paths as the worker will see them).
+
+    settings: threads, warmup, runs, outputs (True: write every feed's outputs)."""
+    np.savez(folder / "inputs.npz", **{f"{i}__{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
+    cfg = {"session": str(session), "artifact": str(artifact), "threads": int(settings.get("threads", 1)),
+           "warmup": int(settings.get("warmup", 0)), "runs": int(settings.get("runs", 0)),
+           "inputs": str(folder / "inputs.npz"), "n_feeds": len(feeds), "result": str(folder / "result.json"),
+           "outputs": str(folder / "outputs.npz") if settings.get("outputs") else None}
+    config = folder / "config.json"
+    config.write_text(json.dumps(cfg))
+    return config
+
+
+def read_outputs(folder: Path, n_feeds: int) -> list[list[np.ndarray]]:
+    """The worker's outputs.npz back as one list of outputs per feed."""
+    with np.load(folder / "outputs.npz") as data:
+        keys = [tuple(int(p) for p in k.split("__")) for k in data.files]
+        return [[data[f"{i}__{j}"] for j in sorted(j for f, j in keys if f == i)] for i in range(n_feeds)]
+
+
+def batch_of(feeds: list[dict[str, np.ndarray]]) -> int:
+    return int(next(iter(feeds[0].values())).shape[0]) if feeds and feeds[0] else 1
