@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
+pytestmark = pytest.mark.board  # make test-fast leaves these out
+
 pytest.importorskip("tvm")
 
 from edgepack.backends.tvm import TvmBackend  # noqa: E402

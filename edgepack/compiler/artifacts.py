@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgepack.bench.runner import benchmark
-from edgepack.board import ensure_board
 from edgepack.compiler.inputs import feeds
+from edgepack.devices import Device, for_artifact
 from edgepack.errors import EdgepackError
 from edgepack.fsutil import artifact_identity
 from edgepack.passes.metrics import drop
 from edgepack.report.schema import Artifact
-from edgepack.verify import measure_parity
+from edgepack.verify import compare_outputs, measure_parity
 
 BOARD_PARITY_SAMPLES = 2  # each emulated run costs seconds
 BENCH_FEEDS = 8
@@ -28,11 +27,12 @@ class Emitted:
     described: dict
     notes: list[str]
     unsupported_ops: list[str]
+    device: Device  # where it runs: this host, or the emulated board for a cross-compiled artifact
 
     @property
     def emulated(self) -> bool:
-        """Cross-compiled for another architecture: it runs on the emulated board, never timed as real."""
-        return bool(self.described.get("cross_compiled"))
+        """Its device's time is not latency (emulated): it is checked there, never timed as real."""
+        return not self.device.latency_is_real
 
 
 def emit(c, name: str, art_dir: Path, canonical, choice, calib, ops: set, prequantized: bool) -> Emitted:
@@ -47,14 +47,14 @@ def emit(c, name: str, art_dir: Path, canonical, choice, calib, ops: set, prequa
                         calib=calib if own_quantizer else None)
     profile = c.profile
     deploys = name in profile.backends
-    described = backend.describe(path)
+    device = for_artifact(name, path)
     notes = [] if deploys else [f"{name} is not among {profile.name}'s runtimes ({', '.join(profile.backends)})"]
     elsewhere = profile.runs_elsewhere()
-    if elsewhere and not described.get("cross_compiled"):
+    if elsewhere and device.latency_is_real:
         notes.append(f"timed on this host, not on {profile.name}'s {elsewhere}: the figures rank artifacts "
                      "here, they are not the target's latency")
-    return Emitted(name, choice.precision, path, described, notes,
-                   profile.unsupported_ops(ops, name) if deploys else [])
+    return Emitted(name, choice.precision, path, backend.describe(path), notes,
+                   profile.unsupported_ops(ops, name) if deploys else [], device)
 
 
 def measure(c, e: Emitted, stage: Path, data, judge) -> Artifact:
@@ -65,15 +65,17 @@ def measure(c, e: Emitted, stage: Path, data, judge) -> Artifact:
              **artifact_identity(e.path, backend.companions(e.path)), "emulated": e.emulated,
              "unsupported_ops": e.unsupported_ops, "notes": e.notes, "runtime": e.described}
     if e.emulated:
-        run = ensure_board().runner(e.backend, e.path)
-        entry["parity"] = measure_parity(c.source.run, run, data.parity_feeds[:BOARD_PARITY_SAMPLES])
-        entry["emulated_run"] = run(data.parity_feeds[0], runs=10).to_dict()
+        sample = data.parity_feeds[:BOARD_PARITY_SAMPLES]  # one emulated process for all of them
+        entry["parity"] = compare_outputs([c.source.run(f) for f in sample], e.device.outputs(e.backend, e.path, sample))
+        entry["emulated_run"] = e.device.time(e.backend, e.path, sample[:1], threads=1, warmup=0, runs=10,
+                                              progress=c.events.show_progress)
         return Artifact(**entry, latency_ms=None)
+    # accuracy runs in this process (thousands of samples); the device times in a fresh one
     run = backend.runner(e.path, c.bench.threads)
     entry["parity"] = measure_parity(c.source.run, run, data.parity_feeds)
     if judge.evaluator is not None:
         entry["accuracy"] = judge.evaluator.score(run)
         entry["accuracy_drop"] = drop(judge.reference, entry["accuracy"], c.req.quant.budget.relative)
-    entry.update(benchmark(e.backend, e.path, feeds(data.calib, data.specs, BENCH_FEEDS),
-                           progress=c.events.show_progress, **c.bench.as_dict()))
+    entry.update(e.device.time(e.backend, e.path, feeds(data.calib, data.specs, BENCH_FEEDS),
+                               progress=c.events.show_progress, **c.bench.as_dict()))
     return Artifact(**entry)
