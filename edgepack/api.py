@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgepack.backends import backend_for_artifact, get_backend
 from edgepack.compiler.artifacts import BENCH_FEEDS
-from edgepack.compiler.flow import _slug, compile_request
+from edgepack.compiler.flow import compile_request
 from edgepack.compiler.inputs import dataset, feeds
 from edgepack.compiler.request import BenchSettings, CompileRequest
 from edgepack.compiler.select import headline
@@ -19,7 +19,7 @@ from edgepack.devices import LocalDevice
 from edgepack.errors import EdgepackError, first_line
 from edgepack.events import console_events
 from edgepack.frontends import load_source
-from edgepack.fsutil import artifact_identity, check_free, staged_dir
+from edgepack.fsutil import artifact_identity, check_free, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs
 from edgepack.ir.stats import model_stats
@@ -120,7 +120,7 @@ def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, b
     except Exception as e:
         raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {first_line(e)}")
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
-        f"profile-{_slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
+        f"profile-{slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_free(outdir, force)
     data = dataset(inputs, specs)
     bench = settings.resolve(prof)

@@ -10,7 +10,6 @@ the elapsed time, so a 15-minute INT8 search is never silent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -81,11 +80,3 @@ def console_events(progress: bool = True) -> Events:
     """What the CLI and the flat API use: the console view, with bars when `progress`."""
     return Events(ConsoleListener(), progress=progress)
 
-
-def collecting() -> tuple[Events, list[Event]]:
-    """An Events that records every event (tests, and callers that want the log)."""
-    seen: list[Event] = []
-    return Events(seen.append), seen
-
-
-Callback = Callable[[Event], None]

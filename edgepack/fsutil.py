@@ -113,3 +113,8 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def slug(text: str) -> str:
+    """`text` as a safe folder name (default output folders are named after the model)."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "model"

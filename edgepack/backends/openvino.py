@@ -37,7 +37,7 @@ import onnx
 from edgepack.backends.base import Backend
 from edgepack.backends.options import OpenVinoOptions
 from edgepack.errors import EdgepackError, close_names, first_line
-from edgepack.ir.spec import graph_inputs
+from edgepack.ir.spec import fixed_batch, graph_inputs
 
 ARTIFACT = "model.xml"
 DEVICE = "CPU"
@@ -270,9 +270,7 @@ def _calibration_feeds(calib, model: onnx.ModelProto) -> list[dict[str, np.ndarr
     """Full batches shaped like the model's inputs, from a Dataset or a list of feed dicts."""
     if isinstance(calib, (list, tuple)):
         return list(calib)
-    specs = graph_inputs(model)
-    first = specs[0].shape[0] if specs and specs[0].shape else 1
-    batch = first if isinstance(first, int) and first > 0 else 1
+    batch = fixed_batch(graph_inputs(model))
     return [f for f in calib.batches(batch) if len(next(iter(f.values()))) == batch]
 
 

@@ -23,7 +23,7 @@ from edgepack.compiler.select import choose_backends, headline, judge_own_quanti
 from edgepack.errors import EdgepackError
 from edgepack.events import Events, quiet
 from edgepack.frontends import load_source
-from edgepack.fsutil import check_free, staged_dir
+from edgepack.fsutil import check_free, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import fixed_batch, graph_inputs, graph_outputs
 from edgepack.ir.stats import model_stats
@@ -74,7 +74,7 @@ def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
     backends = tuple(choose_backends(profile, list(req.backends) if req.backends else None))
     scope = IgnoredScope.parse(list(req.quant.keep_float))
     source = load_source(req.model.value, req.shapes, req.weights)
-    outdir = Path(req.output_dir) if req.output_dir else Path("edgepack-out") / f"{_slug(source.name)}-{profile.name}"
+    outdir = Path(req.output_dir) if req.output_dir else Path("edgepack-out") / f"{slug(source.name)}-{profile.name}"
     check_free(outdir, req.force)  # fail before the slow part, not after it
     events.step(f"compile {source.name} for {profile.name}: {', '.join(backends)}")
     return Compilation(req, profile, backends, req.bench.resolve(profile), scope, source, outdir, events, timing)
@@ -229,8 +229,4 @@ def _source_section(source) -> dict:
             "params": stats["params"], "macs": stats["macs"], "size_bytes": stats["size_bytes"],
             "inputs": [s.to_dict() for s in graph_inputs(source.model)],
             "outputs": [s.to_dict() for s in graph_outputs(source.model)]}
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text).strip("-") or "model"
 
