@@ -20,7 +20,6 @@ stamp so a second call is instant and a failed call resumes where it stopped:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgepack.errors import EdgepackError
+from edgepack.fsutil import file_lock
 
 QEMU = "qemu-aarch64-static"
 CROSS_CXX = "aarch64-linux-gnu-g++"
@@ -125,7 +125,7 @@ def ensure_board(root: str | Path | None = None, progress=None) -> Board:
     if ready.is_file() and ready.read_text().strip() == key and board.python.is_file() and _have_host_tools():
         return board
     t0 = time.perf_counter()
-    with _lock(root / ".lock"):
+    with file_lock(root / ".lock"):
         if ready.is_file() and ready.read_text().strip() == key and _have_host_tools():
             return board  # another process built it while we waited
         ready.unlink(missing_ok=True)
@@ -290,11 +290,3 @@ def _scratch(parent: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

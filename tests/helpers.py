@@ -90,3 +90,18 @@ def compile_choices(kwargs: dict) -> dict:
         "kept_float": [k["node"] for k in q.get("kept_float", [])],
         "canonical_parity": r["canonical"]["parity"], "keys": sorted(r),
     }
+
+
+def conv_relu(cin: int, cout: int, size: int) -> onnx.ModelProto:
+    """A seeded Conv(3x3, same padding) + Relu graph: quick to emit, load and time in any runtime."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [cout, cin, 3, 3],
+                           rng.standard_normal(cout * cin * 9).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, size, size])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

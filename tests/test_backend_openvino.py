@@ -24,7 +24,7 @@ from edgepack.backends import backend_for_artifact, get_backend  # noqa: E402
 from edgepack.errors import EdgepackError  # noqa: E402
 from edgepack.targets import load_profile  # noqa: E402
 
-from helpers import agreement, confident_mask, cosine, logits  # noqa: E402
+from helpers import agreement, confident_mask, conv_relu, cosine, logits  # noqa: E402
 
 THREADS = 2
 
@@ -254,14 +254,7 @@ def test_openvino_decides_int8_or_fp32_by_its_own_timing(mnist_model, sample_set
 
 def _tiny_onnx(path) -> str:
     """Conv + Relu: enough for OpenVINO to compile, quick to emit, load and time."""
-    rng = np.random.default_rng(0)
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], rng.standard_normal(108).astype(np.float32))
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"], name="relu")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(conv_relu(3, 4, 8), str(path))
     return str(path)
 
 

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 pytest.importorskip("tvm")
 
 from edgepack.backends import backend_for_artifact, get_backend  # noqa: E402
+from helpers import conv_relu  # noqa: E402
 from edgepack.backends.options import TvmOptions  # noqa: E402
 from edgepack.backends.tvm import UNTUNED_NOTE, TuningBudget, TvmBackend  # noqa: E402
 from edgepack.devices import LocalDevice  # noqa: E402
@@ -171,13 +172,7 @@ def test_tuning_records_are_cached_and_reused(host, tmp_path, tvm_cache):
     """Tune a one-kernel model for a fixed number of trials (the same amount however busy the
     machine is); the second compile reuses the records and tunes nothing."""
     rng = np.random.default_rng(0)
-    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 4, 3, 3], rng.standard_normal(288).astype(np.float32))
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"], name="relu")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = conv_relu(4, 8, 16)
     x = {"x": rng.standard_normal((1, 4, 16, 16)).astype(np.float32)}
     want = _ort(model).run(None, x)[0]
 
