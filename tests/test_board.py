@@ -71,8 +71,9 @@ def test_board_is_aarch64_and_reused(board):
 
 def test_arm64_tvm_artifact_runs_on_board(device, small_cnn, feeds, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPACK_TVM_CACHE", str(tmp_path / "tvm-cache"))
-    tvm = TvmBackend({"tune_seconds": 0})
-    path = tvm.emit(small_cnn, tmp_path, load_profile("arm64"))
+    arm64 = load_profile("arm64")
+    tvm = TvmBackend(arm64.backend_options("tvm"))  # the profile's TVM options name the aarch64 target
+    path = tvm.emit(small_cnn, tmp_path, arm64)
     info = tvm.describe(path)
     assert info["cross_compiled"] and info["target_triple"] == "aarch64-linux-gnu"
     assert "+neon" in info["target"]["mattr"] and info["tuned"] is False
