@@ -38,6 +38,7 @@ import onnx
 from edgepack.backends.base import Backend
 from edgepack.errors import EdgepackError, first_line
 from edgepack.ir.spec import TensorSpec, graph_inputs
+from edgepack.logutil import quiet
 
 ARTIFACT = "model.xml"
 DEVICE = "CPU"
@@ -103,10 +104,10 @@ class OpenVinoBackend(Backend):
         if not feeds:
             raise EdgepackError("openvino: NNCF quantization needs at least one calibration sample")
         ov_model = _convert(model)
-        _silence_nncf()
         try:
-            quantized = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=min(subset_size, len(feeds)),
-                                      **nncf_options)
+            with quiet("nncf"):
+                quantized = nncf.quantize(ov_model, nncf.Dataset(feeds),
+                                          subset_size=min(subset_size, len(feeds)), **nncf_options)
         except Exception as e:
             raise EdgepackError(f"openvino: NNCF quantization failed: {first_line(e)}") from None
         _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
@@ -303,17 +304,6 @@ def _calibration_feeds(calib, model: onnx.ModelProto) -> list[dict[str, np.ndarr
     first = specs[0].shape[0] if specs and specs[0].shape else 1
     batch = first if isinstance(first, int) and first > 0 else 1
     return [f for f in calib.batches(batch) if len(next(iter(f.values()))) == batch]
-
-
-def _silence_nncf() -> None:
-    import logging
-
-    try:
-        from nncf.common.logging import nncf_logger
-
-        nncf_logger.setLevel(logging.ERROR)
-    except ImportError:
-        pass
 
 
 # ---------------------------------------------------------------------- loading
