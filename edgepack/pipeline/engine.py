@@ -34,7 +34,7 @@ from edgepack.pipeline.recipe import Recipe, load_recipe
 from edgepack.targets import load_profile
 from edgepack.training import checkpoint
 from edgepack.training.data import arrays, as_loader
-from edgepack.training.loop import accuracy, train
+from edgepack.training.loop import SoftTargets, accuracy, train
 from edgepack.ui import console, progress_bar
 
 STAGE_FILE = "stage.json"
@@ -86,6 +86,7 @@ class Flow:
         m = recipe.measure
         self.bench = self.profile.bench_settings(m.runs, m.warmup, m.threads)
         self.rows: list[dict] = []
+        self.soft_targets = SoftTargets()  # the teacher's logits, reused by every stage of this flow
         seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
         # the profile's contents: `host` resolves per machine, and a target YAML can be edited
         self.key = _digest({"edgepack": __version__, "target": self.profile.to_dict(), **seen, "input_shape": shape,
