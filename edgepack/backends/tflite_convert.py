@@ -105,6 +105,15 @@ def _norm_err(ref, got) -> float:
     return float(np.abs(ref - got).max() / (np.abs(ref).max() + 1e-12))
 
 
+def _attr(node, name, default):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
 def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
     """Padded MaxPool -> Pad(constant = the input's calibrated minimum) + unpadded MaxPool.
 
@@ -113,35 +122,14 @@ def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
     a scale of ~1e36 (LiteRT 2.3 aborts on it). In INT8 the lowest value the tensor can hold is
     its calibrated minimum, so padding with that keeps MaxPool exact on the calibrated range.
     """
-    import numpy as np
     import onnx
-    from onnx import helper, numpy_helper
-
-    def attr(node, name, default):
-        for a in node.attribute:
-            if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
 
     pools = [n for n in onnx_model.graph.node if n.op_type == "MaxPool"
-             and attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and any(attr(n, "pads", []))]
+             and _attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and any(_attr(n, "pads", []))]
     if not pools:
         return onnx_model, []
     model = onnx.ModelProto.FromString(onnx_model.SerializeToString())
-    lows = {}
-    if calib is not None:
-        from edgepack.runtime import ort_session
-
-        probe = onnx.ModelProto.FromString(model.SerializeToString())
-        for name in {n.input[0] for n in pools}:
-            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
-        sess = ort_session(probe, optimize=False)
-        names = [o.name for o in sess.get_outputs()]
-        n = len(next(iter(calib.values()))) // batch
-        for i in range(n):
-            outs = sess.run(None, {k: v[i * batch:(i + 1) * batch] for k, v in calib.items()})
-            for name, v in zip(names, outs):
-                lows[name] = min(lows.get(name, np.inf), float(np.min(v)))
+    lows = _calibrated_minima(model, {n.input[0] for n in pools}, calib, batch) if calib is not None else {}
     notes = []
     nodes = list(model.graph.node)
     del model.graph.node[:]
@@ -149,25 +137,55 @@ def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
         if node not in pools:
             model.graph.node.append(node)
             continue
-        pads = list(attr(node, "pads", []))
         low = lows.get(node.input[0], 0.0)
-        rank = len(pads) // 2 + 2
-        full = [0, 0, *pads[:rank - 2], 0, 0, *pads[rank - 2:]]
-        base = f"{node.name or node.output[0]}__pad"
-        model.graph.initializer.extend([numpy_helper.from_array(np.asarray(full, np.int64), base + "_pads"),
-                                        numpy_helper.from_array(np.asarray(low, np.float32), base + "_value")])
-        model.graph.node.append(helper.make_node("Pad", [node.input[0], base + "_pads", base + "_value"],
-                                                 [base + "_out"], name=base, mode="constant"))
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        new.input[0] = base + "_out"
-        for a in new.attribute:
-            if a.name == "pads":
-                del a.ints[:]
-                a.ints.extend([0] * len(pads))
-        model.graph.node.append(new)
+        _append_padded_pool(model, node, low)
         notes.append(f"MaxPool {node.name!r}: padded explicitly with {low:.4g} (its calibrated minimum)")
     return model, notes
+
+
+def _calibrated_minima(model, tensors: set, calib: dict, batch: int) -> dict:
+    """The smallest value each of `tensors` takes over the calibration batches (ONNX Runtime)."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from edgepack.runtime import ort_session
+
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    for name in tensors:
+        probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    sess = ort_session(probe, optimize=False)
+    names = [o.name for o in sess.get_outputs()]
+    lows = {}
+    for i in range(len(next(iter(calib.values()))) // batch):
+        outs = sess.run(None, {k: v[i * batch:(i + 1) * batch] for k, v in calib.items()})
+        for name, v in zip(names, outs):
+            lows[name] = min(lows.get(name, np.inf), float(np.min(v)))
+    return lows
+
+
+def _append_padded_pool(model, node, low: float) -> None:
+    """Append Pad(constant `low`) and a copy of MaxPool `node` without pads to `model`."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    pads = list(_attr(node, "pads", []))
+    rank = len(pads) // 2 + 2
+    full = [0, 0, *pads[:rank - 2], 0, 0, *pads[rank - 2:]]
+    base = f"{node.name or node.output[0]}__pad"
+    model.graph.initializer.extend([numpy_helper.from_array(np.asarray(full, np.int64), base + "_pads"),
+                                    numpy_helper.from_array(np.asarray(low, np.float32), base + "_value")])
+    model.graph.node.append(helper.make_node("Pad", [node.input[0], base + "_pads", base + "_value"],
+                                             [base + "_out"], name=base, mode="constant"))
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    new.input[0] = base + "_out"
+    for a in new.attribute:
+        if a.name == "pads":
+            del a.ints[:]
+            a.ints.extend([0] * len(pads))
+    model.graph.node.append(new)
 
 
 class _Run:
