@@ -175,6 +175,8 @@ def test_nncf_candidate_floats_layers_in_a_given_order(mnist_canonical, sample_s
     own graph: the ranked group is tried in float, and NNCF leaves a layer it is told to in float."""
     import logging
 
+    import nncf  # noqa: F401 - its import sets its logger's level: compare from there
+
     from edgepack.passes.quantize_nncf import NncfQuantizer
 
     nncf_level, root_level = logging.getLogger("nncf").level, logging.getLogger().level
