@@ -10,6 +10,9 @@ segments `(group id or None, size)` along that axis (one segment for a plain con
 after a Concat; None = channels that are not prunable, e.g. from a graph input). Anything the
 analysis does not understand marks the groups it touches unprunable, with the reason - the graph
 is never rewritten where the rewrite is not known to be exact.
+
+`analyze` walks the nodes once in graph order; what each op means for channels is a rule in
+`RULES` (op type -> handler), and an op without a rule blocks every group it consumes.
 """
 
 from __future__ import annotations
@@ -269,6 +272,7 @@ def analyze(model: onnx.ModelProto) -> Analysis:
 # reasons itself); False sends the node to the fallback, which blocks every group it consumes.
 
 def _conv(st: _State, at: _At) -> bool:
+    """Conv with a constant weight: dense (a link in a conv chain), depthwise, or grouped (blocked)."""
     node = at.node
     if len(node.input) < 2 or not st.const(node.input[1]):
         return False
