@@ -68,7 +68,7 @@ def test_existing_output_is_kept_without_force(tmp_path, mobilenet_onnx):
 @pytest.mark.slow
 def test_demo_runs_the_whole_flow(tmp_path):
     """The demo as shipped: every gate (one point of the teacher's accuracy) must pass."""
-    proc = run_cli("demo", "-o", tmp_path / "demo", "--no-progress", cwd=tmp_path)
+    proc = run_cli("demo", "-o", tmp_path / "demo", "--no-progress", cwd=tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     rows = {(r["stage"], r["model"]): r for r in report["rows"]}

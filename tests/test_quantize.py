@@ -173,8 +173,13 @@ def test_accuracy_control_returns_most_metric_per_mac_to_float_first(mnist_canon
 def test_nncf_candidate_floats_layers_in_a_given_order(mnist_canonical, sample_sets):
     """NNCF's graph goes through the same accuracy control, in the order measured on edgepack's
     own graph: the ranked group is tried in float, and NNCF leaves a layer it is told to in float."""
+    import logging
+
+    import nncf  # noqa: F401 - its import sets its logger's level: compare from there
+
     from edgepack.passes.quantize_nncf import NncfQuantizer
 
+    nncf_level, root_level = logging.getLogger("nncf").level, logging.getLogger().level
     gemm = next(n.name for n in mnist_canonical.graph.node if n.op_type == "Gemm")
     nncf_quantizer = NncfQuantizer(Quantizer(mnist_canonical, load_dataset(sample_sets["mnist_calib"], graph_inputs(
         mnist_canonical)), load_profile("x86-vnni")))
@@ -185,6 +190,8 @@ def test_nncf_candidate_floats_layers_in_a_given_order(mnist_canonical, sample_s
     result = _impossible_control(mnist_canonical, sample_sets, NncfQuantizer, ranking)
     assert result.ranking == ranking  # no ranking of its own
     assert [s["kept_float"] for s in result.steps] == [0, 1]  # all INT8, then the classifier float
+    # NNCF was quieted while it ran, not for the rest of the process
+    assert (logging.getLogger("nncf").level, logging.getLogger().level) == (nncf_level, root_level)
 
 
 def test_a_search_that_keeps_every_layer_float_ships_fp32(tmp_path, mnist_model, sample_sets):

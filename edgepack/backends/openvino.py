@@ -38,6 +38,7 @@ from edgepack.backends.base import Backend
 from edgepack.backends.options import OpenVinoOptions
 from edgepack.errors import EdgepackError, close_names, first_line
 from edgepack.ir.spec import fixed_batch, graph_inputs
+from edgepack.logutil import quiet
 
 ARTIFACT = "model.xml"
 DEVICE = "CPU"
@@ -94,10 +95,10 @@ class OpenVinoBackend(Backend):
         if not feeds:
             raise EdgepackError("openvino: NNCF quantization needs at least one calibration sample")
         ov_model = _convert(model)
-        _silence_nncf()
         try:
-            quantized = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=min(subset_size, len(feeds)),
-                                      **nncf_options)
+            with quiet("nncf"):
+                quantized = nncf.quantize(ov_model, nncf.Dataset(feeds),
+                                          subset_size=min(subset_size, len(feeds)), **nncf_options)
         except Exception as e:
             raise EdgepackError(f"openvino: NNCF quantization failed: {first_line(e)}") from None
         _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
@@ -274,15 +275,6 @@ def _calibration_feeds(calib, model: onnx.ModelProto) -> list[dict[str, np.ndarr
     return [f for f in calib.batches(batch) if len(next(iter(f.values()))) == batch]
 
 
-def _silence_nncf() -> None:
-    import logging
-
-    try:
-        from nncf.common.logging import nncf_logger
-
-        nncf_logger.setLevel(logging.ERROR)
-    except ImportError:
-        pass
 
 
 def _rt_str(info, key: str) -> str:

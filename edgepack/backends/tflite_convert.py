@@ -105,6 +105,15 @@ def _norm_err(ref, got) -> float:
     return float(np.abs(ref - got).max() / (np.abs(ref).max() + 1e-12))
 
 
+def _attr(node, name, default):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
 def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
     """Padded MaxPool -> Pad(constant = the input's calibrated minimum) + unpadded MaxPool.
 
@@ -113,35 +122,14 @@ def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
     a scale of ~1e36 (LiteRT 2.3 aborts on it). In INT8 the lowest value the tensor can hold is
     its calibrated minimum, so padding with that keeps MaxPool exact on the calibrated range.
     """
-    import numpy as np
     import onnx
-    from onnx import helper, numpy_helper
-
-    def attr(node, name, default):
-        for a in node.attribute:
-            if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
 
     pools = [n for n in onnx_model.graph.node if n.op_type == "MaxPool"
-             and attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and any(attr(n, "pads", []))]
+             and _attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and any(_attr(n, "pads", []))]
     if not pools:
         return onnx_model, []
     model = onnx.ModelProto.FromString(onnx_model.SerializeToString())
-    lows = {}
-    if calib is not None:
-        from edgepack.runtime import ort_session
-
-        probe = onnx.ModelProto.FromString(model.SerializeToString())
-        for name in {n.input[0] for n in pools}:
-            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
-        sess = ort_session(probe, optimize=False)
-        names = [o.name for o in sess.get_outputs()]
-        n = len(next(iter(calib.values()))) // batch
-        for i in range(n):
-            outs = sess.run(None, {k: v[i * batch:(i + 1) * batch] for k, v in calib.items()})
-            for name, v in zip(names, outs):
-                lows[name] = min(lows.get(name, np.inf), float(np.min(v)))
+    lows = _calibrated_minima(model, {n.input[0] for n in pools}, calib, batch) if calib is not None else {}
     notes = []
     nodes = list(model.graph.node)
     del model.graph.node[:]
@@ -149,202 +137,311 @@ def _explicit_maxpool_pads(onnx_model, calib: dict | None, batch: int):
         if node not in pools:
             model.graph.node.append(node)
             continue
-        pads = list(attr(node, "pads", []))
         low = lows.get(node.input[0], 0.0)
-        rank = len(pads) // 2 + 2
-        full = [0, 0, *pads[:rank - 2], 0, 0, *pads[rank - 2:]]
-        base = f"{node.name or node.output[0]}__pad"
-        model.graph.initializer.extend([numpy_helper.from_array(np.asarray(full, np.int64), base + "_pads"),
-                                        numpy_helper.from_array(np.asarray(low, np.float32), base + "_value")])
-        model.graph.node.append(helper.make_node("Pad", [node.input[0], base + "_pads", base + "_value"],
-                                                 [base + "_out"], name=base, mode="constant"))
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        new.input[0] = base + "_out"
-        for a in new.attribute:
-            if a.name == "pads":
-                del a.ints[:]
-                a.ints.extend([0] * len(pads))
-        model.graph.node.append(new)
+        _append_padded_pool(model, node, low)
         notes.append(f"MaxPool {node.name!r}: padded explicitly with {low:.4g} (its calibrated minimum)")
     return model, notes
 
 
+def _calibrated_minima(model, tensors: set, calib: dict, batch: int) -> dict:
+    """The smallest value each of `tensors` takes over the calibration batches (ONNX Runtime)."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from edgepack.backends.sessions.onnxruntime_session import inference_session
+
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    for name in tensors:
+        probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    sess = inference_session(probe.SerializeToString(), optimize=False)
+    names = [o.name for o in sess.get_outputs()]
+    lows = {}
+    for i in range(len(next(iter(calib.values()))) // batch):
+        outs = sess.run(None, {k: v[i * batch:(i + 1) * batch] for k, v in calib.items()})
+        for name, v in zip(names, outs):
+            lows[name] = min(lows.get(name, np.inf), float(np.min(v)))
+    return lows
+
+
+def _append_padded_pool(model, node, low: float) -> None:
+    """Append Pad(constant `low`) and a copy of MaxPool `node` without pads to `model`."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    pads = list(_attr(node, "pads", []))
+    rank = len(pads) // 2 + 2
+    full = [0, 0, *pads[:rank - 2], 0, 0, *pads[rank - 2:]]
+    base = f"{node.name or node.output[0]}__pad"
+    model.graph.initializer.extend([numpy_helper.from_array(np.asarray(full, np.int64), base + "_pads"),
+                                    numpy_helper.from_array(np.asarray(low, np.float32), base + "_value")])
+    model.graph.node.append(helper.make_node("Pad", [node.input[0], base + "_pads", base + "_value"],
+                                             [base + "_out"], name=base, mode="constant"))
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    new.input[0] = base + "_out"
+    for a in new.attribute:
+        if a.name == "pads":
+            del a.ints[:]
+            a.ints.extend([0] * len(pads))
+    model.graph.node.append(new)
+
+
+class _Run:
+    """One conversion: the job, the ONNX model errors are reported against, notes for the report,
+    and `stage`, the step a failure is reported in ("onnx2tf", "check", "tflite")."""
+
+    def __init__(self, job: dict, source):
+        self.job = job
+        self.precision = job["precision"]
+        self.out = Path(job["out"])
+        self.source = source
+        self.stage = "onnx2tf"
+        self.notes: list[str] = []
+
+
+class _Feeds:
+    """Sample batches in ONNX layout (the calibration data, else seeded normal data) and the same
+    batches in the converted model's layout."""
+
+    def __init__(self, in_specs: list, inputs: list, calib: dict | None):
+        import numpy as np
+
+        self.specs, self.inputs, self.calib = in_specs, inputs, calib
+        self.batch = int(in_specs[0].shape[0]) if in_specs and in_specs[0].shape else 1
+        self._rng = np.random.default_rng(0)
+
+    def count(self) -> int:
+        """Whole calibration batches available."""
+        return len(next(iter(self.calib.values()))) // self.batch
+
+    def onnx_batch(self, i: int) -> dict:
+        if self.calib is not None:
+            return {s.name: self.calib[s.name][i * self.batch:(i + 1) * self.batch] for s in self.specs}
+        return {s.name: self._rng.standard_normal(s.shape).astype(s.dtype) for s in self.specs}
+
+    def to_tf(self, feed: dict) -> list:
+        import numpy as np
+
+        return [np.ascontiguousarray(np.transpose(feed[i["name"]], i["perm"])) for i in self.inputs]
+
+
 def convert(job: dict) -> dict:
+    """Run the stages in order; any failure becomes a ConversionError naming the stage it happened in."""
     import numpy as np
     import onnx
 
-    out = Path(job["out"])
-    onnx_model = onnx.load(job["onnx"])
+    run = _Run(job, onnx.load(job["onnx"]))
     # Offline: onnx2tf would download this file for 3-channel 4-D inputs; it only feeds its own
     # checks (our calibration data is passed to the converter directly).
     if not Path(SAMPLE_FILE).is_file():
         np.save(SAMPLE_FILE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
-
-    t0 = time.perf_counter()
-    stage = "onnx2tf"
-    precision = job["precision"]
-    notes = []
     try:
-        calib = None
-        if job.get("calib"):
-            with np.load(job["calib"]) as z:
-                calib = {k: z[k] for k in z.files}
-        source_model = onnx_model
-        if precision == "int8":
-            from edgepack.ir.spec import graph_inputs as _gi
-
-            ins = _gi(onnx_model)
-            b = int(ins[0].shape[0]) if ins and ins[0].shape else 1
-            onnx_model, pad_notes = _explicit_maxpool_pads(onnx_model, calib, b)
-            notes += pad_notes
-        import onnx2tf
-        import tensorflow as tf
-
-        try:
-            # output_integer_quantized_tflite only changes MaxPool padding (0 instead of -3.4e38,
-            # for what _explicit_maxpool_pads did not cover, e.g. ceil_mode's extra end pad);
-            # onnx2tf gets a copy: it edits the graph it is given
-            model = onnx2tf.convert(onnx_graph=onnx.ModelProto.FromString(onnx_model.SerializeToString()),
-                                    output_folder_path=str(Path.cwd() / "saved_model"),
-                                    not_use_onnxsim=True, disable_model_save=True, verbosity="error",
-                                    output_integer_quantized_tflite=precision == "int8")
-        except SystemExit as e:  # onnx2tf exits on some input problems after logging them
-            raise RuntimeError(f"onnx2tf exited ({e.code}); see its log") from None
-        graph_s = time.perf_counter() - t0
-        stage = "check"
-
-        from edgepack.ir.spec import graph_inputs, graph_outputs
-
-        in_specs, out_specs = graph_inputs(onnx_model), graph_outputs(onnx_model)
-        keras_in = {_sanitize(t.name): t for t in model.inputs}
-        keras_in.update({t.name: t for t in model.inputs})
-        inputs = []
-        for k, spec in enumerate(in_specs):
-            tf_t = keras_in.get(spec.name)
-            if tf_t is None:
-                tf_t = keras_in.get(_sanitize(spec.name))
-            if tf_t is None:
-                tf_t = model.inputs[k]
-            tf_shape = [int(d) for d in tf_t.shape]
-            inputs.append({"name": spec.name, "onnx_shape": list(spec.shape), "onnx_dtype": spec.dtype,
-                           "keras_name": tf_t.name, "tf_shape": tf_shape,
-                           "perm": _input_perm(list(spec.shape), tf_shape)})
-
-        # A sample in ONNX layout: the first calibration batch, else seeded normal data.
-        batch = int(in_specs[0].shape[0]) if in_specs and in_specs[0].shape else 1
-        rng = np.random.default_rng(0)
-
-        def onnx_batch(i: int) -> dict:
-            if calib is not None:
-                return {s.name: calib[s.name][i * batch:(i + 1) * batch] for s in in_specs}
-            return {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in in_specs}
-
-        def to_tf(feed: dict) -> list:
-            return [np.ascontiguousarray(np.transpose(feed[i["name"]], i["perm"])) for i in inputs]
-
-        sample = onnx_batch(0)
-        from edgepack.runtime import ort_session
-
-        ref = ort_session(onnx_model).run(None, sample)
-        keras_out = model(to_tf(sample))
-        keras_out = [np.asarray(t) for t in (keras_out if isinstance(keras_out, (list, tuple)) else [keras_out])]
-        layouts = getattr(model, "onnx_output_layouts", {}) or {}
-        outputs = []
-        for k, spec in enumerate(out_specs):
-            r = np.asarray(ref[k])
-            tf_arr = keras_out[k]
-            rank = r.ndim
-            cands = [list(range(rank))] + ([_inverse(_channel_last(rank))] if rank >= 3 else [])
-            if layouts.get(spec.name) and rank >= 3:
-                cands.reverse()
-            # perm takes the converted model's output back to the ONNX layout
-            errs = [_norm_err(r, np.transpose(tf_arr, p)) if len(p) == tf_arr.ndim else float("inf")
-                    for p in cands]
-            best = int(np.argmin(errs))
-            if not np.isfinite(errs[best]):
-                raise ValueError(f"output {spec.name!r}: shape {list(r.shape)} became {list(tf_arr.shape)}")
-            outputs.append({"name": spec.name, "onnx_shape": list(r.shape), "onnx_dtype": spec.dtype,
-                            "tf_shape": list(tf_arr.shape), "perm": cands[best],
-                            "graph_rel_err": errs[best]})
-
-        stage = "tflite"
-        t1 = time.perf_counter()
-        fn = tf.function(lambda *xs: model(xs),
-                         input_signature=[tf.TensorSpec(t.shape, t.dtype, t.name) for t in model.inputs])
-        holder = tf.Module()  # not the Keras model: tracking its layers costs ~15 s per conversion
-        holder.fn = fn
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], holder)
-        calib_used = 0
-        flat = None
-        if precision == "fp16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif precision == "int8":
-            if calib is None:
-                raise ValueError("int8 needs calibration data")
-            n = len(next(iter(calib.values()))) // batch
-            calib_used = n * batch
-
-            def representative():
-                for i in range(n):
-                    yield [x.astype(np.float32) for x in to_tf(onnx_batch(i))]
-
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter._experimental_disable_per_channel = not job.get("per_channel", True)
-            io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[job["io_dtype"]]
-            keep = list(job.get("keep_float_ops") or [])
-            if keep and io == tf.float32:
-                # selective quantization: the named ops stay float (they run on the CPU)
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
-                debugger = tf.lite.experimental.QuantizationDebugger(
-                    converter=converter, debug_dataset=representative,
-                    debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=keep))
-                flat = debugger.get_nondebug_quantized_model()
-                notes.append(f"kept in float: {', '.join(keep)}")
-            else:
-                # full integer: conversion fails rather than leave an op in float
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                converter.inference_input_type = io
-                converter.inference_output_type = io
-        if flat is None:
-            flat = converter.convert()
-        tflite_path = out / "model.tflite"
-        tflite_path.write_bytes(flat)
-        convert_s = time.perf_counter() - t1
-
-        stage = "check"
-        io_map = _map_io(tflite_path, inputs, outputs, to_tf(sample), keras_out)
-        return {
-            "format": 1,
-            "precision": precision,
-            "converter": f"onnx2tf {onnx2tf.__version__} + TFLiteConverter (tensorflow {tf.__version__})",
-            "io_dtype": job["io_dtype"] if precision == "int8" else "float32",
-            "weights_per_channel": bool(job.get("per_channel", True)) if precision == "int8" else None,
-            "calibration_samples": calib_used,
-            "inputs": io_map["inputs"],
-            "outputs": io_map["outputs"],
-            "sample_check": io_map["check"],
-            "notes": notes,
-            "seconds": {"graph": round(graph_s, 2), "convert": round(convert_s, 2)},
-        }
+        return _stages(run)
     except Exception as e:  # noqa: BLE001 - turned into one line for the parent
         traceback.print_exc()
-        onnx_model = source_model if "source_model" in locals() else onnx_model
-        op_type, node = _node_of(onnx_model, getattr(e, "onnx_op_name", None))
-        text = str(e)
-        m = re.search(r"No module named 'onnx2tf\.ops\.(\w+)'", text)
-        if m:
-            op_type = m.group(1)
-            text = f"{op_type} is not implemented by onnx2tf"
-            if node is None:
-                node = next((n.name for n in onnx_model.graph.node if n.op_type == op_type), None)
-        if op_type is None:
-            op_type, node = _ops_named_in(onnx_model, text)
-        raise ConversionError({"stage": stage, "op_type": op_type, "node": node,
-                               "message": _first_line(text) or type(e).__name__}) from e
+        raise _conversion_error(e, run.stage, run.source) from e
+
+
+def _stages(run: _Run) -> dict:
+    t0 = time.perf_counter()
+    run.stage = "onnx2tf"
+    calib = _load_calib(run.job)
+    onnx_model, model = _to_keras(run, calib)
+    graph_s = time.perf_counter() - t0
+
+    run.stage = "check"
+    feeds = _Feeds(*_match_inputs(onnx_model, model), calib)
+    sample = feeds.onnx_batch(0)
+    outputs, keras_out = _match_outputs(onnx_model, model, feeds, sample)
+
+    run.stage = "tflite"
+    t1 = time.perf_counter()
+    flat, calib_used = _float_or_int8(run, model, feeds)
+    tflite_path = run.out / "model.tflite"
+    tflite_path.write_bytes(flat)
+    convert_s = time.perf_counter() - t1
+
+    run.stage = "check"
+    io_map = _map_io(tflite_path, feeds.inputs, outputs, feeds.to_tf(sample), keras_out)
+    return _result(run, io_map, calib_used, {"graph": round(graph_s, 2), "convert": round(convert_s, 2)})
+
+
+def _load_calib(job: dict) -> dict | None:
+    import numpy as np
+
+    if not job.get("calib"):
+        return None
+    with np.load(job["calib"]) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _to_keras(run: _Run, calib: dict | None):
+    """(the ONNX model converted, the Keras model onnx2tf made of it)."""
+    import onnx
+
+    onnx_model = run.source
+    if run.precision == "int8":
+        from edgepack.ir.spec import graph_inputs
+
+        ins = graph_inputs(onnx_model)
+        b = int(ins[0].shape[0]) if ins and ins[0].shape else 1
+        onnx_model, pad_notes = _explicit_maxpool_pads(onnx_model, calib, b)
+        run.notes += pad_notes
+    import onnx2tf
+
+    try:
+        # output_integer_quantized_tflite only changes MaxPool padding (0 instead of -3.4e38,
+        # for what _explicit_maxpool_pads did not cover, e.g. ceil_mode's extra end pad);
+        # onnx2tf gets a copy: it edits the graph it is given
+        model = onnx2tf.convert(onnx_graph=onnx.ModelProto.FromString(onnx_model.SerializeToString()),
+                                output_folder_path=str(Path.cwd() / "saved_model"),
+                                not_use_onnxsim=True, disable_model_save=True, verbosity="error",
+                                output_integer_quantized_tflite=run.precision == "int8")
+    except SystemExit as e:  # onnx2tf exits on some input problems after logging them
+        raise RuntimeError(f"onnx2tf exited ({e.code}); see its log") from None
+    return onnx_model, model
+
+
+def _match_inputs(onnx_model, model) -> tuple[list, list]:
+    """(ONNX input specs, per input: its Keras tensor, shapes and the permutation into its layout)."""
+    from edgepack.ir.spec import graph_inputs
+
+    in_specs = graph_inputs(onnx_model)
+    keras_in = {_sanitize(t.name): t for t in model.inputs}
+    keras_in.update({t.name: t for t in model.inputs})
+    inputs = []
+    for k, spec in enumerate(in_specs):
+        tf_t = keras_in.get(spec.name)
+        if tf_t is None:
+            tf_t = keras_in.get(_sanitize(spec.name))
+        if tf_t is None:
+            tf_t = model.inputs[k]
+        tf_shape = [int(d) for d in tf_t.shape]
+        inputs.append({"name": spec.name, "onnx_shape": list(spec.shape), "onnx_dtype": spec.dtype,
+                       "keras_name": tf_t.name, "tf_shape": tf_shape,
+                       "perm": _input_perm(list(spec.shape), tf_shape)})
+    return in_specs, inputs
+
+
+def _match_outputs(onnx_model, model, feeds: _Feeds, sample: dict) -> tuple[list, list]:
+    """Run ONNX Runtime and the Keras model on `sample`; per output, the permutation that takes the
+    Keras output back to the ONNX layout (the one that agrees best). Returns (outputs, Keras outputs)."""
+    import numpy as np
+
+    from edgepack.ir.spec import graph_outputs
+    from edgepack.backends.sessions.onnxruntime_session import inference_session
+
+    ref = inference_session(onnx_model.SerializeToString()).run(None, sample)
+    keras_out = model(feeds.to_tf(sample))
+    keras_out = [np.asarray(t) for t in (keras_out if isinstance(keras_out, (list, tuple)) else [keras_out])]
+    layouts = getattr(model, "onnx_output_layouts", {}) or {}
+    outputs = []
+    for k, spec in enumerate(graph_outputs(onnx_model)):
+        r = np.asarray(ref[k])
+        tf_arr = keras_out[k]
+        rank = r.ndim
+        cands = [list(range(rank))] + ([_inverse(_channel_last(rank))] if rank >= 3 else [])
+        if layouts.get(spec.name) and rank >= 3:
+            cands.reverse()
+        # perm takes the converted model's output back to the ONNX layout
+        errs = [_norm_err(r, np.transpose(tf_arr, p)) if len(p) == tf_arr.ndim else float("inf")
+                for p in cands]
+        best = int(np.argmin(errs))
+        if not np.isfinite(errs[best]):
+            raise ValueError(f"output {spec.name!r}: shape {list(r.shape)} became {list(tf_arr.shape)}")
+        outputs.append({"name": spec.name, "onnx_shape": list(r.shape), "onnx_dtype": spec.dtype,
+                        "tf_shape": list(tf_arr.shape), "perm": cands[best], "graph_rel_err": errs[best]})
+    return outputs, keras_out
+
+
+def _float_or_int8(run: _Run, model, feeds: _Feeds) -> tuple[bytes, int]:
+    """One TFLiteConverter call at the job's precision: (the flatbuffer, calibration samples used)."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda *xs: model(xs),
+                     input_signature=[tf.TensorSpec(t.shape, t.dtype, t.name) for t in model.inputs])
+    holder = tf.Module()  # not the Keras model: tracking its layers costs ~15 s per conversion
+    holder.fn = fn
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], holder)
+    if run.precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif run.precision == "int8":
+        return _int8(run, converter, feeds)
+    return converter.convert(), 0
+
+
+def _int8(run: _Run, converter, feeds: _Feeds) -> tuple[bytes, int]:
+    """Full-integer INT8 calibrated on the job's data, or selective (named ops left in float)."""
+    import numpy as np
+    import tensorflow as tf
+
+    if feeds.calib is None:
+        raise ValueError("int8 needs calibration data")
+    n = feeds.count()
+
+    def representative():
+        for i in range(n):
+            yield [x.astype(np.float32) for x in feeds.to_tf(feeds.onnx_batch(i))]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter._experimental_disable_per_channel = not run.job.get("per_channel", True)
+    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[run.job["io_dtype"]]
+    keep = list(run.job.get("keep_float_ops") or [])
+    if keep and io == tf.float32:
+        # selective quantization: the named ops stay float (they run on the CPU)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=keep))
+        flat = debugger.get_nondebug_quantized_model()
+        run.notes.append(f"kept in float: {', '.join(keep)}")
+        return flat, n * feeds.batch
+    # full integer: conversion fails rather than leave an op in float
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = io
+    converter.inference_output_type = io
+    return converter.convert(), n * feeds.batch
+
+
+def _result(run: _Run, io_map: dict, calib_used: int, seconds: dict) -> dict:
+    import onnx2tf
+    import tensorflow as tf
+
+    int8 = run.precision == "int8"
+    return {
+        "format": 1,
+        "precision": run.precision,
+        "converter": f"onnx2tf {onnx2tf.__version__} + TFLiteConverter (tensorflow {tf.__version__})",
+        "io_dtype": run.job["io_dtype"] if int8 else "float32",
+        "weights_per_channel": bool(run.job.get("per_channel", True)) if int8 else None,
+        "calibration_samples": calib_used,
+        "inputs": io_map["inputs"],
+        "outputs": io_map["outputs"],
+        "sample_check": io_map["check"],
+        "notes": run.notes,
+        "seconds": seconds,
+    }
+
+
+def _conversion_error(e: Exception, stage: str, onnx_model) -> "ConversionError":
+    """One line for the parent: the stage, and the ONNX op/node the failure names where it can be found."""
+    op_type, node = _node_of(onnx_model, getattr(e, "onnx_op_name", None))
+    text = str(e)
+    m = re.search(r"No module named 'onnx2tf\.ops\.(\w+)'", text)
+    if m:
+        op_type = m.group(1)
+        text = f"{op_type} is not implemented by onnx2tf"
+        if node is None:
+            node = next((n.name for n in onnx_model.graph.node if n.op_type == op_type), None)
+    if op_type is None:
+        op_type, node = _ops_named_in(onnx_model, text)
+    return ConversionError({"stage": stage, "op_type": op_type, "node": node,
+                            "message": _first_line(text) or type(e).__name__})
 
 
 class ConversionError(Exception):

@@ -7,7 +7,6 @@ job; this module only fixes input shapes, upgrades old opsets and records what c
 from __future__ import annotations
 
 import copy
-import logging
 from collections import Counter
 
 import onnx
@@ -15,6 +14,7 @@ from onnx import shape_inference, version_converter
 
 from edgepack.errors import EdgepackError, first_line
 from edgepack.ir.spec import graph_inputs, match_shapes, resolve_shape
+from edgepack.logutil import quiet
 
 # Opset 13 is the first with per-axis QuantizeLinear (per-channel INT8); 17 adds LayerNormalization.
 MIN_OPSET = 13
@@ -31,9 +31,9 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
     before = Counter(n.op_type for n in model.graph.node)
     info: dict = {"opset_in": opset_of(model)}
     model = _upgrade_opset(model, info)
-    logging.getLogger("onnxslim").setLevel(logging.ERROR)
     try:
-        slim = onnxslim.slim(model)
+        with quiet("onnxslim"):
+            slim = onnxslim.slim(model)
     except Exception as e:  # the simplifier is an optimisation: keep the checked graph if it fails
         slim = model
         info["simplifier_error"] = first_line(e)

@@ -31,10 +31,11 @@ class MiniLMEncoder(nn.Module):
 
 
 def minilm() -> MiniLMEncoder:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """The encoder from the wheel's folder; local_files_only keeps transformers off the network
+    without setting HF_HUB_OFFLINE in the process environment (which would outlive the call)."""
     from transformers import AutoModel
 
-    bert = AutoModel.from_pretrained(_model_dir(), attn_implementation="eager")
+    bert = AutoModel.from_pretrained(_model_dir(), attn_implementation="eager", local_files_only=True)
     return MiniLMEncoder(bert).eval()
 
 

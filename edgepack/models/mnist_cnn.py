@@ -69,8 +69,10 @@ class MnistStudent(nn.Module):
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 4, batch_size: int = 64,
           lr: float = 3e-3, seed: int = 0, progress=None) -> nn.Module:
-    """Plain supervised training with Adam + one-cycle; `progress(step, total)` is called per batch."""
-    torch.manual_seed(seed)
+    """Plain supervised training with Adam + one-cycle; `progress(step, total)` is called per batch.
+    The batch order comes from its own generator; the caller's torch random state is left as it was."""
+    from edgepack.training.loop import seeded
+
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     steps = epochs * ((len(xt) + batch_size - 1) // batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -78,16 +80,17 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 4, batch
     gen = torch.Generator().manual_seed(seed)
     step = 0
     model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if progress:
-                progress(step, steps)
+    with seeded(seed):  # for what draws on torch's default generator (dropout in a caller's model)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
+                loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if progress:
+                    progress(step, steps)
     return model.eval()
 
 

@@ -7,10 +7,8 @@ speed searches re-quantize without re-calibrating.
 
 from __future__ import annotations
 
-import logging
 import re
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import onnx
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError, close_names, first_line
 from edgepack.ir.stats import model_stats
+from edgepack.logutil import quiet
 
 # layer kinds beyond ONNX op types, so scopes and measurements can tell depthwise from dense conv
 DEPTHWISE = "DepthwiseConv"
@@ -94,16 +93,10 @@ class IgnoredScope:
         return sorted(selected)
 
 
-@contextmanager
 def _quiet():
-    """ORT's quantizers warn on the root logger about pre-processing that canonicalize already did."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    """ORT's quantizers warn (through the root logger's functions) about pre-processing that
+    canonicalize already did: those records only, not the root logger, are silenced."""
+    return quiet("onnxruntime.quantization")
 
 
 class CalibrationReader:

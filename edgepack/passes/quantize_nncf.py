@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 
 import onnx
 
 from edgepack.errors import EdgepackError, first_line
+from edgepack.logutil import quiet
 from edgepack.passes.quantize import Quantizer
 
 
@@ -26,7 +26,6 @@ class NncfQuantizer:
         import nncf
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-        nncf.set_log_level(logging.ERROR)
         self.model = quantizer.model
         scheme = quantizer.profile.quantization
         self.preset = nncf.QuantizationPreset.PERFORMANCE if scheme.activations.symmetric else nncf.QuantizationPreset.MIXED
@@ -43,7 +42,8 @@ class NncfQuantizer:
         # validate=False: a name NNCF would not have quantized anyway (e.g. a Flatten) is no error
         scope = nncf.IgnoredScope(names=names, validate=False) if names else None
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # its progress bars are not ours to print
+            # its progress bars are not ours to print; its log level is restored after
+            with contextlib.redirect_stdout(io.StringIO()), quiet("nncf"):
                 return nncf.quantize(self.model, nncf.Dataset(self.feeds), preset=self.preset,
                                      subset_size=self.subset_size, ignored_scope=scope,
                                      advanced_parameters=self.advanced)

@@ -36,7 +36,7 @@ from edgepack.runtime import DEFAULT_TIMING, Timing
 from edgepack.targets import load_profile
 from edgepack.training import checkpoint
 from edgepack.training.data import arrays, as_loader
-from edgepack.training.loop import accuracy, train
+from edgepack.training.loop import SoftTargets, accuracy, seeded, train
 
 STAGE_FILE = "stage.json"
 RUNNERS = {"distill": stages.run_distill, "prune": stages.run_prune, "quantize": stages.run_quantize}
@@ -87,6 +87,7 @@ class Flow:
         m = recipe.measure
         self.bench = BenchSettings(m.runs, m.warmup, m.threads).resolve(self.profile)
         self.rows: list[dict] = []
+        self.soft_targets = SoftTargets()  # the teacher's logits, reused by every stage of this flow
         seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
         # the profile's contents: `host` resolves per machine, and a target YAML can be edited
         self.key = _digest({"edgepack": __version__, "target": self.profile.to_dict(), **seen, "input_shape": shape,
@@ -266,11 +267,16 @@ class Flow:
 
 
 def _build(recipe: Recipe, ref) -> nn.Module:
-    """A fresh nn.Module from a recipe's model reference (weights loaded when given)."""
+    """A fresh nn.Module from a recipe's model reference (weights loaded when given), with the same
+    initial weights on every run (a rerun reproduces the flow) and the caller's random state kept."""
+    with seeded(0):
+        return _construct(recipe, ref)
+
+
+def _construct(recipe: Recipe, ref) -> nn.Module:
     from edgepack.frontends import is_factory
     from edgepack.frontends.torch_module import load_factory, load_torchscript, load_weights
 
-    torch.manual_seed(0)  # the same initial weights on every run: a rerun reproduces the flow
     model = ref.model
     if isinstance(model, nn.Module):
         module = copy.deepcopy(model)

@@ -34,7 +34,8 @@ def run_distill(flow, cfg: Distill, model: nn.Module) -> Output:
     student = flow.fresh_student()
     alone = copy.deepcopy(student)  # the baseline starts from the very same weights
     with flow.bar("distilling the student", train_cfg.epochs * flow.batches(train_cfg)) as advance:
-        result = distill(flow.teacher, student, flow.train, flow.val, train_cfg, progress=lambda s, _: advance(s))
+        result = distill(flow.teacher, student, flow.train, flow.val, train_cfg, progress=lambda s, _: advance(s),
+                         soft_targets=flow.soft_targets)
     out = Output(to_onnx(result.model, flow.example), result.model,
                  {"settings": cfg.model_dump(exclude={"gate"}), "training": result.summary()})
     if cfg.baseline:  # the same student, same settings and seed, labels only
@@ -54,7 +55,8 @@ def run_prune(flow, cfg: Prune, model: nn.Module) -> Output:
     with flow.bar(f"pruning in {cfg.steps} steps", cfg.steps * per_step) as advance:
         result = prune_iteratively(model, flow.train, flow.val, schedule, cfg.finetune, teacher=flow.teacher,
                                    reference=flow.teacher_val,
-                                   progress=lambda i, s, _: advance((i - 1) * per_step + s))
+                                   progress=lambda i, s, _: advance((i - 1) * per_step + s),
+                                   soft_targets=flow.soft_targets)
     return Output(to_onnx(result.model, flow.example), result.model,
                   {"settings": schedule.model_dump(), "finetune": cfg.finetune.model_dump(),
                    "budget_reference": "teacher validation accuracy", **result.summary()})
@@ -66,7 +68,8 @@ def run_quantize(flow, cfg: Quantize, model: nn.Module) -> Output:
     train_cfg = _part(TrainConfig, cfg)
     with flow.bar("quantization-aware training", max(train_cfg.epochs, 1) * flow.batches(train_cfg)) as advance:
         result = quantize_aware(model, flow.train, flow.val, flow.profile.quantization, train_cfg,
-                                teacher=flow.teacher, progress=lambda s, _: advance(s))
+                                teacher=flow.teacher, progress=lambda s, _: advance(s),
+                                soft_targets=flow.soft_targets)
     return Output(canonical(result.onnx_model), None, {"mode": "qat", **result.summary()})
 
 

@@ -8,8 +8,10 @@ epoch's weights are what comes back (not the last epoch's).
 from __future__ import annotations
 
 import copy
+import threading
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -78,64 +80,96 @@ def accuracy(model: nn.Module, loader, set_eval: Callable | None = None) -> floa
 
 
 def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, teacher: nn.Module | None = None,
-          progress: Callable[[int, int], None] | None = None, set_train: Callable | None = None,
-          set_eval: Callable | None = None) -> TrainResult:
+          progress: Callable[[int, int], None] | None = None, modes: tuple[Callable, Callable] | None = None,
+          soft_targets: "SoftTargets | None" = None) -> TrainResult:
     """Train `model` in place and return it holding its best validation epoch's weights.
 
-    `set_train`/`set_eval` switch modes for models where .train()/.eval() do not (an exported
-    QAT graph); `progress(step, total)` is called per batch.
+    `modes` = (set_train, set_eval) switch modes for models where .train()/.eval() do not (an
+    exported QAT graph); `progress(step, total)` is called per batch; `soft_targets` reuses the
+    teacher's logits across calls (None: computed once for this call). Whatever draws on torch's
+    default generator (dropout) is seeded with `cfg.seed` for this call only: the caller's random
+    state is the same after as before.
     """
-    set_train = set_train or nn.Module.train
-    set_eval = set_eval or nn.Module.eval
-    torch.manual_seed(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = max(cfg.epochs * len(train_loader), 1)
-    sched = _schedule(opt, cfg, steps)
-    train_loader = _with_soft_targets(train_loader, teacher)
-    best_val = accuracy(model, val_loader, set_eval)
-    best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
-    result = TrainResult(model, start_val=best_val)
-    step = 0
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        set_train(model)
-        total_loss = 0.0
-        for x, y, *soft in train_loader:
-            logits = model(x)
-            if teacher is not None:
-                if not soft:
-                    with torch.no_grad():
-                        soft = [teacher(x)]
-                loss = distillation_loss(logits, soft[0], y, cfg.temperature, cfg.alpha)
-            else:
-                loss = F.cross_entropy(logits, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total_loss += loss.item() * len(y)
-            step += 1
-            if progress:
-                progress(step, steps)
-        val = accuracy(model, val_loader, set_eval)
-        result.history.append({"epoch": epoch, "loss": total_loss / len(train_loader.dataset),
-                               "val_accuracy": val, "seconds": round(time.perf_counter() - t0, 2)})
-        stale = 0 if val > best_val else stale + 1
-        if val >= best_val:  # on a tie the later (longer-trained) weights win
-            best_val, best_epoch = val, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if cfg.patience is not None and stale >= cfg.patience:
-            result.stopped_early = True
-            break
+    set_train, set_eval = modes or (nn.Module.train, nn.Module.eval)
+    with seeded(cfg.seed):
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = max(cfg.epochs * len(train_loader), 1)
+        sched = _schedule(opt, cfg, steps)
+        train_loader = _with_soft_targets(train_loader, teacher, soft_targets)
+        best_val = accuracy(model, val_loader, set_eval)
+        best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
+        result = TrainResult(model, start_val=best_val)
+        tick = _ticker(progress, steps)
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            set_train(model)
+            total_loss = _epoch(model, train_loader, teacher, cfg, (opt, sched), tick)
+            val = accuracy(model, val_loader, set_eval)
+            result.history.append({"epoch": epoch, "loss": total_loss / len(train_loader.dataset),
+                                   "val_accuracy": val, "seconds": round(time.perf_counter() - t0, 2)})
+            stale = 0 if val > best_val else stale + 1
+            if val >= best_val:  # on a tie the later (longer-trained) weights win
+                best_val, best_epoch = val, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            if cfg.patience is not None and stale >= cfg.patience:
+                result.stopped_early = True
+                break
     model.load_state_dict(best_state)
     set_eval(model)
     result.best_epoch, result.best_val = best_epoch, best_val
     return result
 
 
-def _with_soft_targets(loader, teacher: nn.Module | None):
+@contextmanager
+def seeded(seed: int):
+    """torch's default generator seeded for the block and restored after, so a caller's (or a
+    neighbour's) random state is not left changed. Dropout cannot take a generator of its own, so
+    models with dropout trained in two threads at once still share draws; the data order (the
+    loaders' own generators) and models without dropout are unaffected."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
+    """Counts batches across epochs and reports them to `progress`."""
+    step = 0
+
+    def tick():
+        nonlocal step
+        step += 1
+        if progress:
+            progress(step, total)
+
+    return tick
+
+
+def _epoch(model: nn.Module, loader, teacher: nn.Module | None, cfg: TrainConfig, optim: tuple,
+           tick: Callable[[], None]) -> float:
+    """One pass over `loader`; returns the summed loss (per sample)."""
+    opt, sched = optim
+    total_loss = 0.0
+    for x, y, *soft in loader:
+        logits = model(x)
+        if teacher is not None:
+            if not soft:
+                with torch.no_grad():
+                    soft = [teacher(x)]
+            loss = distillation_loss(logits, soft[0], y, cfg.temperature, cfg.alpha)
+        else:
+            loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        total_loss += loss.item() * len(y)
+        tick()
+    return total_loss
+
+
+def _with_soft_targets(loader, teacher: nn.Module | None, cache: "SoftTargets | None"):
     """Arrays given (no augmentation): run the teacher once over them and serve its logits with
     each batch, instead of once per batch per epoch. A frozen teacher gives the same logits every
     time, and it is usually the bigger network, so this is most of distillation's cost."""
@@ -145,28 +179,44 @@ def _with_soft_targets(loader, teacher: nn.Module | None):
     dataset = loader.dataset
     if not isinstance(dataset, TensorDataset) or len(dataset.tensors) != 2:
         return loader  # a user DataLoader may augment: the teacher must see each batch as drawn
-    soft = soft_targets(teacher, dataset.tensors[0])
+    x = dataset.tensors[0]
+    soft = cache.logits(teacher, x) if cache is not None else teacher_logits(teacher, x)
     return DataLoader(TensorDataset(*dataset.tensors, soft), batch_size=loader.batch_size,
                       shuffle=isinstance(loader.sampler, RandomSampler), generator=loader.generator)
 
 
-# teacher -> (its weights' digest, inputs, logits): a flow calls train() with the same frozen
-# teacher and training set for distillation, every pruning step and QAT (reusing them took the
-# demo's two-step prune stage from 10.1 to 5.5 s on 2 cores)
-_SOFT_TARGETS: "weakref.WeakKeyDictionary[nn.Module, tuple[str, torch.Tensor, torch.Tensor]]" = \
-    weakref.WeakKeyDictionary()
-
-
-def soft_targets(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The teacher's logits on `x` (in eval mode), computed once per (teacher weights, inputs)."""
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits on `x`, in eval mode, 256 rows at a time."""
     teacher.eval()
-    digest, cached = state_digest(teacher), _SOFT_TARGETS.get(teacher)
-    if cached and cached[0] == digest and cached[1].shape == x.shape and torch.equal(cached[1], x):
-        return cached[2]
-    with torch.no_grad():
-        soft = torch.cat([teacher(b) for b in x.split(256)])
-    _SOFT_TARGETS[teacher] = (digest, x.clone(), soft)  # a copy: the caller may change x in place
-    return soft
+    return torch.cat([teacher(b) for b in x.split(256)])
+
+
+class SoftTargets:
+    """A teacher's logits, computed once per (teacher weights, inputs) and reused.
+
+    A flow calls train() with the same frozen teacher and training set for distillation, every
+    pruning step and QAT (reusing them took the demo's two-step prune stage from 10.1 to 5.5 s on
+    2 cores). The flow creates one and passes it down, so flows running side by side in one
+    process never share, evict or race on each other's entries; it holds each teacher weakly.
+    """
+
+    def __init__(self):
+        # teacher -> (its weights' digest, inputs, logits)
+        self._entries: "weakref.WeakKeyDictionary[nn.Module, tuple[str, torch.Tensor, torch.Tensor]]" = \
+            weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def logits(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits on `x` (in eval mode), from the cache when weights and inputs match."""
+        with self._lock:
+            teacher.eval()
+            digest, cached = state_digest(teacher), self._entries.get(teacher)
+            if cached and cached[0] == digest and cached[1].shape == x.shape and torch.equal(cached[1], x):
+                return cached[2]
+            soft = teacher_logits(teacher, x)
+            self._entries[teacher] = (digest, x.clone(), soft)  # a copy: the caller may change x in place
+            return soft
 
 
 def _schedule(opt, cfg: TrainConfig, steps: int):

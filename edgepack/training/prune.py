@@ -18,7 +18,7 @@ from torch import nn
 
 from edgepack.errors import EdgepackError
 from edgepack.training.data import as_loader, example_input
-from edgepack.training.loop import TrainConfig, accuracy, train
+from edgepack.training.loop import SoftTargets, TrainConfig, accuracy, train
 
 IMPORTANCE = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
@@ -53,11 +53,13 @@ class PruneResult:
 
 def prune_iteratively(model: nn.Module, train_data, val_data, schedule: PruneSchedule,
                       finetune: TrainConfig | None = None, teacher: nn.Module | None = None,
-                      reference: float | None = None, progress=None) -> PruneResult:
+                      reference: float | None = None, progress=None,
+                      soft_targets: SoftTargets | None = None) -> PruneResult:
     """Prune `model` in `schedule.steps` steps up to `schedule.ratio`, fine-tuning after each.
 
     `reference`: the accuracy the budget is measured against (the teacher's, in a flow);
-    defaults to the model's own validation accuracy before pruning.
+    defaults to the model's own validation accuracy before pruning. `soft_targets`: the flow's
+    cache of the teacher's logits, shared by every step's fine-tuning (None: computed per step).
     """
     finetune = finetune or TrainConfig(epochs=1)
     train_loader = as_loader(train_data, finetune.batch_size, shuffle=True, seed=finetune.seed)
@@ -75,7 +77,8 @@ def prune_iteratively(model: nn.Module, train_data, val_data, schedule: PruneSch
         pruner.step()
         model.zero_grad(set_to_none=True)
         tuned = train(model, train_loader, val_loader, finetune, teacher=teacher,
-                      progress=(lambda s, n, i=i: progress(i, s, n)) if progress else None)
+                      progress=(lambda s, n, i=i: progress(i, s, n)) if progress else None,
+                      soft_targets=soft_targets)
         macs, params = tp.utils.count_ops_and_params(model, example)
         row = {"step": i, "macs": int(macs), "params": int(params), "macs_ratio": macs / base_macs,
                "val_after_prune": tuned.start_val, "val_after_finetune": tuned.best_val,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,8 +19,9 @@ import torch
 from torch import nn
 
 from edgepack.errors import EdgepackError, first_line
+from edgepack.logutil import quiet
 from edgepack.training.data import arrays, as_loader
-from edgepack.training.loop import TrainConfig, accuracy, train
+from edgepack.training.loop import SoftTargets, TrainConfig, accuracy, train
 
 TORCH_DTYPES = {"uint8": (torch.uint8, 0, 255), "int8": (torch.int8, -128, 127)}
 
@@ -44,8 +44,7 @@ class QatResult:
 def _load_torchao() -> None:
     """Import torchao once, quietly: its CUDA-only kernels fail to load on a CPU build (harmless
     for PT2E, which is pure Python) and say so at WARNING level on every import."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    with _quiet():  # torch's own logger too, restored after
+    with _quiet():  # torch's and torchao's loggers, restored after
         import torchao  # noqa: F401
 
 
@@ -78,9 +77,11 @@ def quantization_config(quant):
 
 
 def quantize_aware(model: nn.Module, train_data, val_data, quant, cfg: TrainConfig | None = None,
-                   teacher: nn.Module | None = None, progress=None) -> QatResult:
+                   teacher: nn.Module | None = None, progress=None,
+                   soft_targets: SoftTargets | None = None) -> QatResult:
     """Fake-quantize `model` in the profile's scheme, fine-tune it, convert, export QDQ ONNX and
-    check the ONNX graph's accuracy against the fake-quant model's."""
+    check the ONNX graph's accuracy against the fake-quant model's. `soft_targets`: the flow's
+    cache of the teacher's logits (None: computed for this call)."""
     _load_torchao()
     from torchao.quantization.pt2e import (disable_observer, enable_observer, move_exported_model_to_eval,
                                            move_exported_model_to_train)
@@ -109,7 +110,7 @@ def quantize_aware(model: nn.Module, train_data, val_data, quant, cfg: TrainConf
 
     _calibrate(prepared, train_loader)
     tuned = train(prepared, train_loader, val_loader, cfg, teacher=teacher, progress=progress,
-                  set_train=set_train, set_eval=set_eval)
+                  modes=(set_train, set_eval), soft_targets=soft_targets)
     fake_val = accuracy(prepared, val_loader, set_eval)
     with _quiet():
         converted = convert_pt2e(prepared)
@@ -159,12 +160,6 @@ def _check_onnx(proto: onnx.ModelProto, converted, val_loader) -> tuple[float, f
 @contextlib.contextmanager
 def _quiet():
     """torch.export / torch.onnx print progress and deprecation chatter: keep the terminal ours."""
-    torch_log = logging.getLogger("torch")
-    level = torch_log.level
-    torch_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        torch_log.setLevel(level)
+    with quiet("torch", "torchao"), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
