@@ -19,7 +19,7 @@ from edgepack.compiler import precision
 from edgepack.compiler.context import Compilation
 from edgepack.compiler.inputs import dataset, feeds
 from edgepack.compiler.request import CompileRequest
-from edgepack.compiler.select import choose_backends, headline, judge_own_quantizers, select
+from edgepack.compiler.select import choose_backends, headline, select
 from edgepack.errors import EdgepackError
 from edgepack.events import Events, quiet
 from edgepack.frontends import load_source
@@ -48,21 +48,17 @@ def compile_request(req: CompileRequest, events: Events | None = None,
     model, canon_info = lower(c)
     model, compression = compress(c, model)
     data = Data.of(c, model)
+    how = precision.intent(req.quant.precision, model, data.calib is not None, c.profile, list(c.backends))
     # parity of the graph every artifact is built from (pruned, when --prune: one-shot pruning loses accuracy)
     canon_info["parity"] = measure_parity(c.source.run, ort_runner(model, optimize=False), data.parity_feeds)
-    how = precision.intent(req.quant.precision, model, data.calib is not None, c.profile, list(c.backends))
     judge = evaluate(c, model, data, compressed=bool(compression), needed=how in ("search", "own"))
     plan = precision.plan(how, model, c, data.calib, *judge.for_int8())
     with staged_dir(c.outdir, req.force) as stage:
-        built, skipped, choices = build_all(c, stage, model, plan, data, judge)
-        if how == "own":
-            judge_own_quantizers(plan.section, built, req.quant.budget.max_drop)
+        built = build_all(c, stage, model, plan, data, judge)
         if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
             compression["plan"].save(stage / "prune_plan.json")
             compression["pruning"]["plan"] = "prune_plan.json"
-        if choices:
-            plan.section.per_backend = choices
-        report = finish(c, model, canon_info, compression, data, judge, plan, built, skipped)
+        report = finish(c, model, canon_info, compression, data, judge, plan, built)
         write_report(stage, report)
     c.events.emit("report", f"report: {c.outdir}/report.md (and report.json)", path=str(c.outdir / "report.json"))
     return report
@@ -172,8 +168,15 @@ def evaluate(c: Compilation, model: onnx.ModelProto, data: Data, compressed: boo
     return Judge(evaluator, section, runner)
 
 
-def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: Judge) -> tuple:
-    """Each runtime's artifact, built and measured; (artifacts, skipped, per-runtime choices)."""
+@dataclass(frozen=True)
+class Built:
+    artifacts: list  # [Artifact], measured
+    skipped: list  # [Skipped]: runtimes that could not take the model (--backend auto)
+    choices: dict  # runtime -> RuntimeChoice, where the INT8 search's graph was chosen per runtime
+
+
+def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: Judge) -> Built:
+    """Each runtime's artifact, built and measured."""
     ops = set(model_stats(canonical)["op_histogram"])
     built, skipped, choices = [], [], {}
     for name in c.backends:
@@ -196,14 +199,15 @@ def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: J
     if not built:
         raise EdgepackError("no runtime could build this model: " +
                             "; ".join(f"{x.backend}: {x.reason}" for x in skipped))
-    return built, skipped, choices
+    return Built(built, skipped, choices)
 
 
 def finish(c: Compilation, model, canon_info, compression, data: Data, judge: Judge, plan,
-           built, skipped) -> CompileReport:
+           built: Built) -> CompileReport:
     """The typed report of what was built, with the artifact to ship selected."""
     stats = model_stats(model)
-    selected = select(built, c.req.quant.budget.max_drop if judge.evaluator is not None else None)
+    max_drop = c.req.quant.budget.max_drop
+    selected = select(built.artifacts, max_drop if judge.evaluator is not None else None)
     notes = None
     if c.req.quant.precision is None and data.calib is None and c.profile.precision != "fp32":
         notes = [f"{c.profile.name} rewards {c.profile.precision}; pass --calib DATA to get it"]
@@ -214,9 +218,10 @@ def finish(c: Compilation, model, canon_info, compression, data: Data, judge: Ju
         data={"source": data.calib.source if data.calib else "random normal inputs (no --calib given)",
               "samples_for_parity": len(data.parity_feeds)},
         precision_requested=c.req.quant.precision or f"target default ({_wanted(plan)})",
-        artifacts=built, notes=notes, accuracy=judge.section, quantization=plan.section,
-        pruning=compression.get("pruning"), sparsity=compression.get("sparsity"), skipped=skipped or None,
-        selected=selected, output_dir=str(c.outdir), **headline(built[selected.index]))
+        artifacts=built.artifacts, notes=notes, accuracy=judge.section,
+        quantization=plan.outcome(built.choices, built.artifacts, max_drop),
+        pruning=compression.get("pruning"), sparsity=compression.get("sparsity"), skipped=built.skipped or None,
+        selected=selected, output_dir=str(c.outdir), **headline(built.artifacts[selected.index]))
 
 
 def _wanted(plan) -> str:

@@ -49,6 +49,19 @@ class PrecisionPlan:
     section: Quantization | None = None
     search: Int8Plan | None = None
 
+    def outcome(self, choices: dict, built: list, max_drop: float) -> Quantization | None:
+        """The report's quantization section once every runtime is built: the per-runtime choices,
+        and for runtimes with their own quantizer (INT8 judged after the fact: TFLite's converter)
+        whether each artifact's measured drop is within the budget."""
+        if self.section is None:
+            return None
+        update = {"per_backend": choices} if choices else {}
+        over = [a for a in built if a.accuracy_drop is not None and a.accuracy_drop > max_drop]
+        if self.how == "own" and over:
+            update.update(met=False, note="accuracy budget not met: " + "; ".join(
+                f"{a.backend} INT8 drop {a.accuracy_drop:.4f} > {max_drop}" for a in over))
+        return self.section.model_copy(update=update)
+
     def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing) -> Choice:
         if self.search is None:
             return Choice(self.graph, self.precision)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgepack.backends import REGISTRY, get_backend
 from edgepack.errors import EdgepackError
-from edgepack.report.schema import Artifact, Quantization, Selected
+from edgepack.report.schema import Artifact, Selected
 from edgepack.targets import TargetProfile
 
 HEADLINE = ("backend", "precision", "latency_ms", "load_ms", "throughput_per_s", "memory_mb", "parity")
@@ -48,13 +48,3 @@ def select(artifacts: list[Artifact], max_drop: float | None) -> Selected:
 def headline(a: Artifact) -> dict:
     """The shipped artifact's headline fields, at the top of the report for quick reading."""
     return {k: getattr(a, k) for k in HEADLINE if getattr(a, k) is not None or k == "latency_ms"}
-
-
-def judge_own_quantizers(q: Quantization, artifacts: list[Artifact], max_drop: float) -> None:
-    """INT8 from a runtime's own quantizer (TFLite's converter) is judged after the fact: the
-    budget holds only if every such artifact's measured drop is within it."""
-    over = [a for a in artifacts if a.accuracy_drop is not None and a.accuracy_drop > max_drop]
-    if over:
-        q.met = False
-        q.note = "accuracy budget not met: " + "; ".join(
-            f"{a.backend} INT8 drop {a.accuracy_drop:.4f} > {max_drop}" for a in over)
