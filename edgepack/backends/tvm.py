@@ -36,6 +36,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from edgepack.fsutil import file_lock
 from edgepack.ir.spec import graph_inputs, graph_outputs
 
 SIDECAR = "model.json"
+_IN_PROCESS = threading.Lock()  # see TvmBackend.emit
 CACHE_VERSION = 1  # bump when what goes into the key or the database layout changes
 UNTUNED_NOTE = ("untuned TVM is not a deployable result: give it a tuning budget (the tvm runtime's "
                 "tune_trials or tune_seconds option, or EDGEPACK_TVM_TUNE_SECONDS)")
@@ -131,10 +133,13 @@ class TvmBackend(Backend):
 
         target_dict, cross = resolve_target(profile, self.options.target)
         target = tvm.target.Target(target_dict)
-        mod = import_onnx(model)
         work_dir = (self.cache_dir or cache_root()) / cache_key(model, target_dict)
         budget = TuningBudget() if cross else self.budget
-        with _database_lock(work_dir, create=budget.active) as cached:
+        # TVM's ONNX importer and MetaSchedule's logging setup are not thread-safe (two emits in
+        # threads of one process failed with an AssertionError in the importer and a broken
+        # logging config): within a process emits take turns; across processes the database lock
+        with _IN_PROCESS, _database_lock(work_dir, create=budget.active) as cached:
+            mod = import_onnx(model)
             tuning = _tune(mod, target, work_dir, budget, cached)
             if cross and self.budget.active:
                 tuning["notes"].append("not tuned: tuning a cross-compiled target needs the real board "
