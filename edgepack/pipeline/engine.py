@@ -121,7 +121,7 @@ class Flow:
 
     # -- the flow -----------------------------------------------------------------------------
 
-    def run(self) -> dict:
+    def run(self) -> FlowReport:
         t0 = time.perf_counter()
         report = {**header("run"), "recipe": self.recipe.name, "target": self.profile.name,
                   "output_dir": str(self.outdir), "rows": self.rows, "stages": []}
