@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
 from edgepack.errors import EdgepackError
@@ -101,13 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):
-    # SIGTERM takes the same path as Ctrl-C, so staged outputs are removed and workers killed
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    from edgepack import interrupt
+
+    # SIGTERM takes the same path as Ctrl-C (KeyboardInterrupt), so staged outputs are removed and
+    # workers killed; the signal is also recorded, so a library that swallows the exception cannot hide it
+    interrupt.install()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0

@@ -90,6 +90,8 @@ class Dataset:
         if self.labels is not None and len(self.labels) != n:
             raise EdgepackError(f"{src}: {len(self.labels)} labels for {n} samples; "
                                 "there must be one label per sample")
+        for name, arr in self.inputs.items():
+            _check_finite(src, name, arr)
 
     def check_against(self, specs: list[TensorSpec]) -> Dataset:
         """Check names, per-sample shapes and dtypes against the model's inputs.
@@ -111,6 +113,36 @@ class Dataset:
                 f"(missing: {missing or 'none'}; unexpected: {extra or 'none'}){hint}")
         return Dataset({s.name: _check_input(src, s, self.inputs[s.name]) for s in specs},
                        self.labels, self.source)
+
+
+def _check_finite(src: str, name: str, arr: np.ndarray) -> None:
+    """NaN/Inf samples are refused: calibration ranges and accuracy scores computed over them
+    are NaN or garbage, and nothing downstream would say so."""
+    if arr.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise EdgepackError(f"{src}: input {name!r} holds NaN or Inf values in {int(bad.sum())} of "
+                            f"{len(arr)} samples (first: sample {first})")
+
+
+def check_labels(labels, classes: int | None, src: str) -> np.ndarray:
+    """Class labels as int64, refused unless they are integers in [0, classes): argsort/argmax
+    never equal a label of 50, -3 or 2.5, so a wrong set would score quietly instead of failing.
+    `classes` None checks only the dtype (the model's class count is not known yet)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        kind = f"{labels.dtype.name} values" if labels.ndim == 1 else f"an array of shape {list(labels.shape)}"
+        raise EdgepackError(f"{src}: labels must be integer class indices, one per sample; got {kind}"
+                            + (f" (e.g. {labels.ravel()[0]})" if labels.size else ""))
+    if classes is not None and labels.size:
+        bad = np.unique(labels[(labels < 0) | (labels >= classes)])
+        if bad.size:
+            shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+            raise EdgepackError(f"{src}: labels must be class indices in [0, {classes}) for a model with "
+                                f"{classes} outputs; found {shown}")
+    return labels.astype(np.int64, copy=False)
 
 
 def _fmt(shape) -> str:

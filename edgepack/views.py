@@ -90,7 +90,7 @@ def report_summary(r: CompileReport | ProfileReport) -> None:
         timing = ([f"{lat.p50:.3f}", f"{lat.p99:.3f}", f"{lat.first:.2f}", f"{a.load_ms:.1f}",
                    f"{a.memory_mb.peak_rss:.0f}"] if lat else ["emulated"] + ["-"] * 4)
         t.add_row(a.backend, a.precision, f"{a.size_bytes / 1e6:.2f}", *timing,
-                  f"{par.max_abs_diff:.1e}" if par else "-",
+                  ("non-finite" if par.max_abs_diff is None else f"{par.max_abs_diff:.1e}") if par else "-",
                   f"{100 * par.top1_agreement:.1f}%" if par and par.top1_agreement is not None else "-")
     out.print(t)
     for a in r.artifacts:

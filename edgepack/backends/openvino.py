@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgepack import interrupt
 from edgepack.backends.base import Backend
 from edgepack.backends.options import OpenVinoOptions
 from edgepack.errors import EdgepackError, close_names, first_line
@@ -100,7 +101,9 @@ class OpenVinoBackend(Backend):
                 quantized = nncf.quantize(ov_model, nncf.Dataset(feeds),
                                           subset_size=min(subset_size, len(feeds)), **nncf_options)
         except Exception as e:
+            interrupt.check()
             raise EdgepackError(f"openvino: NNCF quantization failed: {first_line(e)}") from None
+        interrupt.check()  # NNCF runs OpenVINO and its own code, either may have swallowed a signal
         _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
                   plugin_config=self._plugin_config(),
                   extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(subset_size, len(feeds)))})
@@ -176,21 +179,27 @@ def _core():
 
 
 def _convert(model: onnx.ModelProto):
-    """onnx.ModelProto -> ov.Model; failures become one line naming the op and node."""
+    """onnx.ModelProto -> ov.Model; failures become one line naming the op and node. The
+    converter's bare `except:` clauses can eat the KeyboardInterrupt of a SIGTERM, so a signal
+    that arrived meanwhile is raised again here (interrupt.check)."""
     import openvino as ov
 
     try:
         if model.ByteSize() < _PROTOBUF_LIMIT:
-            return ov.convert_model(io.BytesIO(model.SerializeToString()))
-        tmp = Path(tempfile.mkdtemp(prefix="edgepack-ov-"))  # > 2 GiB: weights as external data
-        try:
-            path = tmp / "model.onnx"
-            onnx.save(model, str(path), save_as_external_data=True, location="model.onnx.data")
-            return ov.convert_model(str(path))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            converted = ov.convert_model(io.BytesIO(model.SerializeToString()))
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="edgepack-ov-"))  # > 2 GiB: weights as external data
+            try:
+                path = tmp / "model.onnx"
+                onnx.save(model, str(path), save_as_external_data=True, location="model.onnx.data")
+                converted = ov.convert_model(str(path))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     except Exception as e:
+        interrupt.check()  # a swallowed signal can surface as a conversion error
         raise EdgepackError(conversion_error(e, model)) from None
+    interrupt.check()
+    return converted
 
 
 def conversion_error(e: BaseException, model: onnx.ModelProto | None = None) -> str:
@@ -258,11 +267,14 @@ def _save(ov_model, outdir: Path, compress_to_fp16: bool) -> Path:
     tmp = outdir / f".{final.stem}.tmp-{os.getpid()}.xml"
     try:
         ov.save_model(ov_model, str(tmp), compress_to_fp16=compress_to_fp16)
+        interrupt.check()  # before the artifact appears: a signal during the save wins
         os.replace(tmp.with_suffix(".bin"), final.with_suffix(".bin"))
         os.replace(tmp, final)
-    except Exception as e:
+    except BaseException as e:
         for p in (tmp, tmp.with_suffix(".bin")):
             p.unlink(missing_ok=True)
+        if not isinstance(e, Exception):
+            raise
         raise EdgepackError(f"openvino: cannot write {final}: {first_line(e)}") from None
     return final
 

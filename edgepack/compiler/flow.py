@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 
+from edgepack import interrupt
 from edgepack.compiler import artifacts as build
 from edgepack.compiler import precision
 from edgepack.compiler.context import Compilation
@@ -35,7 +36,7 @@ from edgepack.report import header, write_report
 from edgepack.report.schema import Accuracy, CompileReport, Skipped
 from edgepack.runtime import DEFAULT_TIMING, Timing, ort_runner
 from edgepack.targets import TargetProfile, load_profile
-from edgepack.verify import measure_parity
+from edgepack.verify import measure_parity, nonfinite_weights
 
 PARITY_SAMPLES = 16
 FIDELITY_SAMPLES = 64  # fidelity on calibration inputs needs no more to rank layers
@@ -60,6 +61,7 @@ def compile_request(req: CompileRequest, events: Events | None = None,
             compression["pruning"]["plan"] = "prune_plan.json"
         report = finish(c, model, canon_info, compression, data, judge, plan, built)
         write_report(stage, report)
+        interrupt.check()  # a signal some library swallowed: the output is not published
     c.events.emit("report", f"report: {c.outdir}/report.md (and report.json)", path=str(c.outdir / "report.json"))
     return report
 
@@ -77,8 +79,14 @@ def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
 
 
 def lower(c: Compilation) -> tuple[onnx.ModelProto, dict]:
-    """The source as the canonical ONNX graph (checked, simplified, static shapes)."""
+    """The source as the canonical ONNX graph (checked, simplified, static shapes). NaN/Inf
+    weights are refused: the model computes NaN whatever it is fed, so parity, accuracy and the
+    INT8 search would all measure nothing."""
     canonical, info = canonicalize(c.source.model, c.req.shapes)
+    bad = nonfinite_weights(canonical)
+    if bad:
+        raise EdgepackError(f"{c.source.name}: {len(bad)} weight tensor(s) hold NaN or Inf values: "
+                            f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}")
     c.events.step(f"lowered to canonical ONNX: opset {info['opset']}, {info['nodes_after']} nodes")
     return canonical, info
 
@@ -187,6 +195,7 @@ def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: J
             if choice.evidence is not None:
                 choices[name] = choice.evidence
             artifact = build.emit(c, name, art_dir, canonical, choice, data.calib, ops, plan.how == "prequantized")
+            interrupt.check()  # converters (OpenVINO, onnx2tf, TVM) may have swallowed a signal
         except EdgepackError as e:
             if not c.exploring:
                 raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ class Budget:
 
     max_drop: float = DEFAULT_MAX_DROP
     relative: bool = False
+
+    def __post_init__(self):
+        from edgepack.passes.metrics import check_drop
+
+        check_drop(self.max_drop)  # NaN would pass every gate, so a Budget built directly is checked too
 
     @classmethod
     def parse(cls, value: str | float | None) -> Budget:
@@ -120,9 +126,26 @@ class PruneOptions:
     protect: tuple[str, ...] = ()
     sparsity: float | None = None
 
+    def __post_init__(self):
+        """Ratios are checked here, before any work: NaN is truthy and passes `< 1` tests silently."""
+        _fraction(self.ratio, "--prune")
+        _fraction(self.sparsity, "--sparsity")
+        for node, ratio in self.layers:
+            _fraction(ratio, f"--prune-layer {node}")
+
     @property
     def structured(self) -> bool:
         return bool(self.ratio or self.layers)  # --prune-layer alone prunes just those layers
+
+
+def _fraction(value, what: str) -> None:
+    """None, or a real number in [0, 1): removing every channel or weight leaves no model."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise EdgepackError(f"{what} must be a number in [0, 1), got {value!r}")
+    if not (0.0 <= value < 1.0):  # False for NaN as well
+        raise EdgepackError(f"{what} must be in [0, 1), got {value}")
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ Every metric is a score where higher is better (mse is negated), so one drop for
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
-from edgepack.data import Dataset
+from edgepack.data import Dataset, check_labels
 from edgepack.errors import EdgepackError, first_line
 
 LABELLED = ("top1", "top5")
@@ -45,6 +46,8 @@ class Evaluator:
             raise EdgepackError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)} or module:function")
         if metric in LABELLED and data.labels is None:
             raise EdgepackError(f"{data.source}: metric {metric} needs labels (a 'labels' array or labels.txt)")
+        if metric in LABELLED:
+            check_labels(data.labels, None, data.source)  # the class count is checked on the first score
         ref = outputs(fp32_run, data, batch) if metric in FIDELITY else None
         return cls(metric, data, batch, ref)
 
@@ -63,7 +66,7 @@ class Evaluator:
         out = outputs(run, self.data, self.batch)
         if self.metric in LABELLED:
             k = 1 if self.metric == "top1" else 5
-            labels = self.data.labels[: len(out)]
+            labels = check_labels(self.data.labels[: len(out)], out.shape[1], self.data.source)
             return float((np.argsort(-out, axis=1)[:, :k] == labels[:, None]).any(axis=1).mean())
         ref = self.reference
         if self.metric == "agreement":
@@ -75,7 +78,7 @@ class Evaluator:
 
 
 def parse_drop(text: str | float | None) -> tuple[float, bool] | None:
-    """'0.01' -> (0.01, absolute); '1%' -> (0.01, relative)."""
+    """'0.01' -> (0.01, absolute); '1%' -> (0.01, relative); NaN, Inf and negatives are refused."""
     if text is None:
         return None
     s = str(text).strip()
@@ -84,9 +87,15 @@ def parse_drop(text: str | float | None) -> tuple[float, bool] | None:
         value = float(s.rstrip("%")) / (100 if relative else 1)
     except ValueError:
         raise EdgepackError(f"--max-drop {text!r}: expected a number (absolute, e.g. 0.01) or a percentage (1%)")
-    if value < 0:
-        raise EdgepackError(f"--max-drop must be >= 0, got {text}")
+    check_drop(value, text)
     return value, relative
+
+
+def check_drop(value: float, text=None) -> None:
+    """A budget is a finite number >= 0: NaN would pass every `drop > budget` test (all comparisons
+    with NaN are false) and Inf accepts any loss, so both are refused rather than scored."""
+    if not math.isfinite(value) or value < 0:
+        raise EdgepackError(f"--max-drop must be a finite number >= 0, got {text if text is not None else value}")
 
 
 def drop(base: float, score: float, relative: bool) -> float:

@@ -35,7 +35,7 @@ from edgepack.report.schema import FlowReport
 from edgepack.runtime import DEFAULT_TIMING, Timing
 from edgepack.targets import load_profile
 from edgepack.training import checkpoint
-from edgepack.training.data import arrays, as_loader
+from edgepack.training.data import arrays, as_loader, check_classes
 from edgepack.training.loop import SoftTargets, accuracy, seeded, train
 
 STAGE_FILE = "stage.json"
@@ -93,6 +93,8 @@ class Flow:
         self.key = _digest({"edgepack": __version__, "target": self.profile.to_dict(), **seen, "input_shape": shape,
                             "measure": m.model_dump()})
         self.teacher = _build(recipe, recipe.teacher)
+        check_classes(self.teacher, self.example, {"train": self.train, "val": self.val, "test": self.test,
+                                                   "calib": self.calib})
         if recipe.student is not None:
             self.fresh_student()
         self.teacher_val = self.teacher_accuracy = float("nan")

@@ -18,9 +18,12 @@ def parity_text(p: Parity | None) -> str:
     if not p:
         return "-"
     cosine = "-" if p.cosine_min is None else f"{p.cosine_min:.6f}"
-    text = f"max abs {p.max_abs_diff:.2e}, cosine {cosine}"
+    diff = "non-finite" if p.max_abs_diff is None else f"{p.max_abs_diff:.2e}"  # null in JSON: NaN/Inf
+    text = f"max abs {diff}, cosine {cosine}"
     if p.top1_agreement is not None:
         text += f", top-1 {100 * p.top1_agreement:.1f}%"
+    if p.nonfinite:
+        text += f", NaN/Inf outputs: {p.nonfinite.get('reference', 0)} reference, {p.nonfinite.get('candidate', 0)} candidate"
     return text
 
 

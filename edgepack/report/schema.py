@@ -11,10 +11,11 @@ timings, accuracy steps) stays free-form JSON: it is read by people, not by code
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 SCHEMA_VERSION = 1
 SCHEMA_DIR = Path(__file__).with_name("schemas")
@@ -40,13 +41,22 @@ class Tensor(Section):
 
 
 class Parity(Section):
-    """Outputs of a candidate against the source model's, on the same inputs."""
+    """Outputs of a candidate against the source model's, on the same inputs.
+
+    NaN/Inf outputs make the differences NaN/Inf (never 0): in memory they stay floats, in JSON
+    (which has no NaN) they are written as null, and `nonfinite` counts the non-finite output
+    values of each side ({"reference": n, "candidate": m}); it is present only when one is."""
 
     samples: int
-    max_abs_diff: float
-    mean_abs_diff: float
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
     cosine_min: float | None
     top1_agreement: Opt[float]
+    nonfinite: Opt[dict[str, int]]
+
+    @field_serializer("max_abs_diff", "mean_abs_diff", "cosine_min", when_used="json")
+    def _finite_or_null(self, v: float | None) -> float | None:
+        return v if v is None or math.isfinite(v) else None
 
 
 class Latency(Section):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from edgepack.data import check_labels
 from edgepack.errors import EdgepackError
 
 
@@ -49,7 +50,28 @@ def _typed(x, y, src: str) -> tuple[np.ndarray, np.ndarray]:
     if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.integer)):
         raise EdgepackError(f"{src}: training needs numeric inputs and integer class labels, "
                             f"got {x.dtype} and {y.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+    if x.dtype.kind in "fc" and len(x) and not np.isfinite(x).all():
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        raise EdgepackError(f"{src}: inputs hold NaN or Inf values in {int(bad.sum())} of {len(x)} samples "
+                            f"(first: sample {int(np.argmax(bad))})")
+    return np.ascontiguousarray(x, dtype=np.float32), check_labels(y, None, src)
+
+
+def check_classes(model: torch.nn.Module, example: torch.Tensor, splits: dict) -> None:
+    """Labels of every split against the model's class count (its output width on one example):
+    cross-entropy would otherwise fail deep in training with a device assert, or, for a label
+    inside the width but of the wrong set, train on nonsense. `splits`: name -> (x, y)."""
+    was_training = model.training
+    model.eval()  # one sample through BatchNorm in training mode is an error
+    try:
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        model.train(was_training)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    classes = int(out.reshape(len(example), -1).shape[1])
+    for name, (_, y) in splits.items():
+        check_labels(y, classes, f"data.{name}")
 
 
 def example_input(loader: DataLoader) -> torch.Tensor:
