@@ -119,13 +119,16 @@ def staged_dir(outdir: Path, force: bool = False, command: str = "edgepack", inp
 def _swap_in(stage: Path, outdir: Path, force: bool, inputs) -> None:
     """The final rename, checked again at the last moment: a folder that appeared at `outdir`
     while we worked is never replaced without --force, nor with it unless it is edgepack's."""
-    check_free(outdir, force, inputs)
     old = None
-    if outdir.exists():
+    if os.path.lexists(outdir):
+        if not force:
+            raise EdgepackError(f"{outdir} appeared while this run worked: left it as it is; "
+                                "-o another folder (or pass --force)")
+        check_free(outdir, force, inputs)
         old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
         os.rename(outdir, old)
     try:
-        rename_noreplace(stage, outdir)
+        rename_noreplace(stage, outdir)  # atomic: the check above leaves a window, this does not
     except FileExistsError:
         if old is not None and not os.path.lexists(outdir):
             os.rename(old, outdir)

@@ -25,7 +25,7 @@ from edgepack import __version__
 from edgepack.compiler import BenchSettings, CompileRequest, compile_request
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
-from edgepack.fsutil import (MARKER, atomic_write, check_replaceable, input_paths, marker_data, output_lock,
+from edgepack.fsutil import (MARKER, PID_FILE, atomic_write, check_replaceable, input_paths, marker_data, output_lock,
                               read_marker, sha256_file, sha256_tree, staged_dir, write_marker)
 from edgepack.events import Events, quiet
 from edgepack.ir.spec import graph_inputs
@@ -187,7 +187,7 @@ class Flow:
                 record = self._save(folder, kind, out, cfg.gate, time.perf_counter() - start)
                 module, model = out.module, out.onnx
             self.rows.extend(record["rows"])
-            report["stages"].append({k: v for k, v in record.items() if k != "rows"})
+            report["stages"].append({k: v for k, v in record.items() if k not in ("rows", "files")})
             self.events.emit("stage_done", f"stage {i + 1} ({kind}): {'passed' if record['passed'] else 'missed its gate'}",
                              stage=kind, passed=record["passed"])
             if not record["passed"]:
@@ -291,11 +291,13 @@ class Flow:
 
     def _forget_from(self, number: int) -> None:
         """A stage made anew invalidates what later stages of an earlier run saved; only the stage
-        folders this run's marker lists are deleted (a user's `05-notes/` is not ours)."""
+        folders this run's marker lists, still carrying their own marker, are deleted (a user's
+        `05-notes/`, or a folder put in a stage's place, is not ours)."""
         stages_made = self.marker["stages"]
-        for name in [n for n in stages_made if n[:2].isdigit() and int(n[:2]) >= number]:
-            if (self.outdir / name).is_dir() and not (self.outdir / name).is_symlink():
-                shutil.rmtree(self.outdir / name)
+        for name in [n for n in stages_made if int(n[:2]) >= number]:
+            folder = self.outdir / name
+            if folder.is_dir() and not folder.is_symlink() and read_marker(folder) is not None:
+                shutil.rmtree(folder)
             stages_made.remove(name)
         write_marker(self.outdir, self.marker)
 
@@ -405,7 +407,7 @@ def _fingerprint(value, resolve):
 def _file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file a stage wrote (by path inside its folder), so --resume can tell a
     truncated or altered file from the one it measured."""
-    skip = {STAGE_FILE, MARKER}
+    skip = {STAGE_FILE, MARKER, PID_FILE}  # the pid file leaves the staging folder before its rename
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(Path(folder).rglob("*"))
             if p.is_file() and p.relative_to(folder).as_posix() not in skip}
 
