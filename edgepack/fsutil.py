@@ -65,7 +65,7 @@ def check_replaceable(outdir: Path, inputs=()) -> None:
     """Refuse to delete a folder that is not provably edgepack's to delete: `--force` must never
     wipe the working folder, home, `/`, the inputs, or a user's own folder."""
     target = Path(outdir).resolve()
-    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    cwd, home = Path.cwd().resolve(), _home()
     if target == home or cwd == target or target in cwd.parents:
         where = "the home folder" if target == home else "the current folder" if cwd == target else \
             "a parent of the current folder"
@@ -76,6 +76,13 @@ def check_replaceable(outdir: Path, inputs=()) -> None:
     if target.is_dir() and read_marker(target) is None and any(target.iterdir()):
         raise EdgepackError(f"refusing to replace {outdir}: it was not made by edgepack (no {MARKER} in it) "
                             "and is not empty; move it away or -o another folder")
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry
+        return None
 
 
 def check_free(outdir: Path, force: bool, inputs=()) -> None:

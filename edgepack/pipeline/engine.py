@@ -240,7 +240,7 @@ class Flow:
     def _save(self, folder: Path, kind: str, out: stages.Output, gate, seconds: float) -> dict:
         """Write the stage's models and its record in one rename; measure and gate it on the way."""
         self._own(folder)
-        with staged_dir(folder, force=True, marker=marker_data("run", stage=folder.name)) as stage:
+        with staged_dir(folder, force=True, marker=marker_data("run-stage", stage=folder.name)) as stage:
             onnx.save(out.onnx, str(stage / "model.onnx"))
             if out.module is not None:
                 checkpoint.save(out.module, stage / "model.pt")
