@@ -19,7 +19,7 @@ from edgepack.devices import LocalDevice
 from edgepack.errors import EdgepackError, first_line
 from edgepack.events import console_events
 from edgepack.frontends import load_source
-from edgepack.fsutil import artifact_identity, check_free, slug, staged_dir
+from edgepack.fsutil import artifact_identity, check_free, input_paths, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import graph_inputs
 from edgepack.ir.stats import model_stats
@@ -121,7 +121,7 @@ def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, b
         raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {first_line(e)}")
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
         f"profile-{slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_free(outdir, force)
+    check_free(outdir, force, input_paths(path, inputs))
     data = dataset(inputs, specs)
     bench = settings.resolve(prof)
     entry = Artifact(backend=runtime.name, precision="as built", path=str(path),
@@ -131,7 +131,7 @@ def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, b
     report = ProfileReport(**header("profile"), target={"name": prof.name, "description": prof.description},
                            data={"source": data.source if data else "random normal inputs"}, artifacts=[entry],
                            output_dir=str(outdir), **headline(entry))
-    with staged_dir(outdir, force) as stage:
+    with staged_dir(outdir, force, "profile", input_paths(path, inputs)) as stage:
         write_report(stage, report)
     return report
 

@@ -317,6 +317,8 @@ def test_existing_output_is_kept_without_force_and_replaced_with_it(ws, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no staging folder either
     assert [p.name for p in out.iterdir()] == ["marker.bin"] and marker.read_bytes() == b"user data \x00\x01"
 
+    # --force replaces only a folder edgepack made (tests/test_output_safety.py: a user's folder is refused)
+    (out / ".edgepack.json").write_text('{"made_by": "edgepack", "command": "compile"}')
     # without --json: the terminal summary path, then the old folder is gone, the new one complete
     proc = run_cli("compile", ws["factory"], "--input-shape", "x:1,3,32,32", "--target", "x86-avx2",
                    "-o", out, *BENCH, "--force", cwd=tmp_path)

@@ -120,7 +120,8 @@ def test_interrupted_stage_leaves_the_previous_one_intact(flow_dir, monkeypatch)
         api.run(_recipe(flow_dir, stage_list), output_dir=out, progress=False)
     saved = {p.name: p.read_bytes() for p in (out / "01-prune").iterdir()}
     assert {"model.onnx", "model.pt", "stage.json"} <= set(saved)
-    assert sorted(p.name for p in out.iterdir()) == ["00-teacher", "01-prune"]  # no half-written 02-quantize
+    # the run's marker, and no half-written 02-quantize (nor its .02-quantize.tmp-* staging folder)
+    assert sorted(p.name for p in out.iterdir()) == [".edgepack.json", "00-teacher", "01-prune"]
     # resuming reuses the pruned stage byte for byte
     monkeypatch.undo()
     report = api.run(_recipe(flow_dir, stage_list), output_dir=out, resume=True, progress=False)

@@ -24,7 +24,7 @@ from edgepack.compiler.select import choose_backends, headline, select
 from edgepack.errors import EdgepackError
 from edgepack.events import Events, quiet
 from edgepack.frontends import load_source
-from edgepack.fsutil import check_free, slug, staged_dir
+from edgepack.fsutil import check_free, input_paths, output_lock, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import fixed_batch, graph_inputs, graph_outputs
 from edgepack.ir.stats import model_stats
@@ -46,6 +46,12 @@ def compile_request(req: CompileRequest, events: Events | None = None,
                     timing: Timing = DEFAULT_TIMING) -> CompileReport:
     """Compile as `req` says; returns the typed report (also written to the output folder)."""
     c = prepare(req, events or quiet(), timing)
+    with output_lock(c.outdir):  # a second compile into this -o refuses now, not after the work
+        return _compile(c, req)
+
+
+def _compile(c: Compilation, req: CompileRequest) -> CompileReport:
+    """The steps after prepare, with the output folder held."""
     model, canon_info = lower(c)
     model, compression = compress(c, model)
     data = Data.of(c, model)
@@ -54,7 +60,7 @@ def compile_request(req: CompileRequest, events: Events | None = None,
     canon_info["parity"] = measure_parity(c.source.run, ort_runner(model, optimize=False), data.parity_feeds)
     judge = evaluate(c, model, data, compressed=bool(compression), needed=how in ("search", "own"))
     plan = precision.plan(how, model, c, data.calib, *judge.for_int8())
-    with staged_dir(c.outdir, req.force) as stage:
+    with staged_dir(c.outdir, req.force, "compile", _inputs(req)) as stage:
         built = build_all(c, stage, model, plan, data, judge)
         if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
             compression["plan"].save(stage / "prune_plan.json")
@@ -73,7 +79,7 @@ def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
     scope = IgnoredScope.parse(list(req.quant.keep_float))
     source = load_source(req.model.value, req.shapes, req.weights)
     outdir = Path(req.output_dir) if req.output_dir else Path("edgepack-out") / f"{slug(source.name)}-{profile.name}"
-    check_free(outdir, req.force)  # fail before the slow part, not after it
+    check_free(outdir, req.force, _inputs(req))  # fail before the slow part, not after it
     events.step(f"compile {source.name} for {profile.name}: {', '.join(backends)}")
     return Compilation(req, profile, backends, req.bench.resolve(profile), scope, source, outdir, events, timing)
 
@@ -231,6 +237,12 @@ def finish(c: Compilation, model, canon_info, compression, data: Data, judge: Ju
         quantization=plan.outcome(built.choices, built.artifacts, max_drop),
         pruning=compression.get("pruning"), sparsity=compression.get("sparsity"), skipped=built.skipped or None,
         selected=selected, output_dir=str(c.outdir), **headline(built.artifacts[selected.index]))
+
+
+def _inputs(req: CompileRequest) -> list[Path]:
+    """The files a compile reads: --force must never replace the folder that holds them."""
+    refs = (req.model, req.quant.calib, req.evaluation.data)
+    return input_paths(*(r.value for r in refs if r is not None), req.weights)
 
 
 def _wanted(plan) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ from edgepack import __version__
 from edgepack.compiler import BenchSettings, CompileRequest, compile_request
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
-from edgepack.fsutil import atomic_write, sha256_file, sha256_tree, staged_dir
+from edgepack.fsutil import (MARKER, PID_FILE, atomic_write, check_replaceable, input_paths, marker_data, output_lock,
+                              read_marker, sha256_file, sha256_tree, staged_dir, write_marker)
 from edgepack.events import Events, quiet
 from edgepack.ir.spec import graph_inputs
 from edgepack.pipeline import stages
@@ -39,6 +41,7 @@ from edgepack.training.data import arrays, as_loader, check_classes
 from edgepack.training.loop import SoftTargets, accuracy, seeded, train
 
 STAGE_FILE = "stage.json"
+STAGE_NAME = re.compile(r"\d\d-[a-z]+")  # 00-teacher, 01-distill, ...: nothing else is a stage folder
 RUNNERS = {"distill": stages.run_distill, "prune": stages.run_prune, "quantize": stages.run_quantize}
 CALIB_SAMPLES = 300
 
@@ -57,14 +60,50 @@ def run(recipe, output_dir: str | Path | None = None, force: bool = False, resum
     Raises GateFailed (carrying the report) when a stage misses its gate."""
     recipe = load_recipe(recipe)
     outdir = Path(output_dir) if output_dir else Path("runs") / recipe.name
-    if outdir.exists() and not (resume or force):
+    with output_lock(outdir):  # a second run into this folder refuses at once
+        stages_made = _claim(outdir, recipe, force, resume)
+        flow = Flow(recipe, outdir, events or quiet(), timing)  # data, target, models checked before any folder is made
+        if outdir.exists() and force and not resume:
+            shutil.rmtree(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        flow.marker = marker_data("run", recipe=recipe.name, stages=stages_made)
+        write_marker(outdir, flow.marker)
+        return flow.run()
+
+
+def _claim(outdir: Path, recipe: Recipe, force: bool, resume: bool) -> list[str]:
+    """Check that this run may use `outdir`; returns the stage folders an earlier run of it made
+    (the only ones --resume may reuse or delete). A user's folder is never resumed into."""
+    if not outdir.exists():
+        return []
+    if not outdir.is_dir():
+        raise EdgepackError(f"{outdir} exists and is not a folder")
+    if not (resume or force):
         raise EdgepackError(f"{outdir} already exists: pass --resume to continue it, --force to start over, "
                             "or -o another folder")
-    flow = Flow(recipe, outdir, events or quiet(), timing)  # data, target, models checked before any folder is made
-    if outdir.exists() and force and not resume:
-        shutil.rmtree(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    return flow.run()
+    if not resume:
+        check_replaceable(outdir, _recipe_inputs(recipe))
+        return []
+    marker = read_marker(outdir)
+    if marker is None:
+        if any(outdir.iterdir()):
+            raise EdgepackError(f"cannot resume {outdir}: it was not made by edgepack run (no {MARKER} in it); "
+                                "-o another folder")
+        return []
+    if marker.get("command") != "run":
+        raise EdgepackError(f"cannot resume {outdir}: it was made by edgepack {marker.get('command')}, not run; "
+                            "-o another folder")
+    names = marker.get("stages")
+    return [n for n in names if isinstance(n, str) and STAGE_NAME.fullmatch(n)] if isinstance(names, list) else []
+
+
+def _recipe_inputs(recipe: Recipe) -> list[Path]:
+    """The recipe's folder and every file it names: a run's --force never deletes its inputs."""
+    values = [recipe.base_dir]
+    for ref in (recipe.teacher, recipe.student, recipe.data):
+        if ref is not None:
+            values += [recipe.resolve(v) for v in ref.model_dump().values() if isinstance(v, str)]
+    return input_paths(*values)
 
 
 class Flow:
@@ -72,6 +111,7 @@ class Flow:
 
     def __init__(self, recipe: Recipe, outdir: Path, events: Events, timing: Timing = DEFAULT_TIMING):
         self.recipe, self.outdir, self.events, self.timing = recipe, outdir, events, timing
+        self.marker = marker_data("run", recipe=recipe.name, stages=[])  # what this run may touch in outdir
         self.profile = load_profile(recipe.target)
         data = recipe.data
         train = arrays(recipe.resolve(data.train))
@@ -132,7 +172,7 @@ class Flow:
             kind, cfg = self.recipe.stage(i)
             self.key = _digest({"previous": self.key, kind: self.recipe.stages[i][kind]})
             folder = self.outdir / f"{i + 1:02d}-{kind}"
-            saved = self._saved(folder)
+            saved = self._saved(folder, f"stage {i + 1} ({kind})")
             if saved is not None and saved["passed"]:
                 self.events.step(f"stage {i + 1} ({kind}): unchanged, reusing {folder}")
                 record = saved
@@ -149,7 +189,7 @@ class Flow:
                 record = self._save(folder, kind, out, cfg.gate, time.perf_counter() - start)
                 module, model = out.module, out.onnx
             self.rows.extend(record["rows"])
-            report["stages"].append({k: v for k, v in record.items() if k != "rows"})
+            report["stages"].append({k: v for k, v in record.items() if k not in ("rows", "files")})
             self.events.emit("stage_done", f"stage {i + 1} ({kind}): {'passed' if record['passed'] else 'missed its gate'}",
                              stage=kind, passed=record["passed"])
             if not record["passed"]:
@@ -171,7 +211,7 @@ class Flow:
         ref = self.recipe.teacher
         folder = self.outdir / "00-teacher"
         self.key = _digest({"previous": self.key, "teacher_train": ref.train.model_dump() if ref.train else None})
-        saved = self._saved(folder)
+        saved = self._saved(folder, "teacher")
         teacher = self.teacher
         if saved is not None:
             self.events.step(f"teacher: unchanged, reusing {folder}")
@@ -179,6 +219,7 @@ class Flow:
                 checkpoint.load(teacher, folder / "model.pt")
             record, graph = saved, onnx.load(str(folder / "model.onnx"))
         else:
+            self._forget_from(0)  # a teacher made anew invalidates every stage after it
             start = time.perf_counter()
             details = {}
             if ref.train is not None:
@@ -200,7 +241,8 @@ class Flow:
 
     def _save(self, folder: Path, kind: str, out: stages.Output, gate, seconds: float) -> dict:
         """Write the stage's models and its record in one rename; measure and gate it on the way."""
-        with staged_dir(folder, force=True) as stage:
+        self._own(folder)
+        with staged_dir(folder, force=True, marker=marker_data("run-stage", stage=folder.name)) as stage:
             onnx.save(out.onnx, str(stage / "model.onnx"))
             if out.module is not None:
                 checkpoint.save(out.module, stage / "model.pt")
@@ -214,11 +256,13 @@ class Flow:
                    **measure(out.onnx, stage / "model.onnx", self.test, self.bench, self.events)}
             rows.append(row)
             record = self._record(kind, rows, row, gate, out.details)
+            record["files"] = _file_digests(stage)
             _write_json(stage / STAGE_FILE, record)
         return record
 
     def _emit(self, folder: Path, cfg, model: onnx.ModelProto) -> dict:
         self.events.step("stage: emit")
+        self._own(folder)
         start = time.perf_counter()
         request = CompileRequest.from_kwargs(
             model, target=self.profile, backends=cfg.backends, output_dir=folder, force=True,
@@ -234,6 +278,7 @@ class Flow:
                "p50_ms": lat.p50 if lat else None, "p99_ms": lat.p99 if lat else None,
                "artifact": str(folder / art.path)}
         record = self._record("emit", [row], row, cfg.gate, {"report": str(folder / "report.json")})
+        record["files"] = _file_digests(folder)
         _write_json(folder / STAGE_FILE, record)
         return record
 
@@ -247,18 +292,43 @@ class Flow:
                 "gate_failures": fails, "rows": rows, "details": details}
 
     def _forget_from(self, number: int) -> None:
-        """A stage made anew invalidates what later stages of an earlier run saved."""
-        for old in self.outdir.glob("[0-9][0-9]-*"):
-            if old.is_dir() and int(old.name[:2]) >= number:
-                shutil.rmtree(old)
+        """A stage made anew invalidates what later stages of an earlier run saved; only the stage
+        folders this run's marker lists, still carrying their own marker, are deleted (a user's
+        `05-notes/`, or a folder put in a stage's place, is not ours)."""
+        stages_made = self.marker["stages"]
+        for name in [n for n in stages_made if int(n[:2]) >= number]:
+            folder = self.outdir / name
+            if folder.is_dir() and not folder.is_symlink() and read_marker(folder) is not None:
+                shutil.rmtree(folder)
+            stages_made.remove(name)
+        write_marker(self.outdir, self.marker)
 
-    def _saved(self, folder: Path) -> dict | None:
-        """A finished stage's record if it was made from the same settings and inputs."""
+    def _own(self, folder: Path) -> None:
+        """List `folder` in the run's marker before writing it (a run killed mid-stage leaves a
+        folder its resume may replace); refuse a folder of that name that is not ours."""
+        if folder.name not in self.marker["stages"]:
+            if folder.exists() or folder.is_symlink():
+                raise EdgepackError(f"{folder} is not a stage folder of this run (not listed in "
+                                    f"{self.outdir / MARKER}): move it away or -o another folder")
+            self.marker["stages"].append(folder.name)
+            write_marker(self.outdir, self.marker)
+
+    def _saved(self, folder: Path, label: str) -> dict | None:
+        """A finished stage's record if it was made from the same settings and inputs, by this
+        run, and every file it wrote is still as it was saved (else one line says why not)."""
+        if folder.name not in self.marker["stages"]:
+            return None
         try:
             record = json.loads((folder / STAGE_FILE).read_text())
         except (OSError, ValueError):
             return None
-        return record if record.get("key") == self.key else None
+        if not isinstance(record, dict) or record.get("key") != self.key:
+            return None
+        problem = _changed(folder, record.get("files"))
+        if problem is not None:
+            self.events.emit("note", f"{label}: {problem}: redoing it", stage=folder.name)
+            return None
+        return record
 
     def _reload(self, folder: Path, module: nn.Module | None) -> nn.Module | None:
         """A saved torch stage, loaded into a fresh copy of its architecture (student or teacher)."""
@@ -334,6 +404,30 @@ def _fingerprint(value, resolve):
             return [str(value), sha256_file(path)]
         return [str(value), sha256_tree(path)] if path.is_dir() else str(value)
     return f"{type(value).__name__}@{id(value)}"  # a DataLoader or callable: not resumable
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file a stage wrote (by path inside its folder), so --resume can tell a
+    truncated or altered file from the one it measured."""
+    skip = {STAGE_FILE, MARKER, PID_FILE}  # the pid file leaves the staging folder before its rename
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() not in skip}
+
+
+def _changed(folder: Path, files) -> str | None:
+    """Why a saved stage's files cannot be reused (missing, unreadable, changed), or None."""
+    if not isinstance(files, dict) or not files:
+        return f"{folder.name}/{STAGE_FILE} has no file checksums"
+    for rel, digest in files.items():
+        path, shown = folder / rel, f"{folder.name}/{rel}"
+        if not path.is_file():
+            return f"{shown} is missing"
+        try:
+            if sha256_file(path) != digest:
+                return f"{shown} changed since it was saved"
+        except OSError as e:
+            return f"{shown} cannot be read ({e.strerror})"
+    return None
 
 
 def _digest(obj) -> str:
