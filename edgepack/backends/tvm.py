@@ -446,8 +446,9 @@ def _tune(mod, target, work_dir: Path, budget: TuningBudget, cached: bool = True
     if todo is not None:
         _check_ffi()
         t0 = time.perf_counter()
-        run = _run_metaschedule(mod, target, work_dir, *todo, budget.per_round,
-                                seed=not stats["default_schedules_measured"])
+        with _foreign_handlers_detached():
+            run = _run_metaschedule(mod, target, work_dir, *todo, budget.per_round,
+                                    seed=not stats["default_schedules_measured"])
         new_s = time.perf_counter() - t0
         stats.update(seconds_spent=stats["seconds_spent"] + new_s, sessions=stats["sessions"] + 1,
                      searched=stats["searched"] + run["trials"] - run["seeded"], tasks=run["tasks"],
@@ -507,6 +508,25 @@ def _cost_model_kind() -> str:
         return "xgb"
     except ImportError:
         return "random"  # without xgboost MetaSchedule's learned model is unavailable
+
+
+@contextlib.contextmanager
+def _foreign_handlers_detached():
+    """MetaSchedule rebuilds its logger's configuration from the handlers it finds there, by name:
+    an unnamed handler someone else attached (pytest's log capture, a user's own) breaks it
+    ('NoneType' object has no attribute 'format'). They are set aside while it runs (emits take
+    turns in a process, see TvmBackend.emit) and put back after."""
+    import logging
+
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    foreign = [h for h in ms_logger.handlers if not (h.get_name() or "").startswith(ms_logger.name)]
+    for h in foreign:
+        ms_logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in foreign:
+            ms_logger.addHandler(h)
 
 
 def _run_metaschedule(mod, target, work_dir: Path, seconds: float, trials: float, per_round: int | None,
