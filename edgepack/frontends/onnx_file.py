@@ -18,15 +18,21 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         raise EdgepackError(f"{path}: file is empty")
     try:
         model = onnx.load(str(path))
+    except onnx.checker.ValidationError as e:  # external data outside the model's folder, among others
+        raise EdgepackError(f"{path}: refused: {first_line(e)}")
     except (DecodeError, RuntimeError, ValueError, OSError) as e:
         raise EdgepackError(f"{path}: not a readable ONNX model (truncated or another format): {first_line(e)}")
+    except Exception as e:  # protobuf and the external-data loader raise more types on hostile bytes
+        raise EdgepackError(f"{path}: not a readable ONNX model: {type(e).__name__}: {first_line(e)}")
     if not model.graph.node and not model.graph.output:
         # protobuf happily parses many random byte strings into an empty message
         raise EdgepackError(f"{path}: not an ONNX model (no graph inside)")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise EdgepackError(f"{path}: invalid ONNX model: {first_line(e)}")
+    except Exception as e:  # the checker's C++ side raises plain errors on some malformed graphs
+        raise EdgepackError(f"{path}: invalid ONNX model: {type(e).__name__}: {first_line(e)}")
     return model
 
 
