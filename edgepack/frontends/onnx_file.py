@@ -47,18 +47,33 @@ def from_proto(model: onnx.ModelProto) -> Source:
     return Source(model, "onnx", model.graph.name or "model", digest, reference_runner(model))
 
 
+def _session(model: onnx.ModelProto):
+    """ONNX Runtime on the graph as given. Duplicate node names (valid ONNX, refused by ORT) are
+    renamed in a copy, which changes no output; any other refusal is the user's model, in one line."""
+    from edgepack.ir.canonical import name_nodes
+    from edgepack.runtime import ort_runner
+
+    names = [n.name for n in model.graph.node if n.name]
+    if len(names) != len(set(names)):
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        name_nodes(model)
+    try:
+        return ort_runner(model, optimize=False)
+    except Exception as e:
+        raise EdgepackError(f"ONNX Runtime cannot load the model: {first_line(e)}")
+
+
 def reference_runner(model: onnx.ModelProto):
     """Run the graph as given, ORT graph optimisations off, so it is an independent reference.
 
     The session is created on first use: `inspect` loads sources without running them.
     """
-    from edgepack.runtime import ort_runner
 
     state = {}
 
     def run(feeds):
         if "runner" not in state:
-            state["runner"] = ort_runner(model, optimize=False)
+            state["runner"] = _session(model)
         return state["runner"](feeds)
 
     return run

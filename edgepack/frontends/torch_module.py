@@ -143,6 +143,9 @@ def load_weights(module, path: Path) -> None:
 def _load_state(module, state: dict, path: Path):
     """module.load_state_dict, non-strict; tensors of the wrong shape or type (which torch reports as
     a page per key) become one line naming the first mismatch."""
+    bad = [k for k, v in state.items() if not hasattr(v, "is_complex") or v.is_complex()]
+    if bad:
+        raise EdgepackError(f"{path}: {bad[0]!r} is not a real-valued tensor ({type(state[bad[0]]).__name__})")
     try:
         return module.load_state_dict(state, strict=False)
     except Exception as e:

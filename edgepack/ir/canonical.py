@@ -7,6 +7,7 @@ job; this module only fixes input shapes, upgrades old opsets and records what c
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 
 import onnx
@@ -30,6 +31,7 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
     import onnxslim
 
     check_domains(model)
+    check_tensors(model)
     specs = graph_inputs(model)
     shapes = match_shapes([s.name for s in specs], input_shapes)
     model = with_static_inputs(model, {s.name: resolve_shape(s, shapes.get(s.name)) for s in specs})
@@ -68,7 +70,7 @@ def _checked(model: onnx.ModelProto) -> onnx.ModelProto:
         raise EdgepackError(f"shape inference failed on the model: {first_line(e)}")
     name_nodes(model)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model, full_check=True)
     except Exception as e:
         raise EdgepackError(f"canonical graph failed onnx.checker: {first_line(e)}")
     return model
@@ -83,6 +85,27 @@ def check_domains(model: onnx.ModelProto) -> None:
             raise EdgepackError(
                 f"node {node.name or node.op_type!r} is the custom op {node.domain}::{node.op_type}: no runtime "
                 "edgepack targets implements it; export the model with standard ONNX ops")
+
+
+def check_tensors(model: onnx.ModelProto) -> None:
+    """Refuse what onnx.checker lets through but ONNX Runtime rejects with a traceback: an opset
+    newer than the installed onnx knows, an unknown element type, an initializer whose bytes do
+    not match its shape (a flipped byte, external data of the wrong length)."""
+    newest = onnx.defs.onnx_opset_version()
+    if opset_of(model) > newest:
+        raise EdgepackError(f"the model declares opset {opset_of(model)}; the newest this onnx knows is {newest}")
+    known = set(onnx.TensorProto.DataType.values())
+    for t in model.graph.initializer:
+        if t.data_type not in known or t.data_type == onnx.TensorProto.UNDEFINED:
+            raise EdgepackError(f"initializer {t.name!r} has an unknown element type {t.data_type}")
+        if t.HasField("raw_data") and t.data_type not in (onnx.TensorProto.STRING,):
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            want = math.prod(t.dims) * itemsize
+            if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+                want = (math.prod(t.dims) + 1) // 2
+            if len(t.raw_data) != want:
+                raise EdgepackError(f"initializer {t.name!r} of shape {list(t.dims)[:8]} holds {len(t.raw_data)} "
+                                    f"bytes, expected {want}: the model file is damaged")
 
 
 def _all_nodes(graph: onnx.GraphProto):
