@@ -20,7 +20,7 @@ import onnx
 from edgepack.errors import EdgepackError, first_line
 from edgepack.frontends import Source
 from edgepack.fsutil import sha256_file
-from edgepack.ir.spec import match_shapes
+from edgepack.ir.spec import check_input_size, match_shapes
 
 OPSET = 17
 
@@ -35,6 +35,8 @@ def from_module(module, input_shapes: dict | None, name: str, digest: str | None
     if missing:
         example = " ".join(f"--input-shape {n}:1,3,224,224" for n in missing)
         raise EdgepackError(f"a PyTorch model needs the shape of each input: {example}")
+    for n in names:  # refuse before torch allocates (or overflows computing) the example tensor
+        check_input_size(n, shapes[n], "int64" if _is_integer_input(n) else "float32")
     module = module.eval()
     args = tuple(_example(torch, n, shapes[n]) for n in names)
     model = export(module, args, names)
@@ -88,7 +90,7 @@ def load_factory(text: str, weights: str | None = None):
         module = factory()
     except EdgepackError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code: sys.exit() in a factory must not end edgepack silently
         raise EdgepackError(f"{text} raised {type(e).__name__}: {first_line(e)}")
     finally:
         sys.path.remove(str(path.parent.resolve()))
@@ -108,8 +110,8 @@ def load_torchscript(path: Path):
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
-        raise EdgepackError(f"{path}: not a TorchScript archive ({first_line(e)}); "
-                            "for a state_dict use `file.py:factory --weights {path}`")
+        raise EdgepackError(f"{path}: not a TorchScript archive ({first_line(e, 120)}); "
+                            f"for a state_dict use `file.py:factory --weights {path}`")
 
 
 def from_torchscript(path: Path, input_shapes: dict | None) -> Source:
@@ -130,12 +132,26 @@ def load_weights(module, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise EdgepackError(f"{path}: expected a state_dict, found a {type(state).__name__}")
-    result = module.load_state_dict(state, strict=False)
+    result = _load_state(module, state, path)
     if result.missing_keys or result.unexpected_keys:
         raise EdgepackError(
             f"{path} does not fit the model: {len(result.missing_keys)} missing keys "
             f"{result.missing_keys[:3]}, {len(result.unexpected_keys)} unexpected {result.unexpected_keys[:3]}"
         )
+
+
+def _load_state(module, state: dict, path: Path):
+    """module.load_state_dict, non-strict; tensors of the wrong shape or type (which torch reports as
+    a page per key) become one line naming the first mismatch."""
+    bad = [k for k, v in state.items() if not hasattr(v, "is_complex") or v.is_complex()]
+    if bad:
+        raise EdgepackError(f"{path}: {bad[0]!r} is not a real-valued tensor ({type(state[bad[0]]).__name__})")
+    try:
+        return module.load_state_dict(state, strict=False)
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else first_line(e)
+        raise EdgepackError(f"{path} does not fit the model: {detail[:300]}")
 
 
 def _input_names(module) -> list[str]:
@@ -147,9 +163,13 @@ def _input_names(module) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def _example(torch, name: str, shape: tuple):
+def _is_integer_input(name: str) -> bool:
     # token ids and masks are integers; everything else is treated as float32
-    if any(k in name.lower() for k in ("ids", "mask", "token", "index")):
+    return any(k in name.lower() for k in ("ids", "mask", "token", "index"))
+
+
+def _example(torch, name: str, shape: tuple):
+    if _is_integer_input(name):
         return torch.ones(shape, dtype=torch.int64)
     return torch.randn(shape, dtype=torch.float32)
 

@@ -7,6 +7,7 @@ job; this module only fixes input shapes, upgrades old opsets and records what c
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 
 import onnx
@@ -15,6 +16,10 @@ from onnx import shape_inference, version_converter
 from edgepack.errors import EdgepackError, first_line
 from edgepack.ir.spec import graph_inputs, match_shapes, resolve_shape
 from edgepack.logutil import quiet
+
+# Domains whose ops the runtimes implement; anything else (com.example::Foo) needs a custom-op library
+# no runtime here loads, so it is refused before the first session is built.
+KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 # Opset 13 is the first with per-axis QuantizeLinear (per-channel INT8); 17 adds LayerNormalization.
 MIN_OPSET = 13
@@ -25,6 +30,8 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
     """Return (canonical model, info about what was done)."""
     import onnxslim
 
+    check_domains(model)
+    check_tensors(model)
     specs = graph_inputs(model)
     shapes = match_shapes([s.name for s in specs], input_shapes)
     model = with_static_inputs(model, {s.name: resolve_shape(s, shapes.get(s.name)) for s in specs})
@@ -39,12 +46,7 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
         info["simplifier_error"] = first_line(e)
     if slim is None:
         slim = model
-    slim = shape_inference.infer_shapes(slim, strict_mode=False, data_prop=True)
-    name_nodes(slim)
-    try:
-        onnx.checker.check_model(slim)
-    except onnx.checker.ValidationError as e:
-        raise EdgepackError(f"canonical graph failed onnx.checker: {first_line(e)}")
+    slim = _checked(slim)
     after = Counter(n.op_type for n in slim.graph.node)
     info.update(
         simplifier=f"onnxslim {onnxslim.__version__}",
@@ -57,6 +59,62 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
         ops_removed={k: before[k] - after[k] for k in sorted(before) if before[k] > after[k]},
     )
     return slim, info
+
+
+def _checked(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape-inferred, uniquely named and checked: a graph that fails here (shapes that contradict
+    each other, a malformed attribute) is the user's model, so it ends in one line."""
+    try:
+        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as e:  # InferenceError, or a plain RuntimeError from the C++ side
+        raise EdgepackError(f"shape inference failed on the model: {first_line(e)}")
+    name_nodes(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise EdgepackError(f"canonical graph failed onnx.checker: {first_line(e)}")
+    return model
+
+
+def check_domains(model: onnx.ModelProto) -> None:
+    """Refuse nodes from custom op domains before a runtime is asked to load them: ONNX Runtime
+    and the converters raise pages about an unregistered op; the user needs its name."""
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in _all_nodes(model.graph):
+        if node.domain not in KNOWN_DOMAINS and (node.domain, node.op_type) not in local:
+            raise EdgepackError(
+                f"node {node.name or node.op_type!r} is the custom op {node.domain}::{node.op_type}: no runtime "
+                "edgepack targets implements it; export the model with standard ONNX ops")
+
+
+def check_tensors(model: onnx.ModelProto) -> None:
+    """Refuse what onnx.checker lets through but ONNX Runtime rejects with a traceback: an opset
+    newer than the installed onnx knows, an unknown element type, an initializer whose bytes do
+    not match its shape (a flipped byte, external data of the wrong length)."""
+    newest = onnx.defs.onnx_opset_version()
+    if opset_of(model) > newest:
+        raise EdgepackError(f"the model declares opset {opset_of(model)}; the newest this onnx knows is {newest}")
+    known = set(onnx.TensorProto.DataType.values())
+    for t in model.graph.initializer:
+        if t.data_type not in known or t.data_type == onnx.TensorProto.UNDEFINED:
+            raise EdgepackError(f"initializer {t.name!r} has an unknown element type {t.data_type}")
+        if t.HasField("raw_data") and t.data_type not in (onnx.TensorProto.STRING,):
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            want = math.prod(t.dims) * itemsize
+            if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+                want = (math.prod(t.dims) + 1) // 2
+            if len(t.raw_data) != want:
+                raise EdgepackError(f"initializer {t.name!r} of shape {list(t.dims)[:8]} holds {len(t.raw_data)} "
+                                    f"bytes, expected {want}: the model file is damaged")
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    """Every node, including those in the subgraphs of If/Loop/Scan."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_nodes(sub)
 
 
 def with_static_inputs(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx.ModelProto:

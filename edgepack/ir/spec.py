@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +10,11 @@ import onnx
 from onnx import helper
 
 from edgepack.errors import EdgepackError
+
+# One sample of every input together may not exceed this: parity, calibration and timing hold many
+# samples, so a declared 100000x100000x100000 input must be refused before anything is allocated.
+INPUT_BUDGET_ENV = "EDGEPACK_MAX_INPUT_BYTES"
+DEFAULT_INPUT_BUDGET = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,11 @@ def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
             dims.append(int(d.dim_value))
         else:
             dims.append(d.dim_param or "?")
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+    except (KeyError, TypeError, ValueError):  # a non-tensor (sequence, map) or undefined element type
+        raise EdgepackError(f"graph value {vi.name!r} has element type {tt.elem_type}, not a tensor type "
+                            "edgepack can feed or compare")
     return TensorSpec(vi.name, tuple(dims), dtype)
 
 
@@ -85,8 +95,47 @@ def match_shapes(names: list[str], shapes: dict[str, tuple] | None) -> dict[str,
     return shapes
 
 
+def input_budget() -> int:
+    """Bytes one sample of the inputs may take (EDGEPACK_MAX_INPUT_BYTES overrides the 1 GiB default)."""
+    import os
+
+    text = os.environ.get(INPUT_BUDGET_ENV, "")
+    try:
+        return int(text) if text else DEFAULT_INPUT_BUDGET
+    except ValueError:
+        raise EdgepackError(f"{INPUT_BUDGET_ENV}={text[:40]!r}: expected a number of bytes")
+
+
+def check_input_size(name: str, shape: tuple, dtype: str = "float32") -> None:
+    """Refuse an input whose one sample would not fit the memory budget, before it is allocated:
+    a typo such as `--input-shape 1,3,224224,224` must cost a line, not the machine's memory."""
+    if any(isinstance(d, int) and d == 0 for d in shape):
+        raise EdgepackError(f"input {name!r} has a zero-size dimension {list(shape)}: there is nothing to run; "
+                            "give a positive size with --input-shape")
+    nbytes = math.prod(int(d) for d in shape if isinstance(d, int) and d > 0) * np.dtype(dtype).itemsize
+    budget = input_budget()
+    if nbytes > budget:
+        raise EdgepackError(f"input {name!r} of shape {list(shape)[:8]} ({dtype}) needs {_human(nbytes)} per sample, "
+                            f"over the {_human(budget)} input budget (set {INPUT_BUDGET_ENV} to raise it)")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def resolve_shape(spec: TensorSpec, override: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """A concrete shape for `spec`: the override if given, symbolic dims -> 1 otherwise."""
+    """A concrete shape for `spec` within the input budget: the override if given, symbolic dims -> 1
+    otherwise; a declared zero-size dimension is refused (a runtime cannot feed an empty input)."""
+    shape = _resolved(spec, override)
+    check_input_size(spec.name, shape, spec.dtype)
+    return shape
+
+
+def _resolved(spec: TensorSpec, override: tuple[int, ...] | None) -> tuple[int, ...]:
     if override is not None:
         if len(override) != len(spec.shape):
             raise EdgepackError(
@@ -100,6 +149,8 @@ def resolve_shape(spec: TensorSpec, override: tuple[int, ...] | None = None) -> 
                     f"--input-shape {list(override)} does not match it"
                 )
         return tuple(override)
+    if any(isinstance(d, int) and d == 0 for d in spec.shape):
+        check_input_size(spec.name, spec.shape, spec.dtype)
     return tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
 
 
