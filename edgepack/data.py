@@ -491,7 +491,7 @@ def _check_pixels(f: Path, width: int, height: int) -> None:
     take gigabytes before any check could run."""
     if width * height > MAX_IMAGE_PIXELS:
         raise EdgepackError(f"{f}: image is {width}x{height} ({width * height:,} pixels); refused above "
-                            f"{MAX_IMAGE_PIXELS:,}: downscale it first")
+                            f"{MAX_IMAGE_PIXELS:,} pixels: downscale it first")
 
 
 def _check_image_set(src: str, pre: Preprocess, n: int) -> None:
