@@ -9,6 +9,53 @@ import sys
 from edgepack.errors import EdgepackError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one `edgepack: error:` line like every other failure
+    (argparse's default prints the whole usage first), still exit 2."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("edgepack").strip()
+        hint = f" (see: edgepack {command} --help)" if command else " (see: edgepack --help)"
+        print(f"edgepack: error: {message[:500]}{hint}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _bench_int(name: str):
+    """An argparse type for a benchmark setting: a whole number within BENCH_LIMITS, so
+    `--runs 0` is refused at parse time, before any search or build."""
+    def parse(text: str) -> int:
+        from edgepack.compiler.request import check_bench_value
+
+        try:
+            return check_bench_value(name, int(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:60]!r}") from None
+        except EdgepackError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = name  # argparse names the type in its own messages
+    return parse
+
+
+def _threads(text: str) -> int:
+    """--threads: at least 1, then capped to this machine's cores with a warning: threads
+    beyond the cores only spin (1000 threads on 2 cores turned a second's profile into minutes)."""
+    from edgepack.compiler.request import usable_cores
+
+    cores = usable_cores()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:60]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"threads must be at least 1, got {value}")
+    if value > cores:
+        print(f"edgepack: warning: --threads {value} is more than the {cores} cores this machine gives "
+              f"edgepack; using {cores}", file=sys.stderr)
+        return cores
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model.onnx, file.py:factory, or a TorchScript file")
     p.add_argument("--input-shape", action="append", metavar="[NAME:]D1,D2,..",
@@ -17,16 +64,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", type=int, help="timed runs (default: the target's)")
-    p.add_argument("--warmup", type=int, help="warm-up runs (default: the target's)")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: the target's)")
+    p.add_argument("--runs", type=_bench_int("runs"), help="timed runs, 1 to 1000000 (default: the target's)")
+    p.add_argument("--warmup", type=_bench_int("warmup"), help="warm-up runs, 0 to 100000 (default: the target's)")
+    p.add_argument("--threads", type=_threads, help="intra-op threads, at most this machine's cores "
+                   "(default: the target's)")
     p.add_argument("-o", "--output", help="output folder (never replaced without --force)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
+    parser = _Parser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
     from edgepack import __version__
 
     parser.add_argument("--version", action="version", version=f"edgepack {__version__}")

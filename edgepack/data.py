@@ -17,6 +17,8 @@ Arrays are shaped (N, *sample_shape): the model's first dim is the batch.
 from __future__ import annotations
 
 import io
+import math
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from edgepack.errors import EdgepackError, close_names
+from edgepack.errors import EdgepackError, close_names, first_line
 from edgepack.fsutil import atomic_write
 from edgepack.ir.spec import TensorSpec, resolve_shape
 
@@ -34,6 +36,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LABEL_KEYS = ("labels", "y")
 PREPROCESS_FILE = "preprocess.yaml"
 LABELS_FILE = "labels.txt"
+MAX_ARRAY_BYTES = 2 << 30  # a calibration/eval set is held in memory whole; 2 GiB is far past any real one
+MAX_IMAGE_PIXELS = 64_000_000  # per image, checked from the header before decoding (~190 MB as RGB)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -249,18 +253,18 @@ class Preprocess(BaseModel):
         where = "preprocess"
         if isinstance(value, (str, Path)):
             where = str(value)
+            from edgepack.schema import load_bounded_yaml, read_yaml_text
+
             try:
-                value = yaml.safe_load(Path(value).read_text()) or {}
-            except OSError as e:
-                raise EdgepackError(f"{where}: cannot read ({e.strerror})") from None
+                value = load_bounded_yaml(read_yaml_text(Path(value), "preprocess")) or {}
             except yaml.YAMLError as e:
-                raise EdgepackError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+                raise EdgepackError(f"{where}: not valid YAML ({first_line(e)})") from None
         try:
             return cls.model_validate(value)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "preprocess"
-            raise EdgepackError(f"{where}: {loc}: {err['msg']}") from None
+            raise EdgepackError(f"{where}: {loc[:200]}: {err['msg'][:300]}") from None
 
     def apply(self, img) -> np.ndarray:
         """A PIL image -> one sample (C,H,W) or (H,W,C) in `dtype`."""
@@ -323,7 +327,78 @@ def load_dataset(path, input_specs: list[TensorSpec] | None = None,
     return ds
 
 
+def array_budget() -> int:
+    """Bytes a data file may declare: MAX_ARRAY_BYTES, or half the memory available now if less
+    (never below 256 MiB, so a busy machine still loads a normal set). Checked before reading,
+    so a small file declaring a huge array is refused instead of allocated."""
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except Exception:  # no psutil, or no way to tell: the fixed bound alone
+        return MAX_ARRAY_BYTES
+    return int(min(MAX_ARRAY_BYTES, max(256 << 20, available // 2)))
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _declared_bytes(f, src: str, member: str, stored: int) -> int:
+    """Bytes the .npy stream `f` declares, read from its header only; refuses object arrays,
+    arrays over the budget and data shorter than declared (`stored`: bytes in the file)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        # version 3.0 differs from 2.0 only in allowing UTF-8 in the header
+        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = reader(f)
+        stored -= f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile) as e:
+        raise EdgepackError(f"{src}: {member}not a valid .npy array ({first_line(e, 200)})") from None
+    if dtype.hasobject:
+        raise EdgepackError(f"{src}: {member}holds Python objects; object arrays are not supported "
+                            "(save numbers, e.g. np.asarray(x, np.float32))")
+    nbytes = math.prod(shape) * dtype.itemsize
+    budget = array_budget()
+    if nbytes > budget:
+        raise EdgepackError(f"{src}: {member}declares a {_fmt(shape)} {dtype.name} array ({_gib(nbytes)}); "
+                            f"refused above {_gib(budget)}: use fewer samples")
+    if nbytes > stored:
+        raise EdgepackError(f"{src}: {member}declares {_fmt(shape)} {dtype.name} ({nbytes:,} bytes) but "
+                            f"holds {max(stored, 0):,}: the file is truncated")
+    return nbytes
+
+
+def _check_npy(p: Path, src: str) -> None:
+    with open(p, "rb") as f:
+        _declared_bytes(f, src, "", p.stat().st_size)
+
+
+def _check_npz(p: Path, src: str) -> None:
+    """Every member of an .npz checked by its declared shape and dtype, without reading data;
+    the members together must fit the budget too. Non-array members are refused (np.load would
+    read them whole as bytes)."""
+    total = 0
+    try:
+        with zipfile.ZipFile(p) as z:
+            for info in z.infolist():
+                if info.is_dir():
+                    continue
+                member = f"member {info.filename[:100]!r} "
+                if not info.filename.endswith(".npy"):
+                    raise EdgepackError(f"{src}: {member}is not an .npy array")
+                with z.open(info) as f:
+                    total += _declared_bytes(f, src, member, info.file_size)
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
+        raise EdgepackError(f"{src}: not a valid .npz file ({first_line(e, 200)})") from None
+    if total > array_budget():
+        raise EdgepackError(f"{src}: its arrays need {_gib(total)} together; refused above "
+                            f"{_gib(array_budget())}: use fewer samples")
+
+
 def _read_npy(p: Path, src: str) -> np.ndarray:
+    _check_npy(p, src)
     try:
         return np.load(p, allow_pickle=False)
     except ValueError as e:
@@ -342,6 +417,7 @@ def _load_npy(p: Path, src: str, specs) -> Dataset:
 
 
 def _load_npz(p: Path, src: str, specs) -> Dataset:
+    _check_npz(p, src)
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -424,15 +500,39 @@ def _load_images(p: Path, src: str, specs, preprocess, images, classes) -> Datas
             except ValueError as e:
                 raise EdgepackError(f"{p / LABELS_FILE}: expected one integer per line ({e})") \
                     from None
+    _check_image_set(src, pre, len(files))
     samples = []
     for f in files:
         try:
-            with Image.open(f) as img:
-                samples.append(pre.apply(img))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as img:  # reads the header only
+                    _check_pixels(f, img.width, img.height)
+                    samples.append(pre.apply(img))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise EdgepackError(f"{f}: image too large to decode (PIL's decompression-bomb check); "
+                                f"refused above {MAX_IMAGE_PIXELS:,} pixels: downscale it first") from None
         except (UnidentifiedImageError, OSError) as e:
-            raise EdgepackError(f"{f}: cannot read image ({e})") from None
+            raise EdgepackError(f"{f}: cannot read image ({first_line(e, 200)})") from None
     name = specs[0].name if specs else "input"
     return Dataset({name: np.stack(samples)}, labels, src)
+
+
+def _check_pixels(f: Path, width: int, height: int) -> None:
+    """Refuse an image by its header's size: decoding a bomb (a tiny PNG of 50000x50000) would
+    take gigabytes before any check could run."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise EdgepackError(f"{f}: image is {width}x{height} ({width * height:,} pixels); refused above "
+                            f"{MAX_IMAGE_PIXELS:,} pixels: downscale it first")
+
+
+def _check_image_set(src: str, pre: Preprocess, n: int) -> None:
+    """The stacked samples (n x preprocess size) must fit the array budget, known before decoding."""
+    h, w = pre.size
+    nbytes = n * h * w * (1 if pre.color == "GRAY" else 3) * np.dtype(pre.dtype).itemsize
+    if nbytes > array_budget():
+        raise EdgepackError(f"{src}: {n} images at size {h}x{w} need {_gib(nbytes)}; refused above "
+                            f"{_gib(array_budget())}: use fewer images or a smaller preprocess size")
 
 
 # --------------------------------------------------------------------------- random inputs

@@ -9,12 +9,101 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edgepack.errors import EdgepackError, close_names
+from edgepack.errors import EdgepackError, close_names, excerpt
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_YAML_BYTES = 1 << 20  # profiles and recipes are a few KB; 1 MB is far past any real one
+MAX_ALIAS_EXPANSION = 10_000  # values that aliases may add on top of the file's own
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+
+class BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses documents whose aliases expand past MAX_ALIAS_EXPANSION values.
+
+    Why not count aliases: a 600-byte "billion laughs" uses only ~90 of them; the blow-up is in
+    what they expand to once validation, error messages or resume-key hashing walk the data. So
+    the composed node graph (shared nodes, cheap) is measured before anything is constructed, and
+    refused when its expanded size exceeds the file's own nodes by the budget. Anchors and merge
+    keys (`<<: *defaults`) of a sane size keep working; recursive aliases are refused."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that expands (through shared alias nodes) far past its own size."""
+    sizes: dict[int, int] = {}
+    cap = MAX_ALIAS_EXPANSION + 2 * len(_distinct_nodes(root))
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    active: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids = _children(node)
+        if done:
+            active.discard(id(node))
+            sizes[id(node)] = min(cap + 1, 1 + sum(sizes[id(k)] for k in kids))
+            if sizes[id(node)] > cap:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"aliases expand to more than {cap} values (refused: at most "
+                    f"{MAX_ALIAS_EXPANSION} beyond the file's own)", node.start_mark)
+            continue
+        if id(node) in active:
+            raise yaml.constructor.ConstructorError(None, None, "recursive alias", node.start_mark)
+        active.add(id(node))
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+
+
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _distinct_nodes(root: yaml.Node) -> set[int]:
+    """ids of the nodes the file itself holds (each shared node once)."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(_children(node))
+    return seen
+
+
+def read_yaml_text(path: Path, what: str) -> str:
+    """The file's text, refused past MAX_YAML_BYTES before it is read or parsed."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise EdgepackError(f"{path}: cannot read {what} file ({e.strerror})") from None
+    if size > MAX_YAML_BYTES or len(raw) > MAX_YAML_BYTES:
+        raise EdgepackError(f"{path}: {what} file is {max(size, len(raw)):,} bytes; "
+                            f"refused above {MAX_YAML_BYTES:,} (is it the right file?)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EdgepackError(f"{path}: {what} file is not UTF-8 text (byte {e.start})") from None
+
+
+def load_bounded_yaml(text: str, loader: type = BoundedLoader):
+    """yaml.load with the alias budget; deep nesting (a RecursionError in PyYAML) is a YAML error."""
+    try:
+        return yaml.load(text, Loader=loader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+class _UniqueKeyLoader(BoundedLoader):
     """PyYAML keeps the last of two equal keys silently; in a profile that is a typo to report."""
 
     def construct_mapping(self, node, deep=False):
@@ -23,7 +112,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                    None, None, f"duplicate key {excerpt(key)}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
@@ -35,12 +124,12 @@ def read_yaml_mapping(path: Path, what: str) -> dict:
     if not path.is_file():
         raise EdgepackError(f"{what} file not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        data = load_bounded_yaml(read_yaml_text(path, what), _UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise EdgepackError(f"{path}{line}: YAML syntax error: {problem}") from None
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise EdgepackError(f"{path}{line}: YAML syntax error: {problem[:300]}") from None
     if data is None:
         raise EdgepackError(f"{path}: {what} file is empty")
     if not isinstance(data, dict):
@@ -94,6 +183,7 @@ def condense(err: ValidationError, root: type[BaseModel], limit: int = 3) -> str
     parts = []
     for e in errors:
         where = _loc(e["loc"])
+        where = where if len(where) <= 200 else where[:197] + "..."  # keys are input too
         if e["type"] == "extra_forbidden":
             parts.append(f"{where}: unknown field{suggested[e['loc']]}")
         elif e["type"] == "missing":
@@ -103,7 +193,8 @@ def condense(err: ValidationError, root: type[BaseModel], limit: int = 3) -> str
             msg = e["msg"].removeprefix("Value error, ")
             got = e.get("input")
             if e["type"] in ("literal_error", "enum") or e["type"].endswith(("_type", "_parsing")):
-                msg += f" (got {got!r})"
+                msg += f" (got {excerpt(got)})"
+            msg = msg if len(msg) <= 400 else msg[:397] + "..."  # custom validators may quote input
             parts.append(f"{where}: {msg}" if where else msg)
     more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
     return "; ".join(parts[:limit]) + more

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import operator
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from edgepack.errors import EdgepackError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_DROP = 0.01
+# (lowest, highest) for each benchmark setting: a million timed runs is far past what any
+# statistic needs, and past it a typo (an extra zero or three) would keep the machine for days
+BENCH_LIMITS = {"runs": (1, 1_000_000), "warmup": (0, 100_000), "threads": (1, 4096)}
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,42 @@ class BenchSettings:
     warmup: int | None = None
     threads: int | None = None
 
+    def __post_init__(self):
+        """Checked when the request is made, so `runs=0` is refused before any search or build."""
+        for name, value in self.as_dict().items():
+            if value is not None:
+                object.__setattr__(self, name, check_bench_value(name, value))
+
     def resolve(self, profile) -> BenchSettings:
         return BenchSettings(**profile.bench_settings(self.runs, self.warmup, self.threads))
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_bench_value(name: str, value) -> int:
+    """`value` as an int within BENCH_LIMITS[name]; EdgepackError naming the setting otherwise."""
+    low, high = BENCH_LIMITS[name]
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # ints and numpy ints; not floats, not strings
+    except TypeError:
+        from edgepack.errors import excerpt
+
+        raise EdgepackError(f"{name} must be a whole number, got {excerpt(value, 60)}") from None
+    if not low <= number <= high:
+        raise EdgepackError(f"{name} must be between {low} and {high:,}, got {number}")
+    return number
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity, e.g. a container's share), at least 1: more
+    intra-op threads than this only spin and slow every run down."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
