@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgepack: interrupted (no output was left half-written)", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (name too long, no space, permissions): the user's to fix
+        where = f"{str(e.filename)[:200]}: " if e.filename else ""
+        print(f"edgepack: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 def _shapes(args):

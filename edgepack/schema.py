@@ -101,6 +101,8 @@ def load_bounded_yaml(text: str, loader: type = BoundedLoader):
         return yaml.load(text, Loader=loader)
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as e:  # an integer of thousands of digits: Python refuses to convert it
+        raise yaml.YAMLError(f"a value cannot be read: {(str(e).splitlines() or ['?'])[0][:200]}") from None
 
 
 class _UniqueKeyLoader(BoundedLoader):

@@ -163,9 +163,10 @@ class Pruning(_Strict):
 
 
 class Benchmark(_Strict):
-    threads: int = Field(ge=0)  # 0 = all physical cores
-    warmup: int = Field(ge=0)
-    runs: int = Field(ge=1)
+    # the same ranges the command line and BenchSettings accept (compiler.request.BENCH_LIMITS)
+    threads: int = Field(ge=0, le=4096)  # 0 = all physical cores
+    warmup: int = Field(ge=0, le=1_000_000)
+    runs: int = Field(ge=1, le=100_000_000)
 
 
 class TargetProfile(_Strict):

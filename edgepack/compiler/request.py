@@ -23,7 +23,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_DROP = 0.01
 # (lowest, highest) for each benchmark setting: a million timed runs is far past what any
 # statistic needs, and past it a typo (an extra zero or three) would keep the machine for days
-BENCH_LIMITS = {"runs": (1, 1_000_000), "warmup": (0, 100_000), "threads": (1, 4096)}
+# a soak test may ask for millions of runs (the watchdog scales with them); beyond these, a typo
+BENCH_LIMITS = {"runs": (1, 100_000_000), "warmup": (0, 1_000_000), "threads": (1, 4096)}
 
 
 @dataclass(frozen=True)
