@@ -34,7 +34,7 @@ from helpers import ROOT, conv_relu, message_lines
 
 ADDRESS_LIMIT = 3 << 30  # torch + ORT need ~2 GB of address space for a tiny compile; 3 GB leaves room
 REFUSAL_RSS_KB = 1 << 20  # a refused input must be refused well before 1 GB is resident
-CASE_TIMEOUT = 40  # s; only a hang reaches this (cases take ~1-3 s, a few times that on busy cores)
+CASE_TIMEOUT = 240  # s; only a hang reaches this (cases take ~1-3 s idle, far more beside other jobs)
 WORKERS = 3
 SENTINEL = "SENTINEL.txt"
 FAST = ["--runs", "1", "--warmup", "0", "--no-progress"]
