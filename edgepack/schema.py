@@ -95,9 +95,30 @@ def read_yaml_text(path: Path, what: str) -> str:
         raise EdgepackError(f"{path}: {what} file is not UTF-8 text (byte {e.start})") from None
 
 
+MAX_DEPTH = 100  # profiles and recipes nest a few levels; PyYAML composes recursively
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting past MAX_DEPTH from the token stream (the scanner is iterative), before PyYAML
+    composes it recursively: a RecursionError is not a bound one can count on, since any library
+    in the process may have raised the recursion limit."""
+    opens = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
+             yaml.BlockMappingStartToken)
+    closes = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, opens):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nested too deeply (more than {MAX_DEPTH} levels)")
+        elif isinstance(token, closes):
+            depth -= 1
+
+
 def load_bounded_yaml(text: str, loader: type = BoundedLoader):
-    """yaml.load with the alias budget; deep nesting (a RecursionError in PyYAML) is a YAML error."""
+    """yaml.load with the depth and alias budgets; deep nesting is a YAML error."""
     try:
+        _check_depth(text)
         return yaml.load(text, Loader=loader)
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None

@@ -41,10 +41,12 @@ FAST = ["--runs", "1", "--warmup", "0", "--no-progress"]
 IS_ROOT = os.geteuid() == 0
 
 # Run the CLI in-process of a tiny launcher so the child's own peak RSS can be reported at exit.
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork and exec, so a child of a big pytest
+# process would report the parent's peak; VmHWM belongs to the new address space.
 LAUNCHER = (
-    "import atexit, os, resource, runpy, sys\n"
-    "atexit.register(lambda: open(os.environ['FUZZ_RSS'], 'w').write("
-    "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+    "import atexit, os, runpy, sys\n"
+    "atexit.register(lambda: open(os.environ['FUZZ_RSS'], 'w').write(next("
+    "line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:'))))\n"
     "sys.argv = ['edgepack', *sys.argv[1:]]\n"
     "runpy.run_module('edgepack', run_name='__main__', alter_sys=True)\n"
 )
