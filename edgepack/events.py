@@ -55,7 +55,7 @@ class Events:
             yield advance
 
 
-def quiet() -> Events:
+def silent() -> Events:
     """No listener: for library callers that want no output."""
     return Events()
 

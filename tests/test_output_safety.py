@@ -188,7 +188,7 @@ def test_two_compiles_into_one_folder_do_not_both_succeed(model, tmp_path, monke
 
 def test_a_dead_runs_staging_folders_are_removed_with_a_line(model, tmp_path, capsys):
     dead = _dead_pid()
-    tmp = tmp_path / f".out.tmp-abc123"
+    tmp = tmp_path / ".out.tmp-abc123"
     tmp.mkdir()
     (tmp / PID_FILE).write_text(str(dead))
     (tmp / "half.onnx").write_bytes(b"half")

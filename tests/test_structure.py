@@ -8,7 +8,6 @@ and their runtime. Imports inside functions count too.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 

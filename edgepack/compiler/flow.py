@@ -22,7 +22,7 @@ from edgepack.compiler.inputs import dataset, feeds
 from edgepack.compiler.request import CompileRequest
 from edgepack.compiler.select import choose_backends, headline, select
 from edgepack.errors import EdgepackError
-from edgepack.events import Events, quiet
+from edgepack.events import Events, silent
 from edgepack.frontends import load_source
 from edgepack.fsutil import check_free, input_paths, output_lock, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
@@ -45,7 +45,7 @@ FIDELITY_SAMPLES = 64  # fidelity on calibration inputs needs no more to rank la
 def compile_request(req: CompileRequest, events: Events | None = None,
                     timing: Timing = DEFAULT_TIMING) -> CompileReport:
     """Compile as `req` says; returns the typed report (also written to the output folder)."""
-    c = prepare(req, events or quiet(), timing)
+    c = prepare(req, events or silent(), timing)
     with output_lock(c.outdir):  # a second compile into this -o refuses now, not after the work
         return _compile(c, req)
 

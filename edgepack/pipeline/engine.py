@@ -27,7 +27,7 @@ from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
 from edgepack.fsutil import (MARKER, PID_FILE, atomic_write, check_replaceable, input_paths, marker_data, output_lock,
                               read_marker, sha256_file, sha256_tree, staged_dir, write_marker)
-from edgepack.events import Events, quiet
+from edgepack.events import Events, silent
 from edgepack.ir.spec import graph_inputs
 from edgepack.pipeline import stages
 from edgepack.pipeline.measure import measure, to_onnx
@@ -62,7 +62,7 @@ def run(recipe, output_dir: str | Path | None = None, force: bool = False, resum
     outdir = Path(output_dir) if output_dir else Path("runs") / recipe.name
     with output_lock(outdir):  # a second run into this folder refuses at once
         stages_made = _claim(outdir, recipe, force, resume)
-        flow = Flow(recipe, outdir, events or quiet(), timing)  # data, target, models checked before any folder is made
+        flow = Flow(recipe, outdir, events or silent(), timing)  # data, target, models checked before any folder is made
         if outdir.exists() and force and not resume:
             shutil.rmtree(outdir)
         outdir.mkdir(parents=True, exist_ok=True)
