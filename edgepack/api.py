@@ -66,19 +66,21 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             prune_layers: dict | None = None, prune_protect: list[str] | None = None,
             sparsity: float | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, force: bool = False, progress: bool = True,
-            timing: Timing = DEFAULT_TIMING) -> dict:
+            timing: Timing = DEFAULT_TIMING, eval_output: str | None = None) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir) as a dict.
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
     is given, else fp32. INT8 is checked against `max_drop` (default 0.01 absolute; "1%" is
-    relative) on `eval_data` with `metric`, or on fidelity to FP32 over the calibration inputs.
+    relative) on `eval_data` with `metric`, or on fidelity to FP32 over the calibration inputs;
+    `eval_output` names the graph output the metric judges (default the first).
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(
         model, target=target, backends=backends, output_dir=output_dir, input_shapes=input_shapes,
         weights=weights, calib=calib, precision=precision, eval_data=eval_data, metric=metric, max_drop=max_drop,
         keep_float=keep_float, prune=prune, prune_mode=prune_mode, prune_layers=prune_layers,
-        prune_protect=prune_protect, sparsity=sparsity, runs=runs, warmup=warmup, threads=threads, force=force)
+        prune_protect=prune_protect, sparsity=sparsity, runs=runs, warmup=warmup, threads=threads, force=force,
+        eval_output=eval_output)
     return compile_request(request, console_events(progress), timing).to_json()
 
 

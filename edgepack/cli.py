@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--eval", help="labelled evaluation data: accuracy of source and artifacts")
     comp.add_argument("--metric", help="top1|top5 (labels), agreement|cosine|mse (fidelity to FP32), "
                       "or module:function taking a run(feeds) callable; default top1 with labels, else cosine")
+    comp.add_argument("--eval-output", metavar="NAME",
+                      help="the model output the metric judges (default: the first; -o names the folder)")
     comp.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                       help="default: what the target rewards when --calib is given, else fp32")
     comp.add_argument("--max-drop", help="accuracy budget for INT8: 0.01 absolute (default) or 1%% relative")
@@ -232,7 +234,7 @@ def cmd_compile(args) -> int:
         weights=args.weights, calib=args.calib, eval_data=args.eval, metric=args.metric, precision=args.precision,
         max_drop=args.max_drop, keep_float=args.keep_float, prune=args.prune, prune_mode=args.prune_mode,
         prune_layers=_layer_ratios(args.prune_layer), prune_protect=args.prune_protect, sparsity=args.sparsity,
-        runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force)
+        runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force, eval_output=args.eval_output)
     report = compile_request(request, console_events(not args.no_progress))
     if args.json:
         _print_json(report.to_json())

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from edgepack.errors import EdgepackError, close_names, first_line
 from edgepack.fsutil import atomic_write
-from edgepack.ir.spec import TensorSpec, resolve_shape
+from edgepack.ir.spec import TensorSpec, resolve_shapes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LABEL_KEYS = ("labels", "y")
@@ -542,8 +542,8 @@ def random_inputs(specs: list[TensorSpec], n: int = 1, seed: int = 0,
                   shapes: dict | None = None) -> Dataset:
     """Synthetic inputs for profiling without data.
 
-    Each input's shape is resolved from `shapes` (full model shapes, batch included) or with
-    symbolic dims set to 1. The set holds n feeds of that shape: N = n * batch rows, so
+    Each input's shape is resolved from `shapes` (full model shapes, batch included), an unknown
+    batch dim taken as 1; any other unknown dim is an error naming it (ir.spec.resolve_shapes). The set holds n feeds of that shape: N = n * batch rows, so
     `batches(batch)` yields exactly the resolved shape. Floats are standard normal; int inputs
     are token ids in [0, 100), except masks (ones), token types / segments (zeros) and
     position ids (0..L-1).
@@ -556,8 +556,9 @@ def random_inputs(specs: list[TensorSpec], n: int = 1, seed: int = 0,
         raise EdgepackError(f"input shape given for {unknown[0]!r}, which is not a model input "
                             f"{names}{close_names(unknown[0], names)}")
     inputs = {}
+    resolved, _ = resolve_shapes(specs, shapes)
     for spec in specs:
-        shape = resolve_shape(spec, tuple(shapes[spec.name]) if spec.name in shapes else None)
+        shape = resolved[spec.name]
         full = (n * shape[0], *shape[1:]) if shape else (n,)
         inputs[spec.name] = _random_array(spec, full, rng)
     return Dataset(inputs, None, "random")

@@ -42,6 +42,10 @@ def inspect_view(s: dict, label: str, top: int) -> None:
     out.print(f"[bold]{label}[/bold]  opset {s['opset']}, {s['nodes']} nodes, "
               f"{format_count(s['params'])} params, {format_count(s['macs'])} MACs, "
               f"{s['size_bytes'] / 1e6:.2f} MB on disk")
+    if s.get("macs_assumed_dims"):  # the graph leaves dims open: the counts describe a shape it assumed
+        assumed = ", ".join(f"{k} {v}" for k, v in s["macs_assumed_dims"].items())
+        out.print(f"[yellow]MACs and layer shapes assume {assumed}: the graph leaves those dims open "
+                  "(taken as 1); give --input-shape for counts at a real size[/yellow]")
     io = Table(title="inputs / outputs")
     for col in ("", "name", "shape", "dtype"):
         io.add_column(col)
@@ -74,8 +78,6 @@ def inspect_view(s: dict, label: str, top: int) -> None:
             gt.add_row(str(g["id"]), str(g["size"]), ", ".join(g["producers"])[:60], str(len(g["members"])),
                        f"{imp['mean']:.3g}" if imp else "", "; ".join(g.get("reasons", []))[:60])
         out.print(gt)
-    if s.get("macs_assumed_dims"):
-        out.print(f"symbolic dims taken as 1 for MACs: {s['macs_assumed_dims']} (use --input-shape)")
     if s.get("unknown_shape_nodes"):
         out.print(f"{len(s['unknown_shape_nodes'])} nodes without inferred shapes were not counted")
 

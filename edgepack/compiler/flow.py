@@ -18,7 +18,7 @@ from edgepack import interrupt
 from edgepack.compiler import artifacts as build
 from edgepack.compiler import precision
 from edgepack.compiler.context import Compilation
-from edgepack.compiler.inputs import dataset, feeds
+from edgepack.compiler.inputs import dataset, feeds, shapes_for
 from edgepack.compiler.request import CompileRequest
 from edgepack.compiler.select import choose_backends, headline, select
 from edgepack.errors import EdgepackError
@@ -28,7 +28,7 @@ from edgepack.fsutil import check_free, input_paths, output_lock, slug, staged_d
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import fixed_batch, graph_inputs, graph_outputs
 from edgepack.ir.stats import model_stats
-from edgepack.passes.metrics import Evaluator
+from edgepack.passes.metrics import Evaluator, output_index
 from edgepack.passes.prune import magnitude_prune
 from edgepack.passes.prune import prune as prune_channels
 from edgepack.passes.quantize import IgnoredScope
@@ -78,6 +78,7 @@ def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
     backends = tuple(choose_backends(profile, list(req.backends) if req.backends else None))
     scope = IgnoredScope.parse(list(req.quant.keep_float))
     source = load_source(req.model.value, req.shapes, req.weights)
+    output_index([o.name for o in graph_outputs(source.model)], req.evaluation.output)  # a misspelt name fails now
     outdir = Path(req.output_dir) if req.output_dir else Path("edgepack-out") / f"{slug(source.name)}-{profile.name}"
     check_free(outdir, req.force, _inputs(req))  # fail before the slow part, not after it
     events.step(f"compile {source.name} for {profile.name}: {', '.join(backends)}")
@@ -88,7 +89,10 @@ def lower(c: Compilation) -> tuple[onnx.ModelProto, dict]:
     """The source as the canonical ONNX graph (checked, simplified, static shapes). NaN/Inf
     weights are refused: the model computes NaN whatever it is fed, so parity, accuracy and the
     INT8 search would all measure nothing."""
-    canonical, info = canonicalize(c.source.model, c.req.shapes)
+    data = c.req.quant.calib or c.req.evaluation.data
+    shapes, notes = shapes_for(c.source.model, c.req.shapes, data.value if data else None)
+    canonical, info = canonicalize(c.source.model, shapes)
+    info["shape_notes"] = notes + info["shape_notes"]
     bad = nonfinite_weights(canonical)
     if bad:
         raise EdgepackError(f"{c.source.name}: {len(bad)} weight tensor(s) hold NaN or Inf values: "
@@ -169,9 +173,11 @@ def evaluate(c: Compilation, model: onnx.ModelProto, data: Data, compressed: boo
     metric = c.req.evaluation.metric or (
         "top1" if data.evalset is not None and data.evalset.labels is not None else "cosine")
     judged = data.evalset if data.evalset is not None else data.calib.take(FIDELITY_SAMPLES * data.batch)
-    evaluator = Evaluator.build(metric, judged, data.batch, c.source.run)
+    names = [o.name for o in graph_outputs(c.source.model)]
+    index = output_index(names, c.req.evaluation.output)
+    evaluator = Evaluator.build(metric, judged, data.batch, c.source.run, index)
     section = Accuracy(metric=metric, data=evaluator.data.source, samples=len(evaluator.data),
-                       source=evaluator.score(c.source.run))
+                       source=evaluator.score(c.source.run), output=names[index] if len(names) > 1 else None)
     runner = None
     if compressed:  # artifacts answer for what they lose against the pruned FP32 graph they come from
         runner = ort_runner(model)
@@ -223,9 +229,9 @@ def finish(c: Compilation, model, canon_info, compression, data: Data, judge: Ju
     stats = model_stats(model)
     max_drop = c.req.quant.budget.max_drop
     selected = select(built.artifacts, max_drop if judge.evaluator is not None else None)
-    notes = None
+    notes = list(canon_info.get("shape_notes", []))
     if c.req.quant.precision is None and data.calib is None and c.profile.precision != "fp32":
-        notes = [f"{c.profile.name} rewards {c.profile.precision}; pass --calib DATA to get it"]
+        notes.append(f"{c.profile.name} rewards {c.profile.precision}; pass --calib DATA to get it")
     return CompileReport(
         **header("compile"), source=_source_section(c.source),
         canonical={**canon_info, **{k: stats[k] for k in ("params", "macs", "op_histogram")}},
@@ -233,10 +239,10 @@ def finish(c: Compilation, model, canon_info, compression, data: Data, judge: Ju
         data={"source": data.calib.source if data.calib else "random normal inputs (no --calib given)",
               "samples_for_parity": len(data.parity_feeds)},
         precision_requested=c.req.quant.precision or f"target default ({_wanted(plan)})",
-        artifacts=built.artifacts, notes=notes, accuracy=judge.section,
+        artifacts=built.artifacts, accuracy=judge.section,
         quantization=plan.outcome(built.choices, built.artifacts, max_drop),
         pruning=compression.get("pruning"), sparsity=compression.get("sparsity"), skipped=built.skipped or None,
-        selected=selected, output_dir=str(c.outdir), **headline(built.artifacts[selected.index]))
+        selected=selected, output_dir=str(c.outdir), notes=notes or None, **headline(built.artifacts[selected.index]))
 
 
 def _inputs(req: CompileRequest) -> list[Path]:

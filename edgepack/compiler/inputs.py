@@ -6,7 +6,7 @@ import numpy as np
 
 from edgepack.data import Dataset, load_dataset, random_inputs
 from edgepack.errors import EdgepackError
-from edgepack.ir.spec import fixed_batch
+from edgepack.ir.spec import fixed_batch, graph_inputs, match_shapes, open_dims
 
 
 def dataset(data, specs) -> Dataset | None:
@@ -25,3 +25,23 @@ def feeds(data: Dataset | None, specs, n: int) -> list[dict[str, np.ndarray]]:
     if not whole:
         raise EdgepackError(f"{data.source}: {len(data)} samples, fewer than the model's batch of {batch}")
     return list(data.take(whole).batches(batch))
+
+
+def shapes_for(model, given: dict | None, data) -> tuple[dict | None, list[str]]:
+    """The input shapes to compile for: the user's, and for inputs whose non-batch dims the graph
+    leaves open, the shape of the calibration (or evaluation) samples, said in the notes. Without
+    either, canonicalize refuses the open dims with a ready --input-shape line."""
+    specs = graph_inputs(model)
+    shapes = match_shapes([s.name for s in specs], given)
+    wanting = [s for s in specs if s.name not in shapes and open_dims(s)]
+    if not wanting or data is None:
+        return shapes or None, []
+    ds = dataset(data, specs)
+    notes = []
+    for spec in wanting:
+        sample = tuple(int(d) for d in ds.inputs[spec.name].shape[1:])
+        batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 1
+        shapes[spec.name] = (batch, *sample)
+        notes.append(f"input {spec.name!r} {list(spec.shape)}: compiled for {list(shapes[spec.name])}, "
+                     f"the shape of the samples in {ds.source}")
+    return shapes, notes

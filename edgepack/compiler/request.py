@@ -151,6 +151,7 @@ class EvalOptions:
 
     data: Ref | None = None
     metric: str | None = None
+    output: str | None = None  # the graph output the metric judges (default: the first)
 
 
 @dataclass(frozen=True)
@@ -205,14 +206,15 @@ class CompileRequest:
     def from_kwargs(cls, model, *, target="host", backends=None, output_dir=None, input_shapes=None,
                     weights=None, calib=None, precision=None, eval_data=None, metric=None, max_drop=None,
                     keep_float=None, prune=None, prune_mode="uniform", prune_layers=None, prune_protect=None,
-                    sparsity=None, runs=None, warmup=None, threads=None, force=False) -> CompileRequest:
+                    sparsity=None, runs=None, warmup=None, threads=None, force=False,
+                    eval_output=None) -> CompileRequest:
         """The flat keyword form of `edgepack.compile` (and the CLI), as a request."""
         return cls(
             model=Ref.of(model), target=target, backends=tuple(backends) if backends else None,
             output_dir=str(output_dir) if output_dir else None, input_shapes=_frozen_shapes(input_shapes),
             weights=str(weights) if weights else None,
             quant=QuantOptions(precision, Ref.of(calib), tuple(keep_float or ()), Budget.parse(max_drop)),
-            evaluation=EvalOptions(Ref.of(eval_data), metric),
+            evaluation=EvalOptions(Ref.of(eval_data), metric, eval_output),
             prune=PruneOptions(prune, prune_mode, tuple((prune_layers or {}).items()), tuple(prune_protect or ()),
                                sparsity),
             bench=BenchSettings(runs, warmup, threads), force=force)
@@ -237,7 +239,8 @@ class CompileRequest:
         text = json.dumps(asdict(self) | {"model": encode(self.model), "target": encode(self.target),
                                           "quant": asdict(self.quant) | {"calib": encode(self.quant.calib)},
                                           "evaluation": {"data": encode(self.evaluation.data),
-                                                         "metric": self.evaluation.metric}},
+                                                         "metric": self.evaluation.metric,
+                                                         "output": self.evaluation.output}},
                           sort_keys=True, default=encode)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -14,7 +14,7 @@ import onnx
 from onnx import shape_inference, version_converter
 
 from edgepack.errors import EdgepackError, first_line
-from edgepack.ir.spec import graph_inputs, match_shapes, resolve_shape
+from edgepack.ir.spec import graph_inputs, match_shapes, resolve_shapes
 from edgepack.logutil import quiet
 
 # Domains whose ops the runtimes implement; anything else (com.example::Foo) needs a custom-op library
@@ -34,9 +34,10 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
     check_tensors(model)
     specs = graph_inputs(model)
     shapes = match_shapes([s.name for s in specs], input_shapes)
-    model = with_static_inputs(model, {s.name: resolve_shape(s, shapes.get(s.name)) for s in specs})
+    static, shape_notes = resolve_shapes(specs, shapes)
+    model = with_static_inputs(model, static)
     before = Counter(n.op_type for n in model.graph.node)
-    info: dict = {"opset_in": opset_of(model)}
+    info: dict = {"opset_in": opset_of(model), "shape_notes": shape_notes}
     model = _upgrade_opset(model, info)
     try:
         with quiet("onnxslim"):

@@ -128,30 +128,100 @@ def _human(n: int) -> str:
 
 
 def resolve_shape(spec: TensorSpec, override: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """A concrete shape for `spec` within the input budget: the override if given, symbolic dims -> 1
-    otherwise; a declared zero-size dimension is refused (a runtime cannot feed an empty input)."""
-    shape = _resolved(spec, override)
+    """A concrete shape for `spec` within the input budget: the override if given, else the
+    declared shape with an unknown batch (leading) dim taken as 1. Any other unknown dim is an
+    error naming it: a graph whose image size or sequence length was silently set to 1 compiles
+    into an artifact that cannot run real inputs, with MACs, parity and latency of a 1x1 image."""
+    shape, _ = resolve_shapes([spec], {spec.name: override} if override is not None else None)
+    return shape[spec.name]
+
+
+def resolve_shapes(specs: list[TensorSpec], overrides: dict | None = None) -> tuple[dict, list[str]]:
+    """({input: concrete shape}, notes on what was assumed) for all inputs at once, so that one
+    error names every input left open and shows a ready --input-shape line for all of them."""
+    overrides = overrides or {}
+    shapes, notes, open_inputs = {}, [], []
+    for spec in specs:
+        if spec.name in overrides:
+            shapes[spec.name] = _overridden(spec, tuple(overrides[spec.name]))
+            continue
+        if any(isinstance(d, int) and d == 0 for d in spec.shape):
+            check_input_size(spec.name, spec.shape, spec.dtype)  # refuses the zero-size dim
+        if open_dims(spec):
+            open_inputs.append(spec)
+            continue
+        shapes[spec.name] = tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
+        if unknown_dims(spec):
+            notes.append(f"input {spec.name!r}: batch dimension {spec.shape[0]!r} taken as 1 "
+                         "(give --input-shape to choose another)")
+    if open_inputs:
+        raise EdgepackError(open_dims_message(open_inputs, specs, overrides))
+    for spec in specs:
+        check_input_size(spec.name, shapes[spec.name], spec.dtype)
+    return shapes, notes
+
+
+def unknown_dims(spec: TensorSpec) -> list[int]:
+    """Positions of the dims the graph leaves open (symbolic names, -1, or missing)."""
+    return [i for i, d in enumerate(spec.shape) if not (isinstance(d, int) and d > 0)]
+
+
+def open_dims(spec: TensorSpec) -> list[int]:
+    """The unknown dims no default may fill: all but the batch (leading) one."""
+    return [i for i in unknown_dims(spec) if i != 0]
+
+
+def open_dims_message(open_inputs: list[TensorSpec], specs: list[TensorSpec], overrides: dict) -> str:
+    """One line: each input and its unknown dims, then an --input-shape line ready to paste (the
+    example sizes are guesses a user replaces with the real ones)."""
+    parts = [f"{s.name!r} {_fmt_dims(s.shape)}: dim " + ", ".join(f"{i} ({s.shape[i]})" for i in open_dims(s))
+             for s in open_inputs]
+    needed = [s for s in specs if s.name not in overrides and unknown_dims(s)]
+    example = " ".join(f"--input-shape {s.name}:" + ",".join(str(d) for d in example_shape(s)) for s in needed)
+    return (f"the model leaves input dimensions unknown ({'; '.join(parts)}): give the shape to compile "
+            f"for, e.g. {example}")
+
+
+def example_shape(spec: TensorSpec) -> tuple[int, ...]:
+    """A plausible concrete shape for an input with open dims: batch 1, image sides 224 when the
+    input looks like an image (a channel dim of 1, 3 or 4 beside two open ones), 128 otherwise."""
+    dims = list(spec.shape)
+    image = len(dims) == 4 and any(isinstance(dims[i], int) and dims[i] in (1, 3, 4) for i in (1, 3))
+    out = []
+    for i, d in enumerate(dims):
+        if isinstance(d, int) and d > 0:
+            out.append(d)
+        else:
+            out.append(1 if i == 0 else 224 if image else 128)
+    return tuple(out)
+
+
+def _fmt_dims(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _overridden(spec: TensorSpec, override: tuple[int, ...]) -> tuple[int, ...]:
+    if len(override) != len(spec.shape):
+        raise EdgepackError(
+            f"input {spec.name!r} has {len(spec.shape)} dims {list(spec.shape)}, "
+            f"--input-shape gave {len(override)}"
+        )
+    for have, want in zip(spec.shape, override):
+        if isinstance(have, int) and have > 0 and have != want:
+            raise EdgepackError(
+                f"input {spec.name!r} has fixed shape {list(spec.shape)}; "
+                f"--input-shape {list(override)} does not match it"
+            )
+    return override
+
+
+def assumed_shape(spec: TensorSpec, override: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """For counting only (inspect): the override, else open dims taken as 1. Callers must say
+    that the counts assume this shape."""
+    shape = _overridden(spec, tuple(override)) if override is not None else tuple(
+        d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
     check_input_size(spec.name, shape, spec.dtype)
     return shape
-
-
-def _resolved(spec: TensorSpec, override: tuple[int, ...] | None) -> tuple[int, ...]:
-    if override is not None:
-        if len(override) != len(spec.shape):
-            raise EdgepackError(
-                f"input {spec.name!r} has {len(spec.shape)} dims {list(spec.shape)}, "
-                f"--input-shape gave {len(override)}"
-            )
-        for have, want in zip(spec.shape, override):
-            if isinstance(have, int) and have > 0 and have != want:
-                raise EdgepackError(
-                    f"input {spec.name!r} has fixed shape {list(spec.shape)}; "
-                    f"--input-shape {list(override)} does not match it"
-                )
-        return tuple(override)
-    if any(isinstance(d, int) and d == 0 for d in spec.shape):
-        check_input_size(spec.name, spec.shape, spec.dtype)
-    return tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
 
 
 def fixed_batch(specs: list[TensorSpec]) -> int:

@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.errors import EdgepackError, close_names
-from edgepack.ir.spec import graph_inputs, graph_outputs, resolve_shape
+from edgepack.ir.spec import assumed_shape, graph_inputs, graph_outputs
 
 
 def _bits(*pairs) -> dict[int, int]:
@@ -130,7 +130,7 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict | None):
                                 + close_names(name, [s.name for s in specs]))
     changes, assumed = {}, {}
     for spec in specs:
-        shape = resolve_shape(spec, overrides.get(spec.name))
+        shape = assumed_shape(spec, overrides.get(spec.name))
         if shape != spec.shape:
             changes[spec.name] = shape
             if spec.name not in overrides:

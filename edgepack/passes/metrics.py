@@ -13,19 +13,19 @@ from typing import Callable
 import numpy as np
 
 from edgepack.data import Dataset, check_labels
-from edgepack.errors import EdgepackError, first_line
+from edgepack.errors import EdgepackError, close_names, first_line
 
 LABELLED = ("top1", "top5")
 FIDELITY = ("agreement", "cosine", "mse")
 METRICS = LABELLED + FIDELITY
 
 
-def outputs(run, data: Dataset, batch: int) -> np.ndarray:
-    """First output of `run` over the whole set, stacked (N, ...)."""
+def outputs(run, data: Dataset, batch: int, index: int = 0) -> np.ndarray:
+    """Output `index` (in the graph's output order) of `run` over the whole set, stacked (N, ...)."""
     n = (len(data) // batch) * batch  # a fixed-batch graph cannot take a ragged last batch
     if n == 0:
         raise EdgepackError(f"{data.source}: fewer samples ({len(data)}) than one batch ({batch})")
-    return np.concatenate([np.asarray(run(f)[0]).reshape(batch, -1) for f in data.take(n).batches(batch)])
+    return np.concatenate([np.asarray(run(f)[index]).reshape(batch, -1) for f in data.take(n).batches(batch)])
 
 
 @dataclass
@@ -37,25 +37,26 @@ class Evaluator:
     batch: int
     reference: np.ndarray | None = None  # FP32 outputs, for fidelity metrics
     user_fn: Callable | None = None
+    output: int = 0  # which graph output is judged (the first by default)
 
     @classmethod
-    def build(cls, metric: str, data: Dataset, batch: int, fp32_run) -> "Evaluator":
+    def build(cls, metric: str, data: Dataset, batch: int, fp32_run, output: int = 0) -> "Evaluator":
         if ":" in metric:  # module:function, called as fn(run) -> float (higher is better)
-            return cls(metric, data, batch, user_fn=_load_callable(metric))
+            return cls(metric, data, batch, user_fn=_load_callable(metric), output=output)
         if metric not in METRICS:
             raise EdgepackError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)} or module:function")
         if metric in LABELLED and data.labels is None:
             raise EdgepackError(f"{data.source}: metric {metric} needs labels (a 'labels' array or labels.txt)")
         if metric in LABELLED:
             check_labels(data.labels, None, data.source)  # the class count is checked on the first score
-        ref = outputs(fp32_run, data, batch) if metric in FIDELITY else None
-        return cls(metric, data, batch, ref)
+        ref = outputs(fp32_run, data, batch, output) if metric in FIDELITY else None
+        return cls(metric, data, batch, ref, output=output)
 
     def against(self, fp32_run) -> "Evaluator":
         """The same metric and data, fidelity judged against another FP32 model's outputs."""
         if self.metric not in FIDELITY:
             return self
-        return replace(self, reference=outputs(fp32_run, self.data, self.batch))
+        return replace(self, reference=outputs(fp32_run, self.data, self.batch, self.output))
 
     def score(self, run) -> float:
         if self.user_fn is not None:
@@ -63,7 +64,7 @@ class Evaluator:
                 return float(self.user_fn(run))
             except Exception as e:
                 raise EdgepackError(f"metric {self.metric} raised {type(e).__name__}: {first_line(e)}")
-        out = outputs(run, self.data, self.batch)
+        out = outputs(run, self.data, self.batch, self.output)
         if self.metric in LABELLED:
             k = 1 if self.metric == "top1" else 5
             labels = check_labels(self.data.labels[: len(out)], out.shape[1], self.data.source)
@@ -112,3 +113,13 @@ def _load_callable(spec: str):
     if not callable(fn):
         raise EdgepackError(f"metric {spec!r} is not callable")
     return fn
+
+
+def output_index(names: list[str], wanted: str | None) -> int:
+    """The position of the output the metric judges: the first unless one is named."""
+    if wanted is None:
+        return 0
+    if wanted not in names:
+        raise EdgepackError(f"--eval-output {wanted!r} is not a model output; outputs are {names}"
+                            f"{close_names(wanted, names)}")
+    return names.index(wanted)

@@ -151,6 +151,7 @@ class Accuracy(Section):
     samples: int
     source: float
     compressed_fp32: Opt[float]
+    output: Opt[str]  # the graph output judged, when the model has several
 
 
 class Pruning(Section):
