@@ -32,10 +32,16 @@ class PinnedTiming:
         from edgepack.passes.quantize import quantized_nodes
         from edgepack.runtime import DEFAULT_TIMING
 
-        models = [getattr(r, "model", None) for r in runners]
+        models = [getattr(r, "model", None) or _onnx_artifact(r) for r in runners]
         if any(m is None for m in models):
             return DEFAULT_TIMING(runners, feeds)
         return [self.int8_ms if quantized_nodes(m) else self.fp32_ms for m in models]
+
+
+def _onnx_artifact(runner) -> onnx.ModelProto | None:
+    """The graph an ONNX Runtime artifact's runner runs (None for other runtimes' artifacts)."""
+    path = getattr(runner, "artifact", None)
+    return onnx.load(str(path)) if path is not None and Path(path).suffix == ".onnx" else None
 
 
 def run_cli(*args, cwd=None, timeout=1800) -> subprocess.CompletedProcess:

@@ -177,6 +177,25 @@ def test_ptq_stage_ships_fp32_when_int8_is_slower_and_says_so(flow_dir):
     assert row["size_bytes"] > 0.9 * teacher["size_bytes"] and row["drop"] == pytest.approx(0.0, abs=0.002)
 
 
+@pytest.mark.slow
+def test_emit_never_ships_int8_slower_than_the_float_graph_unless_asked(flow_dir):
+    """QAT's INT8 graph, pinned slower than the float graph before it: emit ships the float one
+    (with the timings as evidence); a recipe that asks for INT8 gets INT8 and the verdict's note."""
+    from edgepack import api
+
+    qat = {"quantize": {"mode": "qat", "epochs": 1, "gate": {"max_drop": 0.5}}}
+    for precision, shipped in (("auto", "onnxruntime fp32"), ("int8", "onnxruntime int8")):
+        emit = {"emit": {"backends": ["onnxruntime"], "precision": precision, "gate": {"max_drop": 0.5}}}
+        out = flow_dir / f"run-emit-{precision}"
+        report = api.run(_recipe(flow_dir, [qat, emit]), output_dir=out, progress=False,
+                         timing=PinnedTiming(int8_ms=2.0))
+        assert report["rows"][-1]["model"] == shipped
+        compiled = json.loads((out / "02-emit" / "report.json").read_text())
+        choice = compiled["quantization"]["per_backend"]["onnxruntime"] if precision == "auto" else None
+        if choice is not None:
+            assert choice["chosen"] == "FP32" and {t["graph"] for t in choice["timings"]} == {"INT8 as given", "FP32"}
+
+
 def test_flat_data_trains_in_the_recipes_input_shape(flow_dir, mnist_flow_splits):
     """Digits stored flat (N, 784) with input_shape [1, 1, 28, 28]: training, export and
     measurement all see 28x28 images."""

@@ -97,7 +97,17 @@ class Backend(ABC):
         """Files the runtime loads beside the artifact (weights, sidecars): they count in its size."""
         return []
 
-    def runner(self, artifact: Path, threads: int):
-        """A callable feeds -> outputs over a loaded session (for parity checks)."""
-        session = self.load(artifact, threads)
-        return lambda feeds: self.run(session, feeds)
+    def runner(self, artifact: Path, threads: int) -> "ArtifactRunner":
+        """A callable feeds -> outputs over a loaded session (for parity checks and choices)."""
+        return ArtifactRunner(self, artifact, self.load(artifact, threads))
+
+
+class ArtifactRunner:
+    """feeds -> outputs of one loaded artifact; `artifact` says what it runs (a timing strategy
+    may ask, as tests that pin INT8 vs FP32 verdicts do)."""
+
+    def __init__(self, backend: Backend, artifact: Path, session):
+        self.backend, self.artifact, self.session = backend, artifact, session
+
+    def __call__(self, feeds):
+        return self.backend.run(self.session, feeds)

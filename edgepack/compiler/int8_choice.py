@@ -5,7 +5,8 @@ ONNX Runtime gets the search's own pick: it was timed there. A runtime that buil
 unless INT8 was insisted on, and takes the fastest *there*: runtimes fuse QDQ patterns
 differently (NNCF's graph is slow in ONNX Runtime, fast in OpenVINO), and INT8 that loses to
 FP32 in ONNX Runtime can win elsewhere. Others follow ONNX Runtime's decision with the static
-graph (dynamic INT8 is an ONNX Runtime format).
+graph (dynamic INT8 is an ONNX Runtime format). A graph INT8 as given (with the float graph it came
+from) was timed nowhere: every runtime that can, ONNX Runtime included, times the two itself.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threa
         options.append(("FP32", canonical, "fp32"))
     if len(options) == 1:
         return Choice(options[0][1], options[0][2])
-    if not backend.times_int8_choice:
+    if not backend.times_int8_choice and plan.timed_in:  # slow builds follow the runtime that timed
         return Choice(plan.static[0]["model"], "int8") if plan.precision == "int8" else Choice(canonical, "fp32")
     return _timed(backend, options, profile, threads, feeds, timing)
 

@@ -48,6 +48,7 @@ class PrecisionPlan:
     precision: str  # what ships where no per-runtime choice is made
     section: Quantization | None = None
     search: Int8Plan | None = None
+    float_graph: onnx.ModelProto | None = None  # what a runtime ships instead of INT8 (default: the canonical)
 
     def outcome(self, choices: dict, built: list, max_drop: float) -> Quantization | None:
         """The report's quantization section once every runtime is built: the per-runtime choices,
@@ -65,7 +66,8 @@ class PrecisionPlan:
     def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing) -> Choice:
         if self.search is None:
             return Choice(self.graph, self.precision)
-        return choose(name, self.search, canonical, profile, threads, feeds, timing)
+        fallback = self.float_graph if self.float_graph is not None else canonical
+        return choose(name, self.search, fallback, profile, threads, feeds, timing)
 
 
 def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: float = 0.0) -> PrecisionPlan:
@@ -73,9 +75,7 @@ def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: floa
     if how == "fp16":
         return PrecisionPlan(how, to_fp16(model), "fp16")
     if how == "prequantized":
-        return PrecisionPlan(how, model, "int8", Quantization(
-            met=True, by="the model itself: already QDQ (quantization-aware training or an earlier quantizer); "
-                         "edgepack does not quantize it again"))
+        return _prequantized(model, c)
     budget = c.req.quant.budget
     if how == "own":
         if c.scope.resolve(model):
@@ -91,3 +91,22 @@ def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: floa
         found = quantize_for_target(model, calib, judge, base, search)
         return PrecisionPlan(how, found.model, found.precision, Quantization(**found.section), found)
     return PrecisionPlan("fp32", model, "fp32")
+
+
+def _prequantized(model: onnx.ModelProto, c) -> PrecisionPlan:
+    """An INT8 graph as given. With the float graph it came from (`fp32_model`), each runtime
+    builds and times both and ships the faster, unless INT8 was asked for: QDQ that a runtime
+    cannot fuse runs slower than the float graph (the demo's QAT model on a VNNI host)."""
+    section = Quantization(met=True, by="the model itself: already QDQ (quantization-aware training or an "
+                                        "earlier quantizer); edgepack does not quantize it again")
+    ref = c.req.quant.fp32_model
+    if ref is None:
+        return PrecisionPlan("prequantized", model, "int8", section)
+    from edgepack.frontends import load_source
+    from edgepack.ir.canonical import canonicalize
+
+    shapes = {s.name: tuple(s.shape) for s in graph_inputs(model)}
+    float_graph, _ = canonicalize(load_source(ref.value, None, None).model, shapes)
+    search = Int8Plan(model, "int8", {}, [{"format": "INT8 as given", "model": model}],
+                      insisted=c.req.quant.precision == "int8", timed_in="")  # every runtime times the two
+    return PrecisionPlan("prequantized", model, "int8", section, search, float_graph)

@@ -139,6 +139,9 @@ class QuantOptions:
     calib: Ref | None = None
     keep_float: tuple[str, ...] = ()
     budget: Budget = Budget()
+    # for a model already INT8: the float graph it came from, shipped instead by each runtime that
+    # runs it faster (unless precision is "int8")
+    fp32_model: Ref | None = None
 
     def __post_init__(self):
         if self.precision not in (None, *PRECISIONS):
@@ -207,13 +210,13 @@ class CompileRequest:
                     weights=None, calib=None, precision=None, eval_data=None, metric=None, max_drop=None,
                     keep_float=None, prune=None, prune_mode="uniform", prune_layers=None, prune_protect=None,
                     sparsity=None, runs=None, warmup=None, threads=None, force=False,
-                    eval_output=None) -> CompileRequest:
+                    eval_output=None, fp32_model=None) -> CompileRequest:
         """The flat keyword form of `edgepack.compile` (and the CLI), as a request."""
         return cls(
             model=Ref.of(model), target=target, backends=tuple(backends) if backends else None,
             output_dir=str(output_dir) if output_dir else None, input_shapes=_frozen_shapes(input_shapes),
             weights=str(weights) if weights else None,
-            quant=QuantOptions(precision, Ref.of(calib), tuple(keep_float or ()), Budget.parse(max_drop)),
+            quant=QuantOptions(precision, Ref.of(calib), tuple(keep_float or ()), Budget.parse(max_drop), Ref.of(fp32_model)),
             evaluation=EvalOptions(Ref.of(eval_data), metric, eval_output),
             prune=PruneOptions(prune, prune_mode, tuple((prune_layers or {}).items()), tuple(prune_protect or ()),
                                sparsity),
@@ -237,7 +240,8 @@ class CompileRequest:
             return str(value)
 
         text = json.dumps(asdict(self) | {"model": encode(self.model), "target": encode(self.target),
-                                          "quant": asdict(self.quant) | {"calib": encode(self.quant.calib)},
+                                          "quant": asdict(self.quant) | {"calib": encode(self.quant.calib),
+                                                                      "fp32_model": encode(self.quant.fp32_model)},
                                           "evaluation": {"data": encode(self.evaluation.data),
                                                          "metric": self.evaluation.metric,
                                                          "output": self.evaluation.output}},

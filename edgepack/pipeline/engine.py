@@ -168,6 +168,7 @@ class Flow:
         report = {**header("run"), "recipe": self.recipe.name, "target": self.profile.name,
                   "output_dir": str(self.outdir), "rows": self.rows, "stages": []}
         module, model = self._teacher()
+        self.float_model = model  # the last float graph: what emit ships where INT8 runs slower
         for i in range(len(self.recipe.stages)):
             kind, cfg = self.recipe.stage(i)
             self.key = _digest({"previous": self.key, kind: self.recipe.stages[i][kind]})
@@ -178,6 +179,7 @@ class Flow:
                 record = saved
                 if kind != "emit":
                     module, model = self._reload(folder, module), onnx.load(str(folder / "model.onnx"))
+                    self._keep_float(kind, model)
             elif kind == "emit":
                 self._forget_from(i + 1)
                 record = self._emit(folder, cfg, model)
@@ -188,6 +190,7 @@ class Flow:
                 out = RUNNERS[kind](self, cfg, module)
                 record = self._save(folder, kind, out, cfg.gate, time.perf_counter() - start)
                 module, model = out.module, out.onnx
+                self._keep_float(kind, model)
             self.rows.extend(record["rows"])
             report["stages"].append({k: v for k, v in record.items() if k not in ("rows", "files")})
             self.events.emit("stage_done", f"stage {i + 1} ({kind}): {'passed' if record['passed'] else 'missed its gate'}",
@@ -260,6 +263,10 @@ class Flow:
             _write_json(stage / STAGE_FILE, record)
         return record
 
+    def _keep_float(self, kind: str, model: onnx.ModelProto) -> None:
+        if kind != "quantize":
+            self.float_model = model
+
     def _emit(self, folder: Path, cfg, model: onnx.ModelProto) -> dict:
         self.events.step("stage: emit")
         self._own(folder)
@@ -268,7 +275,8 @@ class Flow:
             model, target=self.profile, backends=cfg.backends, output_dir=folder, force=True,
             calib=self.dataset(model, self.calib), eval_data=self.dataset(model, self.test),
             max_drop=self.int8_budget(cfg.gate, self.rows[-1]["accuracy"], self.teacher_accuracy),
-            **self.bench.as_dict())
+            precision="int8" if cfg.precision == "int8" else None,
+            fp32_model=self.float_model if self.float_model is not model else None, **self.bench.as_dict())
         r = compile_request(request, self.events, self.timing)
         art = r.shipped()
         lat = art.latency_ms

@@ -86,7 +86,10 @@ class Quantize(TrainConfig):
 
 
 class Emit(_Strict):
-    backends: list[str] | None = None  # default: the target's first runtime
+    backends: list[str] | None = None  # default: the target's runtimes built by default
+    # auto: an INT8 model ships only where it runs faster than the float graph before it;
+    # int8: INT8 ships regardless (the report's verdict then says what it cost)
+    precision: Literal["auto", "int8"] = "auto"
     gate: Gate = Gate()
 
 

@@ -151,7 +151,7 @@ def flow_verdict(r: FlowReport) -> str:
     ratios = (f"final vs teacher: {teacher.macs / max(last.macs, 1):.1f}x fewer MACs, "
               f"{teacher.size_bytes / max(last.size_bytes, 1):.1f}x smaller"
               + (f", {teacher.p50_ms / last.p50_ms:.1f}x lower p50" if last.p50_ms else ""))
-    floats = [x for x in rows if x.stage in ("distill", "prune") and x.p50_ms and x.model != "no teacher"]
+    floats = [x for x in rows if x.stage in ("teacher", "distill", "prune") and x.p50_ms and x.model != "no teacher"]
     if last.p50_ms and floats and "int8" in last.model and floats[-1].p50_ms < last.p50_ms:
         ratios += (f". Note: INT8 ran slower here than the float model before it ({last.p50_ms:.3f} vs "
                    f"{floats[-1].p50_ms:.3f} ms); it is {floats[-1].size_bytes / last.size_bytes:.1f}x smaller")
