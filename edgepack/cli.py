@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(comp)
     comp.add_argument("--target", "-t", default="host", help="profile name, 'host' (default) or a YAML file")
     comp.add_argument("--backend", "-b", action="append", help="runtime(s) to emit for (repeat), or 'auto' for all of the target's "
-                      "runtimes, shipping the fastest within budget; default: the target's first")
+                      "runtimes, shipping the fastest within budget; default: the target's default runtimes")
     comp.add_argument("--calib", help="calibration/validation data (.npz, .npy or image folder)")
     comp.add_argument("--eval", help="labelled evaluation data: accuracy of source and artifacts")
     comp.add_argument("--metric", help="top1|top5 (labels), agreement|cosine|mse (fidelity to FP32), "

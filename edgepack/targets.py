@@ -123,6 +123,9 @@ class Runtime(_Strict):
     delegate: str | None = None
     supported_ops: OpTypes | Literal["all"]
     notes: str = ""
+    # built by a plain compile (no --backend); the fastest within the budget ships. A profile
+    # flagging none builds its first runtime only.
+    default: bool = False
     options: SerializeAsAny[BackendOptions] = Field(default=None, validate_default=True)
 
     @field_validator("backend")
@@ -210,6 +213,11 @@ class TargetProfile(_Strict):
     @property
     def backends(self) -> list[str]:
         return [r.backend for r in self.runtimes]
+
+    @property
+    def default_backends(self) -> list[str]:
+        """What a compile without --backend builds: the runtimes flagged `default`, else the first."""
+        return [r.backend for r in self.runtimes if r.default] or self.backends[:1]
 
     def runtime(self, backend: str) -> Runtime:
         """The runtime entry for `backend`; an EdgepackError if the target does not deploy to it."""

@@ -37,8 +37,9 @@ class Compilation:
 
     @property
     def exploring(self) -> bool:
-        """--backend auto: a runtime that cannot take the model is reported, not fatal."""
-        return self.req.backends == ("auto",)
+        """Runtimes edgepack chose (--backend auto, or the target's defaults): one that cannot take
+        the model is reported, not fatal. Runtimes the user named must all build."""
+        return self.req.backends is None or self.req.backends == ("auto",)
 
     @property
     def insist_int8(self) -> bool:
