@@ -5,13 +5,16 @@ The graph is the smallest form of what made onnxruntime 1.32 raise on magika's b
 classifier: a Gemm classifier whose bias is [1, N] (as converters write it) rather than [N].
 With per-channel weights, the int32-bias weight-scale adjustment reads bias[i] as a number
 and gets a row ("ValueError: The truth value of an array with more than one element is
-ambiguous"). Real onnxruntime and NNCF throughout.
+ambiguous"). NNCF 3.4 has its own: with a node float whose input tensor another node reads
+twice (Mul(r, r), a square in magika's LayerNorm), it raises "Can not add the quantizer to the
+dq_output_r_1 edge". Real onnxruntime and NNCF throughout.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -23,8 +26,9 @@ from edgepack.errors import EdgepackError
 from edgepack.ir.canonical import canonicalize
 from edgepack.passes.ladder import CONFIGURED, FLOAT_FAILING, NO_BIAS_ADJUST, PER_TENSOR, RUNGS, Ladder
 from edgepack.passes.metrics import Evaluator
-from edgepack.passes.precision import Int8Search, _none_quantized, quantize_for_target
+from edgepack.passes.precision import Int8Search, quantize_for_target
 from edgepack.passes.quantize import IgnoredScope, Quantizer, quantized_nodes
+from edgepack.report.schema import Quantization
 from edgepack.runtime import ort_runner
 from edgepack.targets import load_profile
 
@@ -49,6 +53,31 @@ def _row_bias_classifier() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "row_bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, CLASSES])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _two_bug_classifier() -> onnx.ModelProto:
+    """MatMul -> r; ReduceSum(r), Mul(r, r), Sub(r, sum) -> Add -> Gemm(transB, bias [1, CLASSES]):
+    onnxruntime raises on the Gemm as configured, NNCF when node "sum" is kept float."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (16, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (CLASSES, 16)).astype(np.float32), "fc_w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (1, CLASSES)).astype(np.float32), "fc_b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["r"], name="mm"),
+             helper.make_node("ReduceSum", ["r", "axis"], ["s"], name="sum", keepdims=1),
+             helper.make_node("Mul", ["r", "r"], ["sq"], name="square"),
+             helper.make_node("Sub", ["r", "s"], ["d"], name="sub"),
+             helper.make_node("Add", ["d", "sq"], ["a"], name="add"),
+             helper.make_node("Gemm", ["a", "fc_w", "fc_b"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "two_bugs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, CLASSES])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def two_bugs() -> tuple[onnx.ModelProto, Dataset]:
+    x = np.random.default_rng(3).normal(0, 1, (32, 16)).astype(np.float32)
+    return canonicalize(_two_bug_classifier())[0], Dataset({"x": x}, source="<normal vectors>")
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +150,38 @@ def test_nncf_graph_ships_when_onnxruntime_fails_every_rung(model, calib):
     assert "fp32_ms" in plan.section and quantized_nodes(plan.model)
 
 
-def test_every_quantizer_failing_ships_fp32_or_is_one_error_when_int8_is_insisted(calib):
-    failed = [{"format": "static QDQ", "error": "onnxruntime's quantizer failed on every fallback rung: ..."},
-              {"format": "static QDQ (NNCF)", "error": "NNCF quantization failed: InternalError: no end node"}]
-    ladder = Ladder({}, lambda keep: [], rungs=(CONFIGURED,))
-    ladder.failed = {CONFIGURED: "INT8 quantization failed: ValueError: x"}
+def test_every_quantizer_failing_ships_fp32_or_is_one_error_when_int8_is_insisted(two_bugs):
+    model, calib = two_bugs
+    evaluator = Evaluator.build("cosine", calib.take(8), 1, ort_runner(model))
+    search = _search((CONFIGURED,))
+    search = replace(search, scope=IgnoredScope(names=["sum"]))  # NNCF raises with it float
     with pytest.raises(EdgepackError) as e:
-        _none_quantized(onnx.ModelProto(), calib, _search((CONFIGURED,)), failed, ladder)
-    assert "\n" not in str(e.value) and "NNCF quantization failed" in str(e.value)
-    relaxed = Int8Search(load_profile("x86-vnni"), (0.05, False), IgnoredScope(), threads=1)
-    plan = _none_quantized(onnx.ModelProto(), calib, relaxed, failed, ladder)
-    assert plan.precision == "fp32" and plan.section["decision"] == "fp32"
-    assert plan.section["note"].endswith("shipping FP32") and plan.section["fallback"]["shipped"] is None
+        quantize_for_target(model, calib, evaluator, 1.0, search)
+    assert "\n" not in str(e.value) and str(e.value).startswith("--precision int8: no quantizer produced")
+    assert BUG in str(e.value) and "dq_output_r" in str(e.value)
+    plan = quantize_for_target(model, calib, evaluator, 1.0, replace(search, insist=False))
+    assert plan.precision == "fp32" and plan.model is model and plan.static == []
+    section = plan.section
+    assert section["decision"] == "fp32" and section["note"].endswith("shipping FP32")
+    assert section["fallback"]["shipped"] is None and "NNCF quantization failed" in section["fallback"]["rungs"][-1]["error"]
+    Quantization(**section)  # the report's typed section takes it
+
+
+def test_a_float_scope_nncf_raises_on_leaves_that_group_int8(two_bugs):
+    """The accuracy control skips a group its quantizer cannot float (NNCF's raise on magika's
+    LayerNorm ended NNCF's whole candidate) and goes on with the next one."""
+    from edgepack.passes.accuracy import control
+    from edgepack.passes.quantize_nncf import NncfQuantizer
+
+    model, calib = two_bugs
+    evaluator = Evaluator.build("cosine", calib.take(8), 1, ort_runner(model))
+    ranking = [{"group": "the sum", "nodes": ["sum"], "gain": 0.1, "mac_share": 0.0},
+               {"group": "the square", "nodes": ["square"], "gain": 0.05, "mac_share": 0.0}]
+    with _quantizer(model, calib, rungs=(NO_BIAS_ADJUST,)) as q:
+        result = control(NncfQuantizer(q), evaluator, 1.0, -1.0, False, [], ranking=ranking)
+    assert "dq_output_r" in result.steps[1]["error"] and result.steps[1]["group"] == "the sum"
+    assert result.steps[1]["kept_float"] == 0  # the sum went back to INT8
+    assert "score" in result.steps[2] and result.steps[2]["kept_float"] == 1  # the square went float alone
 
 
 def test_compile_ships_int8_names_the_rung_and_leaves_the_folder_clean(tmp_path):
