@@ -163,7 +163,8 @@ def test_every_quantizer_failing_ships_fp32_or_is_one_error_when_int8_is_insiste
     assert plan.precision == "fp32" and plan.model is model and plan.static == []
     section = plan.section
     assert section["decision"] == "fp32" and section["note"].endswith("shipping FP32")
-    assert section["fallback"]["shipped"] is None and "NNCF quantization failed" in section["fallback"]["rungs"][-1]["error"]
+    fallback = section["fallback"]
+    assert fallback["shipped"] is None and "NNCF quantization failed" in fallback["rungs"][-1]["error"]
     Quantization(**section)  # the report's typed section takes it
 
 

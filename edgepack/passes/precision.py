@@ -121,11 +121,12 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evalu
         feeds = next(calib.batches(search.batch))
         user_float = search.scope.resolve(model)
         static = _attempt("static QDQ", _static, quantizer, evaluator, base_score, user_float, feeds, search)
+        # static's ranking: [] when it met the budget at once, None when it failed
         candidates = [static, _nncf(quantizer, evaluator, base_score, user_float, feeds, search,
-                                    static.get("group_ranking", None if "error" in static else []))]
+                                    static.get("group_ranking"))]
         if search.allow_dynamic:
-            candidates.append(_attempt("dynamic", _dynamic, quantizer, evaluator, base_score, user_float, feeds,
-                                       search))
+            candidates.append(_attempt("dynamic (MatMul/Gemm, ORT MatMulInteger)", _dynamic, quantizer, evaluator,
+                                       base_score, user_float, feeds, search))
         failed = [c for c in candidates if c is not None and "error" in c]
         candidates = [c for c in candidates if c is not None and "error" not in c]
         if not candidates:
