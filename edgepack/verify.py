@@ -58,19 +58,31 @@ def measure_parity(reference, candidate, feeds: list[dict[str, np.ndarray]]) -> 
     return compare_outputs([reference(f) for f in feeds], [candidate(f) for f in feeds])
 
 
+# ops for which an infinite constant is a bound, not a poison: Max(-inf, x) is x, Clip to +inf clips
+# nothing, Where/comparisons select or compare (magika's logits pass through Max(-inf, .))
+INF_AS_BOUND = {"Max", "Min", "Clip", "Where", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"}
+
+
 def nonfinite_weights(model) -> list[str]:
-    """'name (n NaN, m Inf)' for each float initializer or Constant holding NaN/Inf: such a model
-    computes NaN whatever it is fed, and every number measured from it would be meaningless."""
+    """'name (n NaN, m Inf)' for each float initializer or Constant holding NaN, or holding Inf
+    that feeds arithmetic: such a model computes NaN/Inf whatever it is fed, and every number
+    measured from it would be meaningless. An Inf read only as a bound (INF_AS_BOUND) is fine."""
     from onnx import numpy_helper
 
-    tensors = [(t.name, t) for t in model.graph.initializer]
-    tensors += [(n.name or n.output[0], a.t) for n in model.graph.node if n.op_type == "Constant"
+    tensors = [(t.name, t.name, t) for t in model.graph.initializer]
+    tensors += [(n.name or n.output[0], n.output[0], a.t) for n in model.graph.node if n.op_type == "Constant"
                 for a in n.attribute if a.name == "value"]
+    readers: dict[str, set[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, set()).add(n.op_type)
     found = []
-    for name, tensor in tensors:
+    for name, output, tensor in tensors:
         arr = numpy_helper.to_array(tensor)
         if arr.dtype.kind not in "fc" or np.isfinite(arr).all():
             continue
         nan = int(np.isnan(arr).sum())
+        if not nan and readers.get(output) and readers[output] <= INF_AS_BOUND:
+            continue
         found.append(f"{name!r} ({nan} NaN, {int(arr.size - nan - np.isfinite(arr).sum())} Inf)")
     return found

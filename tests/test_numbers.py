@@ -302,3 +302,20 @@ def test_sigterm_swallowed_by_the_openvino_converter_still_ends_the_compile(tmp_
     assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_inf_read_as_a_bound_is_no_poison():
+    """Max(-inf, x) is x (magika's logits pass through one): refused, the model could not compile."""
+    from onnx import TensorProto, helper
+
+    from edgepack.verify import nonfinite_weights
+
+    lo = numpy_helper.from_array(np.array(-np.inf, np.float32), "lo")
+    mx = helper.make_node("Max", ["lo", "x"], ["m"], name="max")
+    add = helper.make_node("Add", ["m", "lo"], ["y"], name="add")
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    graph = helper.make_graph([mx], "g", io[:1], [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 4])],
+                              [lo])
+    assert nonfinite_weights(helper.make_model(graph)) == []
+    graph = helper.make_graph([mx, add], "g", io[:1], io[1:], [lo])  # the same -inf also added: poison
+    assert nonfinite_weights(helper.make_model(graph)) == ["'lo' (0 NaN, 1 Inf)"]

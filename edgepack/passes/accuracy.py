@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from edgepack.errors import EdgepackError
 from edgepack.ir.stats import model_stats
 from edgepack.passes.metrics import Evaluator, drop
 from edgepack.passes.quantize import Quantizer, quantized_nodes
@@ -59,9 +60,12 @@ def _rank(trial, qmodel: onnx.ModelProto, score: float, keep_float, model: onnx.
     total = sum(macs.values()) or 1
     ranking = []
     for i, (label, group) in enumerate(groups):
-        _, g_score, _ = trial([n.name for n in group])
-        ranking.append({"group": label, "nodes": [n.name for n in group], "gain": g_score - score,
-                        "mac_share": sum(macs.get(n.name, 0) for n in group) / total})
+        try:
+            _, g_score, _ = trial([n.name for n in group])
+            ranking.append({"group": label, "nodes": [n.name for n in group], "gain": g_score - score,
+                            "mac_share": sum(macs.get(n.name, 0) for n in group) / total})
+        except EdgepackError:  # a quantizer that raises with this group float: it cannot go float
+            pass
         if progress:
             progress(i + 1, len(groups))
     # MAC-free groups (Add, pooling) still cost Q/DQ moves: priced as the cheapest group with MACs
@@ -117,7 +121,12 @@ def control(quantizer: Quantizer, evaluator: Evaluator, base_score: float, max_d
                      "reason": f"accuracy: keeping '{r['group']}' ({r['mac_share']:.0%} of the MACs) float "
                                f"alone gained {r['gain']:+.4f}"}
                     for n in new]
-        model, g_score, d = trial([f["node"] for f in floated])
+        try:
+            model, g_score, d = trial([f["node"] for f in floated])
+        except EdgepackError as e:  # NNCF has raised on some float scopes: that group stays INT8
+            floated = floated[:-len(new)]
+            steps.append({"kept_float": len(keep_float) + len(floated), "group": r["group"], "error": str(e)})
+            continue
         steps.append({"kept_float": len(keep_float) + len(floated), "score": g_score, "drop": d})
         if g_score > best.score:
             best = ControlResult(model, g_score, d, d <= max_drop, list(floated), steps, ranking)

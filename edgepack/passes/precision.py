@@ -13,11 +13,14 @@ import onnx
 from edgepack.data import Dataset
 from edgepack.errors import EdgepackError
 from edgepack.passes.accuracy import control, rank
+from edgepack.passes.ladder import FLOAT_FAILING, RUNGS
 from edgepack.passes.metrics import Evaluator, drop
 from edgepack.passes.quantize import IgnoredScope, Quantizer, quantized_nodes
 from edgepack.passes.quantize_nncf import NncfQuantizer
 from edgepack.passes.speed import select_kinds
 from edgepack.runtime import DEFAULT_TIMING, ort_runner
+
+NNCF_RUNG = "NNCF's graph"  # the ladder's last rung: another quantizer
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Int8Search:
     insist: bool = False  # --precision int8: FP32 is not an option for any runtime
     allow_dynamic: bool = True  # ONNX Runtime is among the runtimes: its dynamic format may compete
     timing: Any = DEFAULT_TIMING  # runtime.Timing: (runners, feeds) -> ms each
+    rungs: tuple[str, ...] = RUNGS  # onnxruntime quantizer fallback rungs (passes.ladder), in order
 
     def ms(self, model: onnx.ModelProto, feeds) -> float:
         """A candidate's ONNX Runtime time, taken as the speed step took FP32's (fastest of rounds)."""
@@ -75,12 +79,13 @@ def _nncf(quantizer, evaluator, base_score, names, feeds, search: Int8Search, ra
     the accuracy control returns layers to float in the order measured on edgepack's own candidate
     (`ranking`): ranking with edgepack's quantizer (cached calibration), not NNCF's, keeps it to a
     few NNCF runs. Where edgepack's graph met the budget at once it has no ranking: one is then
-    measured with edgepack's quantizer, only if NNCF's graph needs it."""
+    measured with edgepack's quantizer, only if NNCF's graph needs it. `ranking` None: edgepack's
+    quantizer failed on every rung, so NNCF's own graph is ranked."""
     try:
         nncf_quantizer = NncfQuantizer(quantizer)
     except ImportError:  # the openvino extra is not installed
         return None
-    if not ranking:
+    if ranking == []:
         ranking = partial(rank, quantizer, evaluator, base_score, search.budget[1], names)
     try:
         result = control(nncf_quantizer, evaluator, base_score, *search.budget, names, ranking=ranking)
@@ -112,21 +117,43 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evalu
                         search: Int8Search) -> Int8Plan:
     """Quantize for the search's profile, check the budget, compare INT8 with FP32 in ONNX Runtime
     (see Int8Plan)."""
-    quantizer = Quantizer(model, calib, search.profile, search.batch)
-    feeds = next(calib.batches(search.batch))
-    user_float = search.scope.resolve(model)
-    candidates = [_static(quantizer, evaluator, base_score, user_float, feeds, search)]
-    candidates.append(_nncf(quantizer, evaluator, base_score, user_float, feeds, search,
-                            candidates[0]["group_ranking"]))
-    if search.allow_dynamic:
-        candidates.append(_dynamic(quantizer, evaluator, base_score, user_float, feeds, search))
-    failed = [c for c in candidates if c is not None and "error" in c]
-    candidates = [c for c in candidates if c is not None and "error" not in c]
+    with Quantizer(model, calib, search.profile, search.batch, search.rungs) as quantizer:
+        feeds = next(calib.batches(search.batch))
+        user_float = search.scope.resolve(model)
+        static = _attempt("static QDQ", _static, quantizer, evaluator, base_score, user_float, feeds, search)
+        # static's ranking: [] when it met the budget at once, None when it failed
+        candidates = [static, _nncf(quantizer, evaluator, base_score, user_float, feeds, search,
+                                    static.get("group_ranking"))]
+        if search.allow_dynamic:
+            candidates.append(_attempt("dynamic (MatMul/Gemm, ORT MatMulInteger)", _dynamic, quantizer, evaluator,
+                                       base_score, user_float, feeds, search))
+        failed = [c for c in candidates if c is not None and "error" in c]
+        candidates = [c for c in candidates if c is not None and "error" not in c]
+        if not candidates:
+            return _none_quantized(model, calib, search, failed, quantizer.ladder)
+        return _decide(model, calib, evaluator, base_score, search, candidates, failed, quantizer.ladder)
+
+
+def _attempt(label: str, build, *args) -> dict | None:
+    """A candidate whose quantizer raises is reported with its error's first line, not fatal."""
+    try:
+        return build(*args)
+    except EdgepackError as e:
+        return {"format": label, "error": str(e)}
+
+
+def _decide(model, calib, evaluator, base_score, search: Int8Search, candidates: list[dict], failed: list[dict],
+            ladder) -> Int8Plan:
+    """The pick among the candidates that quantized, and INT8 against FP32 (see Int8Plan)."""
     for c in candidates:
         c["int8_layers"] = int8_layers(c["model"])
     # asked for INT8: an all-float candidate (FP32 in disguise) is not picked while INT8 ones exist
     best = _pick(([c for c in candidates if c["int8_layers"]] if search.insist else []) or candidates)
+    feeds = next(calib.batches(search.batch))
     section = _section(calib, evaluator, base_score, search, best, candidates, failed)
+    if "fp32_ms" not in section:  # no static candidate timed FP32 in its speed step
+        section["fp32_ms"] = search.ms(model, feeds)
+    section.update(_fallback_section(ladder, best, candidates, failed))
     # the speed step and the accuracy control may float every layer: such a graph is FP32, and
     # no runtime is handed it as INT8
     static = sorted((c for c in candidates if c["format"].startswith("static") and c["int8_layers"]),
@@ -151,11 +178,47 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evalu
                     within or [{"format": c["format"], "model": c["model"]} for c in fallback], search.insist)
 
 
+def _none_quantized(model, calib, search: Int8Search, failed: list[dict], ladder) -> Int8Plan:
+    """Every quantizer raised: one line saying why; FP32 ships with that note, or, where INT8 was
+    insisted on, the line is the error."""
+    reason = "no quantizer produced an INT8 graph (" + "; ".join(f"{c['format']}: {c['error']}" for c in failed) + ")"
+    if search.insist:
+        raise EdgepackError(f"--precision int8: {reason}")
+    section = {"met": True, "decision": "fp32", "format_candidates": failed, "note": f"{reason}: shipping FP32",
+               "calibration": {"data": calib.source, "samples": len(calib)},
+               **_fallback_section(ladder, None, [], failed)}
+    return Int8Plan(model, "fp32", section, [], search.insist)
+
+
+def _fallback_section(ladder, best: dict | None, candidates: list[dict], failed: list[dict]) -> dict:
+    """The report's `fallback`: present when onnxruntime's quantizer raised. Each rung tried,
+    in order, with the first line of its error; the rung that made onnxruntime's graph (when one
+    did); NNCF's graph as the last rung; and which of them the shipped graph came from."""
+    if not ladder.failed:
+        return {}
+    rungs = [{"rung": f"onnxruntime: {r}", "error": e} for r, e in ladder.failed.items() if r != ladder.rung]
+    if ladder.rung:
+        rungs.append({"rung": f"onnxruntime: {ladder.rung}", **({"float_nodes": ladder.failing}
+                                                               if ladder.rung == FLOAT_FAILING else {})})
+    nncf_error = next((c["error"] for c in failed if "NNCF" in c["format"]), None)
+    if nncf_error is None and not any("NNCF" in c["format"] for c in candidates):
+        nncf_error = "nncf is not installed (the openvino extra)"
+    rungs.append({"rung": NNCF_RUNG, **({"error": nncf_error} if nncf_error else {})})
+    shipped = None if best is None else (NNCF_RUNG if "NNCF" in best["format"] else
+                                         f"onnxruntime: {ladder.rung}" if best["format"].startswith("static")
+                                         else best["format"])
+    rung, error = next(iter(ladder.failed.items()))
+    why = f"onnxruntime's quantizer raised ({rung}: {error}); " + (
+        f"the INT8 graph came from rung '{shipped}'" if shipped else "no rung produced an INT8 graph")
+    return {"fallback": {"rungs": rungs, "shipped": shipped, "why": why}}
+
+
 def _section(calib, evaluator, base_score, search: Int8Search, best: dict, candidates: list[dict],
              failed: list[dict]) -> dict:
     """The report's quantization section: the scheme, the winner's figures, every candidate."""
     q = search.profile.quantization
     max_drop, relative = search.budget
+    own = next((c for c in candidates if "speed" in c), {})  # edgepack's static candidate, unless it failed
     section = {
         "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
                    "reduce_range": q.reduce_range, "calibration": q.calibration, "op_types": list(q.op_types)},
@@ -163,12 +226,13 @@ def _section(calib, evaluator, base_score, search: Int8Search, best: dict, candi
         "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"], "drop": best["drop"],
         "max_drop": max_drop, "relative": relative, "met": best["met"], "format": best["format"],
         "int8_layers": best["int8_layers"], "kept_float": best["kept_float"],
-        "fp32_ms": candidates[0]["speed"]["fp32_ms"],  # measured by the speed step, same session options
         "int8_ms": best["ms"],
         "timing": f"in-process, fastest median of interleaved rounds, {search.threads} threads",
         "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms", "int8_layers")},
                                "kept_float": len(c["kept_float"])} for c in candidates] + failed,
-        **{k: candidates[0][k] for k in ("accuracy_steps", "group_ranking", "speed")},
+        # FP32 timed by the speed step, in the same session options
+        **({"fp32_ms": own["speed"]["fp32_ms"]} if own else {}),
+        **{k: own[k] for k in ("accuracy_steps", "group_ranking", "speed") if k in own},
     }
     if not best["met"]:
         section["note"] = (f"accuracy budget not met: best INT8 {evaluator.metric} {best['score']:.4f} vs "

@@ -19,6 +19,7 @@ from edgepack.data import Dataset
 from edgepack.errors import EdgepackError, close_names, first_line
 from edgepack.ir.stats import model_stats
 from edgepack.logutil import quiet
+from edgepack.passes.ladder import RUNGS, Ladder
 
 # layer kinds beyond ONNX op types, so scopes and measurements can tell depthwise from dense conv
 DEPTHWISE = "DepthwiseConv"
@@ -143,7 +144,7 @@ def ort_settings(profile) -> dict:
 class Quantizer:
     """Quantizes one float model many times (different float scopes) from one calibration."""
 
-    def __init__(self, model: onnx.ModelProto, calib: Dataset, profile, batch: int = 1):
+    def __init__(self, model: onnx.ModelProto, calib: Dataset, profile, batch: int = 1, rungs=RUNGS):
         if calib is None or len(calib) == 0:
             raise EdgepackError("INT8 needs calibration data: pass --calib DATA (a few hundred samples)")
         if len(calib) < batch:
@@ -157,9 +158,31 @@ class Quantizer:
         self._float_path = Path(self._tmp.name) / "model.fp32.onnx"
         onnx.save(model, str(self._float_path))
         self.base_scope = IgnoredScope(kinds=list(profile.quantization.keep_float_op_types))
+        self.ladder = Ladder(self.settings, self.quantizable, rungs)
+
+    def close(self) -> None:
+        """Remove the temporary folder now (a finalizer would, but only when collected)."""
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "Quantizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def quantize(self, keep_float: list[str] = ()) -> onnx.ModelProto:
-        """QDQ model with the nodes in `keep_float` (plus the profile's float op types) left in float."""
+        """QDQ model with the nodes in `keep_float` (plus the profile's float op types) left in float.
+        Where onnxruntime's quantizer raises, the fallback ladder (passes.ladder) finds another way;
+        `self.ladder` says which rung made the graph and why the ones before it failed."""
+        return self.ladder.quantize(self._static, list(keep_float))
+
+    def _static(self, settings: dict, keep_float: list[str]) -> onnx.ModelProto:
+        """One quantize_static run. Every file it writes is in this quantizer's temporary folder or
+        in onnxruntime's own (tempfile, removed as it returns or raises). onnxruntime's one writer
+        into the current folder is symbolic shape inference (onnxruntime.tools.symbolic_shape_infer
+        saves `sym_shape_infer_temp.onnx` + `<uuid>.data` to a relative path when inference is
+        incomplete), reached through quant_pre_process: edgepack never calls it, and a test keeps
+        it that way, since only os.chdir (process-global) could redirect it."""
         from onnxruntime.quantization import quantize_static
 
         out = Path(self._tmp.name) / "model.int8.onnx"
@@ -167,12 +190,17 @@ class Quantizer:
             with _quiet():
                 quantize_static(str(self._float_path), str(out), CalibrationReader(self.calib, self.batch),
                                 nodes_to_exclude=self.excluded(keep_float),
-                                calibration_cache_path=str(self._cache), **self.settings)
+                                calibration_cache_path=str(self._cache), **settings)
         except EdgepackError:
             raise
         except Exception as e:
             raise EdgepackError(f"INT8 quantization failed: {type(e).__name__}: {first_line(e)}")
         return onnx.load(str(out))
+
+    def quantizable(self, keep_float: list[str]) -> list[str]:
+        """Named nodes, in graph order, that the quantizer would take with `keep_float` float."""
+        skip, ops = set(self.excluded(keep_float)), set(self.settings["op_types_to_quantize"])
+        return [n.name for n in self.model.graph.node if n.name and n.name not in skip and n.op_type in ops]
 
     def excluded(self, keep_float) -> list[str]:
         """`keep_float` plus the nodes of the profile's float op types."""

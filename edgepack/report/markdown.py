@@ -71,12 +71,16 @@ def _int8(r: CompileReport) -> list[str]:
     q = r.quantization
     if not q or q.decision is None:
         return []
+    fallback = [f"- quantizer fallback: {q.fallback.why}"] if q.fallback else []
+    if q.int8_score is None:  # no quantizer produced a graph: the note says why
+        return ["## INT8", "", f"- decision: **{q.decision}**", *fallback, f"- note: {q.note}", ""]
     budget = f"budget {q.max_drop}{' relative' if q.relative else ''}"
     return ["## INT8", "",
             f"- decision: **{q.decision}** ({q.format or ''}); {q.metric} {q.int8_score:.4f} vs FP32 "
             f"{q.fp32_score:.4f}, drop {q.drop:.4f} ({budget})",
             f"- in-process median: FP32 {q.fp32_ms:.3f} ms, INT8 {q.int8_ms:.3f} ms; "
             f"{q.int8_layers} INT8 layers, {len(q.kept_float or [])} kept float",
+            *fallback,
             *[f"- {row['kind']} ({row['layers']} layers): INT8 {row['int8_ms']:.3f} ms vs with it float "
               f"{row['with_kind_float_ms']:.3f} ms -> {row['decision']}" for row in (q.speed or {}).get("per_kind", [])],
             *([f"- note: {q.note}"] if q.note else []),

@@ -190,6 +190,22 @@ class RuntimeChoice(Section):
     timing: Opt[str]
 
 
+class FallbackRung(Section):
+    """One way to an INT8 graph tried after a quantizer raised (passes.ladder)."""
+
+    rung: str  # "onnxruntime: <rung>" or "NNCF's graph"
+    error: Opt[str]  # its error's first line; absent for the rung that worked
+    float_nodes: Opt[list[str]]  # the nodes rung "failing nodes float" left float
+
+
+class QuantizerFallback(Section):
+    """Present when onnxruntime's quantizer raised: the rungs tried in order, and which shipped."""
+
+    rungs: list[FallbackRung]
+    shipped: str | None  # the rung the INT8 graph came from; None when no rung produced one
+    why: str  # one line
+
+
 class Quantization(Section):
     """How INT8 was made (or why FP32 shipped): the search's decision and its evidence."""
 
@@ -215,6 +231,7 @@ class Quantization(Section):
     group_ranking: Opt[list[JSON]]
     speed: Opt[JSON]
     per_backend: Opt[dict[str, RuntimeChoice]]
+    fallback: Opt[QuantizerFallback]
     # PTQ inside a flow: the precision that shipped and the mode, read by the stage table
     precision: Opt[str]
     mode: Opt[str]
