@@ -71,7 +71,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
     is given, else fp32. INT8 is checked against `max_drop` (default 0.01 absolute; "1%" is
-    relative) on `eval_data` with `metric`, or on fidelity to FP32 over the calibration inputs.
+    relative) on `eval_data` with `metric`, or on fidelity to FP32 over calibration samples held
+    out of calibration (the report's accuracy.held_out says which).
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(

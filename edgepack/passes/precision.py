@@ -20,6 +20,9 @@ from edgepack.passes.speed import select_kinds
 from edgepack.runtime import DEFAULT_TIMING, ort_runner
 
 
+CANDIDATE_FIGURES = ("format", "score", "drop", "met", "ms", "int8_layers", "fidelity")  # in the report
+
+
 @dataclass(frozen=True)
 class Int8Search:
     """How the INT8 search runs: the target, the budget, what stays float, and how it times."""
@@ -124,6 +127,7 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evalu
     candidates = [c for c in candidates if c is not None and "error" not in c]
     for c in candidates:
         c["int8_layers"] = int8_layers(c["model"])
+        c["fidelity"] = evaluator.fidelity(ort_runner(c["model"]))
     # asked for INT8: an all-float candidate (FP32 in disguise) is not picked while INT8 ones exist
     best = _pick(([c for c in candidates if c["int8_layers"]] if search.insist else []) or candidates)
     section = _section(calib, evaluator, base_score, search, best, candidates, failed)
@@ -160,14 +164,15 @@ def _section(calib, evaluator, base_score, search: Int8Search, best: dict, candi
         "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
                    "reduce_range": q.reduce_range, "calibration": q.calibration, "op_types": list(q.op_types)},
         "calibration": {"data": calib.source, "samples": len(calib)},
-        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"], "drop": best["drop"],
+        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"],
+        "fidelity": best["fidelity"], "drop": best["drop"],
         "max_drop": max_drop, "relative": relative, "met": best["met"], "format": best["format"],
         "int8_layers": best["int8_layers"], "kept_float": best["kept_float"],
         "fp32_ms": candidates[0]["speed"]["fp32_ms"],  # measured by the speed step, same session options
         "int8_ms": best["ms"],
         "timing": f"in-process, fastest median of interleaved rounds, {search.threads} threads",
-        "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms", "int8_layers")},
-                               "kept_float": len(c["kept_float"])} for c in candidates] + failed,
+        "format_candidates": [{**{k: c[k] for k in CANDIDATE_FIGURES}, "kept_float": len(c["kept_float"])}
+                              for c in candidates] + failed,
         **{k: candidates[0][k] for k in ("accuracy_steps", "group_ranking", "speed")},
     }
     if not best["met"]:
