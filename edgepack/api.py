@@ -71,8 +71,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
     is given, else fp32. INT8 is checked against `max_drop` (default 0.01 absolute; "1%" is
-    relative) on `eval_data` with `metric`, or on fidelity to FP32 over the calibration inputs;
-    `eval_output` names the graph output the metric judges (default the first).
+    relative) on `eval_data` with `metric`, or on fidelity to FP32 over calibration samples held
+    out of calibration (the report's accuracy.held_out says which); `eval_output` names the graph
+    output the metric judges (default the first).
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(

@@ -74,7 +74,7 @@ def measure(c, e: Emitted, stage: Path, data, judge) -> Artifact:
     run = backend.runner(e.path, c.bench.threads)
     entry["parity"] = measure_parity(c.source.run, run, data.parity_feeds)
     if judge.evaluator is not None:
-        entry["accuracy"] = judge.evaluator.score(run)
+        entry["accuracy"], entry["fidelity"] = judge.evaluator.assess(run)
         entry["accuracy_drop"] = drop(judge.reference, entry["accuracy"], c.req.quant.budget.relative)
     entry.update(e.device.time(e.backend, e.path, feeds(data.calib, data.specs, BENCH_FEEDS),
                                progress=c.events.show_progress, **c.bench.as_dict()))

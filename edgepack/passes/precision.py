@@ -23,6 +23,9 @@ from edgepack.runtime import DEFAULT_TIMING, ort_runner
 NNCF_RUNG = "NNCF's graph"  # the ladder's last rung: another quantizer
 
 
+CANDIDATE_FIGURES = ("format", "score", "drop", "met", "ms", "int8_layers", "fidelity")  # in the report
+
+
 @dataclass(frozen=True)
 class Int8Search:
     """How the INT8 search runs: the target, the budget, what stays float, and how it times."""
@@ -147,6 +150,7 @@ def _decide(model, calib, evaluator, base_score, search: Int8Search, candidates:
     """The pick among the candidates that quantized, and INT8 against FP32 (see Int8Plan)."""
     for c in candidates:
         c["int8_layers"] = int8_layers(c["model"])
+        c["fidelity"] = evaluator.fidelity(ort_runner(c["model"]))
     # asked for INT8: an all-float candidate (FP32 in disguise) is not picked while INT8 ones exist
     best = _pick(([c for c in candidates if c["int8_layers"]] if search.insist else []) or candidates)
     feeds = next(calib.batches(search.batch))
@@ -223,13 +227,14 @@ def _section(calib, evaluator, base_score, search: Int8Search, best: dict, candi
         "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
                    "reduce_range": q.reduce_range, "calibration": q.calibration, "op_types": list(q.op_types)},
         "calibration": {"data": calib.source, "samples": len(calib)},
-        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"], "drop": best["drop"],
+        "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"],
+        "fidelity": best["fidelity"], "drop": best["drop"],
         "max_drop": max_drop, "relative": relative, "met": best["met"], "format": best["format"],
         "int8_layers": best["int8_layers"], "kept_float": best["kept_float"],
         "int8_ms": best["ms"],
         "timing": f"in-process, fastest median of interleaved rounds, {search.threads} threads",
-        "format_candidates": [{**{k: c[k] for k in ("format", "score", "drop", "met", "ms", "int8_layers")},
-                               "kept_float": len(c["kept_float"])} for c in candidates] + failed,
+        "format_candidates": [{**{k: c[k] for k in CANDIDATE_FIGURES}, "kept_float": len(c["kept_float"])}
+                              for c in candidates] + failed,
         # FP32 timed by the speed step, in the same session options
         **({"fp32_ms": own["speed"]["fp32_ms"]} if own else {}),
         **{k: own[k] for k in ("accuracy_steps", "group_ranking", "speed") if k in own},

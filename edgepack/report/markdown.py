@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgepack.ir.stats import format_count
-from edgepack.report.schema import Artifact, CompileReport, FlowReport, FlowRow, Parity, ProfileReport
+from edgepack.report.schema import Artifact, CompileReport, Fidelity, FlowReport, FlowRow, Parity, ProfileReport
 
 
 def ms(x) -> str:
@@ -25,6 +25,19 @@ def parity_text(p: Parity | None) -> str:
     if p.nonfinite:
         text += f", NaN/Inf outputs: {p.nonfinite.get('reference', 0)} reference, {p.nonfinite.get('candidate', 0)} candidate"
     return text
+
+
+def fidelity_text(f: Fidelity | dict | None) -> str:
+    """Agreement (all, non-near-ties) and cosine, as one phrase."""
+    if not f:
+        return "-"
+    f = Fidelity.model_validate(f)
+    text = f"cosine {f.cosine:.4f} on {f.samples} samples"
+    if f.agreement is None:
+        return text
+    clear = "-" if f.agreement_non_near_ties is None else f"{f.agreement_non_near_ties:.3f}"
+    return (f"top-1 agreement {f.agreement:.3f} (on the {f.non_near_ties} non-near-ties, FP32 margin >= "
+            f"{f.near_tie_margin:g}: {clear}), {text}")
 
 
 def render_markdown(r: CompileReport | ProfileReport) -> str:
@@ -81,10 +94,22 @@ def _int8(r: CompileReport) -> list[str]:
             f"- in-process median: FP32 {q.fp32_ms:.3f} ms, INT8 {q.int8_ms:.3f} ms; "
             f"{q.int8_layers} INT8 layers, {len(q.kept_float or [])} kept float",
             *fallback,
+            *_judged(r),
+            *[f"- candidate {c['format']}: {q.metric} {c['score']:.4f}, {c['ms']:.3f} ms, {c['kept_float']} "
+              f"kept float; {fidelity_text(c.get('fidelity'))}" for c in q.format_candidates or [] if "score" in c],
             *[f"- {row['kind']} ({row['layers']} layers): INT8 {row['int8_ms']:.3f} ms vs with it float "
               f"{row['with_kind_float_ms']:.3f} ms -> {row['decision']}" for row in (q.speed or {}).get("per_kind", [])],
             *([f"- note: {q.note}"] if q.note else []),
             *([f"- warning: {q.warning}"] if q.warning else []), ""]
+
+
+def _judged(r: CompileReport) -> list[str]:
+    """Where fidelity was judged (held-out calibration samples or --eval), and the search's pick's figures."""
+    acc, q = r.accuracy, r.quantization
+    where = f"{acc.samples} samples of {acc.data}" if acc else "the judged samples"
+    if acc and acc.held_out:
+        where += f" ({acc.held_out.note})"
+    return [f"- fidelity of the search's pick, judged on {where}: {fidelity_text(q.fidelity)}"]
 
 
 def _artifacts(arts: list[Artifact]) -> list[str]:
@@ -121,6 +146,8 @@ def _artifact_detail(a: Artifact) -> list[str]:
            "|---|---|---|---|---|---|---|---|---|",
            "| " + " | ".join(ms(getattr(lat, k)) for k in ("first", "p50", "p90", "p99", "mean", "std", "min", "max"))
            + f" | {a.throughput_per_s:.1f} |", ""]
+    if a.fidelity:
+        out += [f"Fidelity to the source model: {fidelity_text(a.fidelity)}", ""]
     if a.unsupported_ops:
         out += [f"Ops the target's runtime does not run: {', '.join(a.unsupported_ops)}", ""]
     return out + [f"- {note}" for note in a.notes]

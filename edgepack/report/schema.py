@@ -59,6 +59,20 @@ class Parity(Section):
         return v if v is None or math.isfinite(v) else None
 
 
+class Fidelity(Section):
+    """How closely a model's judged output follows the FP32 model's on the judged samples: top-1
+    agreement on all of them, and on the `non_near_ties` whose FP32 top-1/top-2 margin is at least
+    `near_tie_margin` (a flip of a near-tie says little), and the mean logit cosine. A one-value
+    output has no top-1: cosine only."""
+
+    samples: int
+    cosine: float
+    agreement: Opt[float]
+    non_near_ties: Opt[int]
+    agreement_non_near_ties: Opt[float]
+    near_tie_margin: Opt[float]
+
+
 class Latency(Section):
     first: float
     p50: float
@@ -98,6 +112,7 @@ class Artifact(Section):
     parity: Opt[Parity]
     accuracy: Opt[float]
     accuracy_drop: Opt[float]
+    fidelity: Opt[Fidelity]  # against the source model, on the compile's judged samples
     emulated_run: Opt[JSON]
     # timing in a fresh process (None: not timed, e.g. run only on an emulated board)
     latency_ms: Latency | None = None
@@ -145,6 +160,16 @@ class DataInfo(Section):
     samples_for_parity: Opt[int]
 
 
+class HeldOut(Section):
+    """Without --eval: the calibration samples held out for the judge (index ranges, inclusive,
+    in the set's order), or why none were."""
+
+    samples: int
+    of: int
+    ranges: list[list[int]]
+    note: str
+
+
 class Accuracy(Section):
     metric: str
     data: str
@@ -152,6 +177,7 @@ class Accuracy(Section):
     source: float
     compressed_fp32: Opt[float]
     output: Opt[str]  # the graph output judged, when the model has several
+    held_out: Opt[HeldOut]
 
 
 class Pruning(Section):
@@ -218,6 +244,7 @@ class Quantization(Section):
     metric: Opt[str]
     fp32_score: Opt[float]
     int8_score: Opt[float]
+    fidelity: Opt[Fidelity]  # the search's pick against FP32, on the judged samples
     drop: Opt[float]
     max_drop: Opt[float]
     relative: Opt[bool]
