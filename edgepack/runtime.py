@@ -13,6 +13,8 @@ from typing import Protocol
 import numpy as np
 import onnx
 
+from edgepack.errors import EdgepackError, first_line
+
 
 def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0, optimize: bool = True):
     """The one way edgepack opens ONNX Runtime: the shipped artifact and the search loops that
@@ -21,7 +23,10 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0, optimize:
     from edgepack.backends.sessions.onnxruntime_session import inference_session
 
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return inference_session(source, threads, optimize)
+    try:
+        return inference_session(source, threads, optimize)
+    except Exception as e:  # a graph a quantizer made that ONNX Runtime refuses is a failed candidate
+        raise EdgepackError(f"ONNX Runtime cannot load the graph: {first_line(e)}") from None
 
 
 class OrtRunner:
@@ -31,7 +36,10 @@ class OrtRunner:
         self.outputs = self.session.get_outputs()
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, feeds)
+        try:
+            return self.session.run(None, feeds)
+        except Exception as e:  # a kernel that fails on this graph: one line, as for loading
+            raise EdgepackError(f"ONNX Runtime failed running the graph: {first_line(e)}") from None
 
 
 def median_ms(run, feeds: dict[str, np.ndarray], runs: int = 30, warmup: int = 5) -> float:

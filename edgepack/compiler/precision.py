@@ -87,7 +87,8 @@ def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: floa
     if how == "search":
         c.events.step("INT8 search: calibrating, timing layer kinds, fitting the accuracy budget")
         search = Int8Search(c.profile, budget.as_tuple(), c.scope, c.bench.threads, fixed_batch(graph_inputs(model)),
-                            insist=c.insist_int8, allow_dynamic="onnxruntime" in c.backends, timing=c.timing)
+                            insist=c.insist_int8, allow_dynamic="onnxruntime" in c.backends, timing=c.timing,
+                            say=c.events.step)
         found = quantize_for_target(model, calib, judge, base, search)
         return PrecisionPlan(how, found.model, found.precision, Quantization(**found.section), found)
     return PrecisionPlan("fp32", model, "fp32")

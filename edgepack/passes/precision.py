@@ -39,6 +39,15 @@ class Int8Search:
     allow_dynamic: bool = True  # ONNX Runtime is among the runtimes: its dynamic format may compete
     timing: Any = DEFAULT_TIMING  # runtime.Timing: (runners, feeds) -> ms each
     rungs: tuple[str, ...] = RUNGS  # onnxruntime quantizer fallback rungs (passes.ladder), in order
+    say: Any = None  # str -> None: progress lines (the compiler's events), so a long search shows life
+
+    def step(self, message: str) -> None:
+        if self.say is not None:
+            self.say(f"INT8 search: {message}")
+
+    def counter(self, what: str):
+        """progress(i, n) for the accuracy control's loops, as step lines."""
+        return lambda i, n: self.step(f"{what} {i}/{n}")
 
     def ms(self, model: onnx.ModelProto, feeds) -> float:
         """A candidate's ONNX Runtime time, taken as the speed step took FP32's (fastest of rounds)."""
@@ -48,11 +57,14 @@ class Int8Search:
 def _static(quantizer, evaluator, base_score, user_float, feeds, search: Int8Search) -> dict:
     """Static QDQ: user scope + out-of-range tensors + slow kinds float, then the accuracy loop."""
     outliers = {n: r for n, r in quantizer.outlier_nodes().items() if n not in user_float}
+    search.step("calibrated; timing each layer kind in INT8 against float")
     speed = select_kinds(quantizer, feeds, search.threads, keep_float=user_float + list(outliers),
                          timing=search.timing)
     # an explicit --precision int8 gets INT8 layers: the speed evidence is reported, not applied
     speed_float = [] if search.insist else speed["float_nodes"]
-    result = control(quantizer, evaluator, base_score, *search.budget, user_float + list(outliers) + speed_float)
+    search.step(f"static QDQ: fitting the accuracy budget ({evaluator.metric} on {len(evaluator.data)} samples)")
+    result = control(quantizer, evaluator, base_score, *search.budget, user_float + list(outliers) + speed_float,
+                     progress=search.counter("static QDQ: measured layer group"))
     kept = (_in_scope(user_float)
             + [{"node": n, "reason": r} for n, r in outliers.items()]
             + [{"node": n, "reason": "speed: this layer kind ran faster in float here"} for n in speed_float]
@@ -67,6 +79,7 @@ def _in_scope(names: list[str]) -> list[dict]:
 
 
 def _dynamic(quantizer, evaluator, base_score, names, feeds, search: Int8Search) -> dict | None:
+    search.step("dynamic INT8 candidate")
     model = quantizer.quantize_dynamic(names)
     if model is None:
         return None
@@ -89,9 +102,12 @@ def _nncf(quantizer, evaluator, base_score, names, feeds, search: Int8Search, ra
     except ImportError:  # the openvino extra is not installed
         return None
     if ranking == []:
-        ranking = partial(rank, quantizer, evaluator, base_score, search.budget[1], names)
+        ranking = partial(rank, quantizer, evaluator, base_score, search.budget[1], names,
+                          search.counter("NNCF: measured layer group"))
+    search.step("NNCF candidate: quantizing and fitting the accuracy budget")
     try:
-        result = control(nncf_quantizer, evaluator, base_score, *search.budget, names, ranking=ranking)
+        result = control(nncf_quantizer, evaluator, base_score, *search.budget, names, ranking=ranking,
+                         progress=search.counter("NNCF: measured layer group"))
     except EdgepackError as e:  # a candidate that fails is reported, not fatal
         return {"format": "static QDQ (NNCF)", "error": str(e)}
     return {"format": "static QDQ (NNCF: its ranges + bias correction)", "model": result.model,
