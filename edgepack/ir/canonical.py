@@ -47,7 +47,15 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict | None = None) -> tu
         info["simplifier_error"] = first_line(e)
     if slim is None:
         slim = model
-    slim = _checked(slim)
+    try:
+        slim = _checked(slim)
+    except EdgepackError as e:
+        if slim is model:
+            raise
+        # the simplified graph no longer infers (silero-vad: an LSTM inside an If lost its input
+        # rank): the graph as given is kept, and the report says why it was not simplified
+        slim = _checked(model)
+        info["simplifier_error"] = f"simplified graph refused, kept the graph unsimplified: {e}"
     after = Counter(n.op_type for n in slim.graph.node)
     info.update(
         simplifier=f"onnxslim {onnxslim.__version__}",
