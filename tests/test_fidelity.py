@@ -94,9 +94,16 @@ def test_a_set_too_small_to_cut_is_judged_on_calibration_inputs_and_says_so():
     assert "too few to hold some out" in split.describe()["note"]
 
 
-def test_compile_judges_fidelity_on_samples_it_did_not_calibrate_on(tmp_path):
+def test_compile_judges_fidelity_on_samples_it_did_not_calibrate_on(tmp_path, monkeypatch):
     """Held-out samples are scaled x50: had any quantizer calibrated on them, the input's INT8
-    range would be ~50x wider. Every candidate is judged on them, with the fidelity figures."""
+    range would be ~50x wider. Every candidate is judged on them, with the fidelity figures, and
+    each NNCF configuration of the search is a candidate of its own in the report."""
+    from edgepack.passes import precision
+    from edgepack.passes.quantize_nncf import DEFAULT, NncfConfig
+
+    other = NncfConfig("static QDQ (NNCF: histogram ranges + full bias correction)", fast_bias_correction=False,
+                       histogram_ranges=True)
+    monkeypatch.setattr(precision, "NNCF_CONFIGS", (DEFAULT, other))
     onnx.save(conv_relu(3, 8, 8), str(tmp_path / "model.onnx"))
     x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
     held = hold_out(Dataset({"x": x}), 1).held_out
@@ -111,9 +118,11 @@ def test_compile_judges_fidelity_on_samples_it_did_not_calibrate_on(tmp_path):
     acc, q = r["accuracy"], r["quantization"]
     assert acc["held_out"]["ranges"] == [list(h) for h in held] and acc["samples"] == acc["held_out"]["samples"] == 16
     assert q["calibration"]["samples"] == 48
+    assert {c["format"] for c in q["format_candidates"]} >= {DEFAULT.label, other.label}
     for c in q["format_candidates"]:
         assert "error" not in c, c
         assert c["fidelity"]["samples"] == 16 and c["fidelity"]["cosine"] == pytest.approx(c["score"]), c
+        assert c["seconds"] > 0
     assert q["fidelity"]["cosine"] == pytest.approx(q["int8_score"])
     assert r["artifacts"][0]["fidelity"]["samples"] == 16
     shipped = onnx.load(str(tmp_path / "o" / r["artifacts"][0]["path"]))

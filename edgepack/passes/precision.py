@@ -4,8 +4,9 @@ shipped silently."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import onnx
@@ -16,14 +17,15 @@ from edgepack.passes.accuracy import control, rank
 from edgepack.passes.ladder import FLOAT_FAILING, RUNGS
 from edgepack.passes.metrics import Evaluator, drop
 from edgepack.passes.quantize import IgnoredScope, Quantizer, quantized_nodes
-from edgepack.passes.quantize_nncf import NncfQuantizer
+from edgepack.passes.quantize_nncf import NNCF_CONFIGS, NncfConfig, NncfQuantizer
 from edgepack.passes.speed import select_kinds
 from edgepack.runtime import DEFAULT_TIMING, ort_runner
 
 NNCF_RUNG = "NNCF's graph"  # the ladder's last rung: another quantizer
 
 
-CANDIDATE_FIGURES = ("format", "score", "drop", "met", "ms", "int8_layers", "fidelity")  # in the report
+# what the report gives of each candidate ("seconds": what making it added to the compile)
+CANDIDATE_FIGURES = ("format", "score", "drop", "met", "ms", "int8_layers", "fidelity", "seconds")
 
 
 @dataclass(frozen=True)
@@ -90,30 +92,36 @@ def _dynamic(quantizer, evaluator, base_score, names, feeds, search: Int8Search)
             "met": d <= max_drop, "ms": search.ms(model, feeds), "kept_float": _in_scope(names)}
 
 
-def _nncf(quantizer, evaluator, base_score, names, feeds, search: Int8Search, ranking) -> dict | None:
-    """NNCF's quantization of the same graph as a competing candidate. Where it misses the budget,
-    the accuracy control returns layers to float in the order measured on edgepack's own candidate
-    (`ranking`): ranking with edgepack's quantizer (cached calibration), not NNCF's, keeps it to a
-    few NNCF runs. Where edgepack's graph met the budget at once it has no ranking: one is then
-    measured with edgepack's quantizer, only if NNCF's graph needs it. `ranking` None: edgepack's
-    quantizer failed on every rung, so NNCF's own graph is ranked."""
+def _nncf(quantizer, evaluator, base_score, names, feeds, search: Int8Search, ranking,
+          config: NncfConfig) -> dict | None:
+    """NNCF's quantization of the same graph, run as `config` says, as a competing candidate.
+    Where it misses the budget, the accuracy control returns layers to float in the order measured
+    on edgepack's own candidate (`ranking`, or a callable measuring it once when first needed):
+    ranking with edgepack's quantizer (cached calibration), not NNCF's, keeps it to a few NNCF runs.
+    `ranking` None: edgepack's quantizer failed on every rung, so NNCF's own graph is ranked."""
     try:
-        nncf_quantizer = NncfQuantizer(quantizer)
+        nncf_quantizer = NncfQuantizer(quantizer, config=config)
     except ImportError:  # the openvino extra is not installed
         return None
-    if ranking == []:
-        ranking = partial(rank, quantizer, evaluator, base_score, search.budget[1], names,
-                          search.counter("NNCF: measured layer group"))
-    search.step("NNCF candidate: quantizing and fitting the accuracy budget")
+    search.step(f"{config.label}: quantizing and fitting the accuracy budget")
     try:
         result = control(nncf_quantizer, evaluator, base_score, *search.budget, names, ranking=ranking,
                          progress=search.counter("NNCF: measured layer group"))
     except EdgepackError as e:  # a candidate that fails is reported, not fatal
-        return {"format": "static QDQ (NNCF)", "error": str(e)}
-    return {"format": "static QDQ (NNCF: its ranges + bias correction)", "model": result.model,
+        return {"format": config.label, "error": str(e)}
+    return {"format": config.label, "model": result.model,
             "score": result.score, "drop": result.drop, "met": result.met,
             "ms": search.ms(result.model, feeds),
             "kept_float": _in_scope(names) + result.kept_float}
+
+
+def _clocked(make, *args) -> dict | None:
+    """make(*args) with the seconds it took: what each candidate adds to a compile, reported."""
+    start = time.perf_counter()
+    candidate = make(*args)
+    if candidate is not None:
+        candidate["seconds"] = time.perf_counter() - start
+    return candidate
 
 
 @dataclass
@@ -139,13 +147,21 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evalu
     with Quantizer(model, calib, search.profile, search.batch, search.rungs) as quantizer:
         feeds = next(calib.batches(search.batch))
         user_float = search.scope.resolve(model)
-        static = _attempt("static QDQ", _static, quantizer, evaluator, base_score, user_float, feeds, search)
-        # static's ranking: [] when it met the budget at once, None when it failed
-        candidates = [static, _nncf(quantizer, evaluator, base_score, user_float, feeds, search,
-                                    static.get("group_ranking"))]
+        static = _clocked(_attempt, "static QDQ", _static, quantizer, evaluator, base_score, user_float, feeds,
+                          search)
+        # static's ranking: [] when it met the budget at once (NNCF's candidates then get one
+        # measured with edgepack's quantizer, once, only if one of them needs it), None when it failed
+        ranking = static.get("group_ranking")
+        if ranking == []:
+            ranking = cache(partial(rank, quantizer, evaluator, base_score, search.budget[1], user_float,
+                                    search.counter("measured layer group")))
+        candidates = [static]
+        for config in NNCF_CONFIGS:
+            candidates.append(_clocked(_nncf, quantizer, evaluator, base_score, user_float, feeds, search, ranking,
+                                       config))
         if search.allow_dynamic:
-            candidates.append(_attempt("dynamic (MatMul/Gemm, ORT MatMulInteger)", _dynamic, quantizer, evaluator,
-                                       base_score, user_float, feeds, search))
+            candidates.append(_clocked(_attempt, "dynamic (MatMul/Gemm, ORT MatMulInteger)", _dynamic, quantizer,
+                                       evaluator, base_score, user_float, feeds, search))
         failed = [c for c in candidates if c is not None and "error" in c]
         candidates = [c for c in candidates if c is not None and "error" not in c]
         if not candidates:
