@@ -131,7 +131,7 @@ def test_ppocr_cls_without_input_shape_names_the_unknown_dims(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=PENDING_INT8)
+@pytest.mark.xfail(strict=False, reason=f"{PENDING_INF}; then {PENDING_INT8}")
 def test_magika_int8_ships_int8_and_leaves_nothing_behind(tmp_path, zoo_data, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
