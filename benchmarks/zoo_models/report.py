@@ -64,15 +64,25 @@ def shapes(results: dict) -> list[str]:
         r = rows.get("shape")
         if r is None:
             continue
-        graph = _dims(results["models"].get(name, {}).get("inputs", {}))
-        got = f"shipped inputs {_dims(r.get('artifact_inputs') or {})}, MACs {r.get('macs')}" if r.get("ok") else r.get("reason")
-        out.append(f"- {name}: graph {graph} -> {got}")
+        graph_in = results["models"].get(name, {}).get("inputs", {})
+        shipped = r.get("artifact_inputs") or {}
+        got = f"shipped inputs {_dims(shipped)}, MACs {r.get('macs')}" if r.get("ok") else r.get("reason")
+        out.append(f"- {name}: graph {_dims(graph_in)} -> {got}{_silent(graph_in, shipped)}")
     return out
+
+
+def _silent(graph: dict, shipped: dict) -> str:
+    """' **SILENT**: ...' when a non-batch dim the graph leaves unknown shipped as a number, unasked."""
+    fixed = [f"{k}[{i}]={shipped[k][i]}" for k, dims in graph.items() if k in shipped
+             for i, d in enumerate(dims) if i > 0 and not (isinstance(d, int) and d > 0)
+             and i < len(shipped[k]) and isinstance(shipped[k][i], int)]
+    return f" **SILENT**: unknown {', '.join(fixed)} fixed without a word" if fixed else ""
 
 
 def write_markdown(results: dict, out: Path) -> None:
     md = ["# Zoo: public pretrained models from PyPI wheels, compiled for the host", "",
           f"Host: {results.get('host', '?')}.", "",
+          *([f"Timing: {results['timing']}.", ""] if results.get("timing") else []),
           "Fidelity is against the source model in ONNX Runtime FP32 on the judged set (real data disjoint from "
           "the calibration set); `clear` = decisions where FP32 is not a near-tie (top-1/top-2 margin >= 0.25, or "
           ">= 0.125 from the threshold for thresholded outputs). `x vs ORT FP32` = ORT FP32 p50 / this p50. "
