@@ -13,6 +13,7 @@ import pytest
 import edgepack
 from benchmarks.zoo_models import build_data, feeds, fetch, fidelity, get
 from benchmarks.zoo_models.data import magika_features
+from benchmarks.zoo_models.registry import View
 from edgepack.backends import get_backend
 from edgepack.errors import EdgepackError
 
@@ -80,6 +81,16 @@ def test_zoo_sets_are_real_disjoint_and_in_the_models_dtypes(zoo_data):
     with np.load(zoo_data["ppocr_cls"]["calib"]) as c, np.load(zoo_data["ppocr_cls"]["judged"]) as j:
         assert c["x"].shape[1:] == j["x"].shape[1:] == (3, 48, 192)
         assert not {r.tobytes() for r in c["x"]} & {r.tobytes() for r in j["x"]}
+
+
+def test_fidelity_counts_near_ties_apart_and_refuses_an_empty_view():
+    ref = np.array([[[2.0, 1.0, 0.0]], [[1.0, 0.9, 0.0]]])  # (N, batch, classes): a clear call, a near-tie
+    out = np.array([[[2.0, 1.0, 0.0]], [[0.9, 1.0, 0.0]]])
+    f = fidelity(ref, out, View())
+    assert (f["agree"], f["agree_clear"], f["clear"], f["decisions"]) == (0.5, 1.0, 1, 2)
+    assert fidelity(ref, out, View("binary", threshold=0.95))["agree"] == 4 / 6
+    with pytest.raises(ValueError, match="no decisions"):
+        fidelity(ref, out, View(axis=1, start=5))
 
 
 def test_magika_features_follow_its_block_rules():

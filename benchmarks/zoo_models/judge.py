@@ -15,9 +15,15 @@ from benchmarks.zoo_models.registry import View
 MARGIN = 0.25
 
 
+def _axis(view: View) -> int:
+    """The view's axis in the stacked outputs (N, *output shape): a non-negative axis of the
+    model's output is one further right."""
+    return view.axis + 1 if view.axis >= 0 else view.axis
+
+
 def _class_rows(a: np.ndarray, view: View) -> np.ndarray:
     """(decisions, classes): the class axis last, every other position a row."""
-    a = np.moveaxis(a, view.axis, -1)[..., view.start:view.stop]
+    a = np.moveaxis(a, _axis(view), -1)[..., view.start:view.stop]
     return a.reshape(-1, a.shape[-1])
 
 
@@ -26,8 +32,8 @@ def decisions(ref: np.ndarray, out: np.ndarray, view: View) -> tuple[np.ndarray,
     if view.kind == "cosine":
         return None
     if view.kind == "binary":
-        r = np.moveaxis(ref, view.axis, -1)[..., view.start:view.stop].ravel()
-        o = np.moveaxis(out, view.axis, -1)[..., view.start:view.stop].ravel()
+        r = np.moveaxis(ref, _axis(view), -1)[..., view.start:view.stop].ravel()
+        o = np.moveaxis(out, _axis(view), -1)[..., view.start:view.stop].ravel()
         return (r > view.threshold) == (o > view.threshold), np.abs(r - view.threshold) >= MARGIN / 2
     r, o = _class_rows(ref, view), _class_rows(out, view)
     top2 = np.sort(r, axis=1)[:, -2:] if r.shape[1] > 1 else np.concatenate([r, np.zeros_like(r)], 1)
@@ -36,7 +42,8 @@ def decisions(ref: np.ndarray, out: np.ndarray, view: View) -> tuple[np.ndarray,
 
 def fidelity(ref: np.ndarray, out: np.ndarray, view: View) -> dict:
     """{"agree", "agree_clear", "clear", "decisions", "cosine", "cosine_min"} of `out` against `ref`
-    (both (N, ...): one judged output per sample). Agreement keys are None for cosine-only views."""
+    (both (N, *output shape): one judged output per sample). Agreement keys are None for cosine-only
+    views; an empty selection of decisions is an error, never a silent pass."""
     ref = np.asarray(ref, np.float64)
     out = np.asarray(out, np.float64)
     if ref.shape != out.shape:
@@ -50,6 +57,8 @@ def fidelity(ref: np.ndarray, out: np.ndarray, view: View) -> dict:
     d = decisions(ref, out, view)
     if d is not None:
         same, clear = d
+        if same.size == 0:
+            raise ValueError(f"the view {view} selects no decisions from outputs of shape {list(ref.shape[1:])}")
         res.update(agree=float(same.mean()), clear=int(clear.sum()), decisions=int(same.size),
                    agree_clear=float(same[clear].mean()) if clear.any() else None)
     return res
