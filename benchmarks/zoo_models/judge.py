@@ -24,6 +24,8 @@ def _axis(view: View) -> int:
 def _class_rows(a: np.ndarray, view: View) -> np.ndarray:
     """(decisions, classes): the class axis last, every other position a row."""
     a = np.moveaxis(a, _axis(view), -1)[..., view.start:view.stop]
+    if a.size == 0:
+        raise ValueError(f"the view {view} selects no decisions from outputs of shape {list(a.shape)}")
     return a.reshape(-1, a.shape[-1])
 
 
