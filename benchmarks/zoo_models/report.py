@@ -1,0 +1,98 @@
+"""benchmarks/results/zoo.md from the rows in zoo.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ORDER = ("ort_fp32", "ort_int8_default", "ov_fp32", "ov_nncf_default")
+
+
+def _f(v, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _dims(d: dict) -> str:
+    return "; ".join(f"{k} {list(v)}" for k, v in d.items())
+
+
+def model_table(models: dict) -> list[str]:
+    lines = ["| model | wheel | category | inputs (graph) | outputs | judged | size MB |", "|---|---|---|---|---|---|---|"]
+    for name, m in models.items():
+        outs = f"{len(m['outputs'])}: " + _dims(m["outputs"]) if len(m["outputs"]) <= 3 else f"{len(m['outputs'])} outputs"
+        lines.append(f"| {name} | `{m['wheel']}` | {m['category']} | {_dims(m['inputs'])} (fed {_dims(m['fed'])}) | "
+                     f"{outs} | {m['judged']} ({m['view']}) | {m['size'] / 1e6:.1f} |")
+    return lines
+
+
+def _sort_key(variant: str) -> tuple:
+    return (ORDER.index(variant) if variant in ORDER else len(ORDER), variant)
+
+
+def rows_table(name: str, rows: dict) -> list[str]:
+    base = (rows.get("ort_fp32") or {}).get("p50")
+    lines = [f"### {name}", "", "| variant | status | shipped | p50 ms | x vs ORT FP32 | top-1 agree | agree, clear "
+             "(n) | cosine mean / min | parity cos min | compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for variant in sorted(rows, key=_sort_key):
+        r = rows[variant]
+        status = "ok" if r.get("ok") else f"FAIL: {r.get('reason', '?')[:90]}"
+        speed = _f(base / r["p50"], "{:.2f}x") if base and r.get("p50") else "-"
+        clear = f"{_f(r.get('agree_clear'))} ({r['clear']}/{r['decisions']})" if r.get("decisions") else "-"
+        cos = f"{_f(r.get('cosine'), '{:.4f}')} / {_f(r.get('cosine_min'), '{:.4f}')}" if r.get("cosine") is not None else "-"
+        lines.append(f"| {variant} | {status} | {r.get('shipped', '-')} | {_f(r.get('p50'), '{:.2f}')} | {speed} | "
+                     f"{_f(r.get('agree'))} | {clear} | {cos} | {_f(r.get('parity_cos_min'), '{:.4f}')} | "
+                     f"{_f(r.get('compile_s'), '{:.0f}')} |")
+    return lines + [""]
+
+
+def failures(results: dict) -> list[str]:
+    out = []
+    for name, rows in results["rows"].items():
+        for variant in sorted(rows, key=_sort_key):
+            r = rows[variant]
+            if not r.get("ok"):
+                out.append(f"- **{name} / {variant}**: {r.get('reason')}")
+            if r.get("left_in_cwd"):
+                out.append(f"- **{name} / {variant}**: left in the working folder: {', '.join(r['left_in_cwd'])}")
+            if r.get("q_note"):
+                out.append(f"- {name} / {variant} (note): {r['q_note']}")
+    return out
+
+
+def shapes(results: dict) -> list[str]:
+    out = []
+    for name, rows in results["rows"].items():
+        r = rows.get("shape")
+        if r is None:
+            continue
+        graph_in = results["models"].get(name, {}).get("inputs", {})
+        shipped = r.get("artifact_inputs") or {}
+        got = f"shipped inputs {_dims(shipped)}, MACs {r.get('macs')}" if r.get("ok") else r.get("reason")
+        out.append(f"- {name}: graph {_dims(graph_in)} -> {got}{_silent(graph_in, shipped)}")
+    return out
+
+
+def _silent(graph: dict, shipped: dict) -> str:
+    """' **SILENT**: ...' when a non-batch dim the graph leaves unknown shipped as a number, unasked."""
+    fixed = [f"{k}[{i}]={shipped[k][i]}" for k, dims in graph.items() if k in shipped
+             for i, d in enumerate(dims) if i > 0 and not (isinstance(d, int) and d > 0)
+             and i < len(shipped[k]) and isinstance(shipped[k][i], int)]
+    return f" **SILENT**: unknown {', '.join(fixed)} fixed without a word" if fixed else ""
+
+
+def write_markdown(results: dict, out: Path) -> None:
+    md = ["# Zoo: public pretrained models from PyPI wheels, compiled for the host", "",
+          f"Host: {results.get('host', '?')}.", "",
+          *([f"Timing: {results['timing']}.", ""] if results.get("timing") else []),
+          "Fidelity is against the source model in ONNX Runtime FP32 on the judged set (real data disjoint from "
+          "the calibration set); `clear` = decisions where FP32 is not a near-tie (top-1/top-2 margin >= 0.25, or "
+          ">= 0.125 from the threshold for thresholded outputs). `x vs ORT FP32` = ORT FP32 p50 / this p50. "
+          "Peers: `ort_int8_default` = onnxruntime `quantize_static` defaults, `ov_nncf_default` = OpenVINO + "
+          "`nncf.quantize` defaults. `BACKEND:fp32|int8` = `edgepack.compile` for host with that backend and "
+          "precision, `--calib` and `--eval`; `default` = plain compile for host with the calibration data; "
+          "`shape` = compile without `--input-shape`.", "", "## Models", "", *model_table(results.get("models", {})),
+          "", "## Results", ""]
+    for name, rows in results["rows"].items():
+        md += rows_table(name, rows)
+    md += ["## Failures and notes", "", *failures(results), "", "## Without --input-shape", "", *shapes(results), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(md))
