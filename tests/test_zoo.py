@@ -17,12 +17,6 @@ from benchmarks.zoo_models.registry import View
 from edgepack.backends import get_backend
 from edgepack.errors import EdgepackError
 
-PENDING_SHAPES = "unknown dims must be an error naming them (issue 13, item 1), not yet on main"
-PENDING_INF = ("magika's graph holds a -inf constant (a masking fill, legitimate); compile refuses it as a "
-               "non-finite weight on main")
-PENDING_INT8 = "INT8 must fall back instead of failing on a quantizer bug (issue 13, item 3), not yet on main"
-
-
 @pytest.fixture(scope="module")
 def zoo_data(tmp_path_factory):
     """{model: {"calib": npz, "judged": npz}}, built fresh for this module."""
@@ -102,7 +96,6 @@ def test_magika_features_follow_its_block_rules():
     assert bytes(f[-len(tail):].astype(np.uint8)) == tail and f[1024] == 256
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING_INF)
 def test_magika_int32_input_compiles_fp32_and_keeps_every_label(tmp_path, zoo_data):
     rep, art = _compile("magika", tmp_path, backends=["onnxruntime"], precision="fp32",
                         input_shapes={"bytes": (1, 2048)}, eval_data=str(zoo_data["magika"]["judged"]))
@@ -135,14 +128,12 @@ def test_ppocr_cls_at_the_given_shape_reads_real_lines(tmp_path, zoo_data):
     assert (rendered == np.arange(40) % 2).mean() >= 0.9
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING_SHAPES)
 def test_ppocr_cls_without_input_shape_names_the_unknown_dims(tmp_path):
     with pytest.raises(EdgepackError, match=r"(?s)\bx\b.*--input-shape"):
         _compile("ppocr_cls", tmp_path, backends=["onnxruntime"], precision="fp32")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=f"{PENDING_INF}; then {PENDING_INT8}")
 def test_magika_int8_ships_int8_and_leaves_nothing_behind(tmp_path, zoo_data, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -157,7 +148,6 @@ def test_magika_int8_ships_int8_and_leaves_nothing_behind(tmp_path, zoo_data, mo
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=PENDING_INT8)
 def test_basic_pitch_int8_is_produced_where_the_quantizer_breaks(tmp_path, zoo_data):
     """ONNX Runtime's quantize_static fails on this graph (a Transpose of a 1-D conv weight); NNCF
     quantizes it, so edgepack must ship INT8 through a fallback rung, not raise."""
