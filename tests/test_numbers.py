@@ -319,3 +319,13 @@ def test_inf_read_as_a_bound_is_no_poison():
     assert nonfinite_weights(helper.make_model(graph)) == []
     graph = helper.make_graph([mx, add], "g", io[:1], io[1:], [lo])  # the same -inf also added: poison
     assert nonfinite_weights(helper.make_model(graph)) == ["'lo' (0 NaN, 1 Inf)"]
+
+
+def test_cosine_of_two_all_zero_outputs_is_one():
+    """A detector's probability map of an image with nothing in it is all zeros in FP32 and INT8
+    alike: the same answer, so cosine 1, not the 0 a bare division gives."""
+    from edgepack.passes.metrics import cosines
+
+    ref = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
+    got = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [0.5, 0.0, 0.0]])
+    assert cosines(got, ref).tolist() == [1.0, pytest.approx(1.0), 0.0]

@@ -36,9 +36,11 @@ def outputs(run, data: Dataset, batch: int, index: int = 0) -> np.ndarray:
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of (N, K) arrays (0 where a row is all zeros)."""
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)
+    """Row-wise cosine similarity of (N, K) arrays: 1 where both rows are all zeros (a text
+    detector's map of an image without text: the same answer), 0 where only one is."""
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cos = np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-12)
+    return np.where((na == 0) & (nb == 0), 1.0, cos)
 
 
 def near_ties(reference: np.ndarray, margin: float = NEAR_TIE_MARGIN) -> np.ndarray:
