@@ -385,7 +385,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per job")
     ap.add_argument("--retime", action="store_true", help="only time the built artifacts again (no builds)")
     ap.add_argument("--repeats", type=int, default=3, help="--retime: interleaved rounds")
-    ap.add_argument("--workdir", type=Path, default=None, help="default: <zoo cache>/work")
+    ap.add_argument("--workdir", type=Path, default=None, help="default: <zoo cache>/work/<checkout hash>")
     ap.add_argument("--out", type=Path, default=RESULTS / "zoo.md")
     ap.add_argument("--json", type=Path, default=RESULTS / "zoo.json")
     ap.add_argument("--job", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
@@ -394,7 +394,10 @@ def parse() -> argparse.Namespace:
     if args.workdir is None:
         from benchmarks.zoo_models import cache_dir
 
-        args.workdir = cache_dir() / "work"
+        import hashlib
+
+        # one work folder per checkout: two checkouts running the zoo at once never share artifacts
+        args.workdir = cache_dir() / "work" / hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
     args.passthrough = ["--threads", str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup),
                         "--compile-runs", str(args.compile_runs), "--workdir", str(args.workdir)]
     return args
