@@ -138,8 +138,9 @@ class Data:
         evalset = dataset(c.req.evaluation.data.value if c.req.evaluation.data else None, specs)
         batch = fixed_batch(specs)
         split = hold_out(calib, batch) if calib is not None and evalset is None else None
-        return cls(specs, batch, split.calib if split else calib, evalset, feeds(calib, specs, PARITY_SAMPLES),
-                   split)
+        if split is not None:  # nothing keeps the whole set alive beside its two parts
+            calib = split.calib
+        return cls(specs, batch, calib, evalset, feeds(calib, specs, PARITY_SAMPLES), split)
 
 
 @dataclass(frozen=True)
