@@ -75,8 +75,9 @@ class Split:
                             f"{MIN_JUDGED + MIN_CALIBRATION} batches needed), so fidelity is judged on "
                             f"{len(self.judged)} of the inputs calibrated on"}
         return {"samples": len(self.judged), "of": n, "ranges": [list(r) for r in self.held_out],
-                "note": f"fidelity judged on {len(self.judged)} samples held out of calibration (index "
-                        f"ranges above); calibrated on the other {len(self.calib)}"}
+                "note": f"fidelity judged on {len(self.judged)} samples held out of calibration (samples "
+                        f"{', '.join(f'{lo}-{hi}' for lo, hi in self.held_out)}, counting from 0); calibrated "
+                        f"on the other {len(self.calib)}"}
 
 
 def hold_out(data: Dataset, batch: int) -> Split:
