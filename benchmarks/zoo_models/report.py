@@ -79,6 +79,25 @@ def _silent(graph: dict, shipped: dict) -> str:
     return f" **SILENT**: unknown {', '.join(fixed)} fixed without a word" if fixed else ""
 
 
+def summary(results: dict) -> list[str]:
+    """The issue's goals, counted: tracebacks, silent shapes, timeouts, INT8 a peer made and edgepack did not."""
+    rows = results["rows"]
+    bad = lambda pred: [f"{m}/{v}" for m, rs in rows.items() for v, r in rs.items() if pred(v, r)]  # noqa: E731
+    tracebacks = bad(lambda v, r: "TRACEBACK" in (r.get("reason") or ""))
+    timeouts = bad(lambda v, r: (r.get("reason") or "").startswith("timeout"))
+    silent = [m for m, rs in rows.items() if "shape" in rs and _silent(results["models"].get(m, {}).get("inputs", {}),
+                                                                         rs["shape"].get("artifact_inputs") or {})]
+    peer_only = [m for m, rs in rows.items()
+                 if any(rs.get(p, {}).get("ok") for p in ("ort_int8_default", "ov_nncf_default"))
+                 and not any(r.get("ok") and "int8" in (r.get("shipped") or "") for v, r in rs.items() if ":" in v)]
+    edge = [r for rs in rows.values() for v, r in rs.items() if ":" in v or v == "default"]
+    return [f"- edgepack builds: {sum(bool(r.get('ok')) for r in edge)} of {len(edge)} ok",
+            f"- tracebacks (not one clear line): {len(tracebacks)}: {', '.join(tracebacks) or 'none'}",
+            f"- timeouts: {len(timeouts)}: {', '.join(timeouts) or 'none'}",
+            f"- unknown dims fixed without a word: {', '.join(silent) or 'none'}",
+            f"- INT8 made by a peer but by no edgepack build: {', '.join(peer_only) or 'none'}"]
+
+
 def write_markdown(results: dict, out: Path) -> None:
     md = ["# Zoo: public pretrained models from PyPI wheels, compiled for the host", "",
           f"Host: {results.get('host', '?')}.", "",
@@ -89,7 +108,7 @@ def write_markdown(results: dict, out: Path) -> None:
           "Peers: `ort_int8_default` = onnxruntime `quantize_static` defaults, `ov_nncf_default` = OpenVINO + "
           "`nncf.quantize` defaults. `BACKEND:fp32|int8` = `edgepack.compile` for host with that backend and "
           "precision, `--calib` and `--eval`; `default` = plain compile for host with the calibration data; "
-          "`shape` = compile without `--input-shape`.", "", "## Models", "", *model_table(results.get("models", {})),
+          "`shape` = compile without `--input-shape`.", "", "## Summary", "", *summary(results), "", "## Models", "", *model_table(results.get("models", {})),
           "", "## Results", ""]
     for name, rows in results["rows"].items():
         md += rows_table(name, rows)
