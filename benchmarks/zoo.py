@@ -338,7 +338,8 @@ def main() -> int:
         results["timing"] = timing_line(args)
         retime(results, args)
         return 0
-    results["host"] = host_line(args)
+    results.setdefault("runs", []).append(f"{host_line(args)}; models {args.models}; variants {args.variants}; "
+                                          f"backends {args.backends}")
     for name in args.models.split(","):
         model = get(name)
         print(f"== {name}", flush=True)
