@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -248,16 +249,21 @@ def spawn(name: str, variant: str, args) -> dict:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--job", name, variant, "--job-out", str(out),
                *args.passthrough]
         t0 = time.perf_counter()
+        # its own session, so that a timeout ends the job and every process it started (a
+        # converter or timing worker would otherwise hold the pipes open and the wait with them)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
         try:
-            done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=args.timeout,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            _, stderr = proc.communicate(timeout=args.timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             return {"variant": variant, "ok": False, "reason": f"timeout after {args.timeout} s"}
         if out.is_file():
             row = json.loads(out.read_text())
         else:
-            tail = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-            row = {"variant": variant, "ok": False, "reason": f"crashed (exit {done.returncode}): {tail[0][:300]}"}
+            tail = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+            row = {"variant": variant, "ok": False, "reason": f"crashed (exit {proc.returncode}): {tail[0][:300]}"}
         left = sorted(p.name for p in Path(cwd).iterdir() if p.name != "row.json")
         if left:
             row["left_in_cwd"] = left
@@ -332,7 +338,8 @@ def main() -> int:
         results["timing"] = timing_line(args)
         retime(results, args)
         return 0
-    results["host"] = host_line(args)
+    results.setdefault("runs", []).append(f"{host_line(args)}; models {args.models}; variants {args.variants}; "
+                                          f"backends {args.backends}")
     for name in args.models.split(","):
         model = get(name)
         print(f"== {name}", flush=True)

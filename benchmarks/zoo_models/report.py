@@ -12,7 +12,10 @@ def _f(v, fmt: str = "{:.3f}") -> str:
 
 
 def _dims(d: dict) -> str:
-    return "; ".join(f"{k} {list(v)}" for k, v in d.items())
+    def short(x):
+        return x if not isinstance(x, str) or len(x) <= 24 else "<expr>"
+
+    return "; ".join(f"{k} {[short(x) for x in v]}" for k, v in d.items())
 
 
 def model_table(models: dict) -> list[str]:
@@ -100,7 +103,9 @@ def summary(results: dict) -> list[str]:
 
 def write_markdown(results: dict, out: Path) -> None:
     md = ["# Zoo: public pretrained models from PyPI wheels, compiled for the host", "",
-          f"Host: {results.get('host', '?')}.", "",
+          "Runs (host, timing, load):", "", *[f"- {r}" for r in results.get("runs", [results.get("host", "?")])], "",
+          "Timing is one round of few runs on a 2-core machine shared with other jobs: read p50 ratios below ~1.5x "
+          "as noise.", "",
           *([f"Timing: {results['timing']}.", ""] if results.get("timing") else []),
           "Fidelity is against the source model in ONNX Runtime FP32 on the judged set (real data disjoint from "
           "the calibration set); `clear` = decisions where FP32 is not a near-tie (top-1/top-2 margin >= 0.25, or "
