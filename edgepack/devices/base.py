@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
+
+from edgepack.errors import EdgepackError
 
 WORKER = Path(__file__).resolve().with_name("worker.py")
 
@@ -28,6 +30,40 @@ class Device(Protocol):
     def time(self, backend: str, artifact: Path, feeds: list[dict[str, np.ndarray]], threads: int, warmup: int,
              runs: int, progress: bool = True) -> dict:
         """Timings of `runs` inferences after `warmup`, feeds taken in turn."""
+
+    def probe(self) -> dict:
+        """The device's environment (report.schema.DeviceEnv fields): architecture, OS, Python,
+        CPU, cores, governor and temperature where readable, and each runtime's version (None:
+        not installed). Asked before anything is sent to run, so an incompatible device is
+        refused with one line instead of failing half-way."""
+
+
+class DeviceLost(EdgepackError):
+    """The connection to a remote device dropped mid-job: one line, and nothing measured on that
+    job is recorded as complete."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """How files and commands reach a remote device. The system OpenSSH client and the `adb`
+    tool implement it; devices/remote.RemoteDevice runs the one worker program through it, so
+    boards and phones share every step but the wire."""
+
+    name: str  # how the user named it: "ssh://user@host:port", "adb:SERIAL"
+
+    def push(self, local_dir: Path, remote_dir: str) -> None:
+        """Copy the files of `local_dir` into `remote_dir` on the device (created if missing)."""
+
+    def run(self, argv: list[str], timeout_s: float, on_line: Callable[[str], None] | None = None,
+            env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Run `argv` on the device; each stdout line goes to `on_line`; (exit code, stderr text).
+        A dropped connection raises DeviceLost; the deadline kills the remote command."""
+
+    def pull(self, remote_path: str, local_path: Path) -> None:
+        """Copy one file back from the device."""
+
+    def remove(self, remote_dir: str) -> None:
+        """Remove a job folder on the device (best effort)."""
 
 
 def write_job(folder: Path, session: Path, artifact: Path, feeds: list[dict[str, np.ndarray]],

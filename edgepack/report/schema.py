@@ -90,6 +90,46 @@ class Memory(Section):
     model_rss_delta: float
 
 
+class DeviceEnv(Section):
+    """Where a device run happened (devices/probe.py's answer): enough to tell two runs apart."""
+
+    model_config = ConfigDict(extra="allow")  # what a device can tell about itself varies
+
+    arch: str  # platform.machine(): x86_64, aarch64
+    system: str  # platform.platform()
+    python: Opt[str]
+    cpu: Opt[str]
+    cores: Opt[int]
+    governor: Opt[str]  # cpufreq scaling governor where readable
+    temperature_c: Opt[float]  # hottest thermal zone where readable
+    runtimes: dict[str, str | None] = {}  # runtime package -> version (None: not installed)
+
+
+class DeviceRun(Section):
+    """One artifact measured on one device (`profile --device`, `compile --device`), from the raw
+    per-iteration samples it brought back. Cold load, first inference and warm runs are kept
+    apart; an emulated device's figures are labelled so and are never latency."""
+
+    device: str  # its name in devices.yaml, an ssh:// address, "local" or "qemu-aarch64"
+    kind: Literal["local", "ssh", "qemu", "adb"]
+    emulated: bool = False
+    environment: Opt[DeviceEnv]
+    runner: str = "worker"  # "worker" (the bundle's Python runner) or "benchmark_model" (LiteRT's binary)
+    threads: int
+    warmup: int  # warm-up runs done (until the timings settled, bounded)
+    warmup_settled: Opt[bool]
+    runs: int
+    samples_ms: list[float]  # every timed run, in order
+    latency_ms: Latency  # over samples_ms; `first` is the first inference
+    ci95_ms: Opt[list[float]]  # 95% confidence interval of the median (p50)
+    cold_load_ms: Opt[float]  # opening the artifact in a fresh process
+    memory_mb: Opt[Memory]
+    op_profile: Opt[list[JSON]]  # per-op times where the runtime offers them, slowest first
+    parity: Opt[Parity]  # against the host's reference outputs, computed on the device
+    seconds: Opt[float]  # wall time of the whole round trip (push, runs, pull)
+    note: Opt[str]
+
+
 class FileInfo(Section):
     bytes: int
     sha256: str
@@ -125,6 +165,7 @@ class Artifact(Section):
     threads: Opt[int]
     batch: Opt[int]
     process: Opt[str]
+    devices: Opt[list[DeviceRun]]  # the same artifact measured on the devices asked for (--device)
 
 
 class Source(Section):
