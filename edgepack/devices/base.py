@@ -17,6 +17,7 @@ import numpy as np
 from edgepack.errors import EdgepackError
 
 WORKER = Path(__file__).resolve().with_name("worker.py")
+OPTIONAL_SETTINGS = ("warmup_max", "settle_window", "settle_tolerance", "op_profile", "op_profile_runs")
 
 
 @runtime_checkable
@@ -70,12 +71,15 @@ def write_job(folder: Path, session: Path, artifact: Path, feeds: list[dict[str,
               **settings) -> Path:
     """Inputs and config.json for one worker run in `folder` (paths as the worker will see them).
 
-    settings: threads, warmup, runs, outputs (True: write every feed's outputs)."""
+    settings: threads, warmup, runs, outputs (True: write every feed's outputs); optional, passed
+    through when given (see devices/worker.py): warmup_max, settle_window, settle_tolerance,
+    op_profile, op_profile_runs."""
     np.savez(folder / "inputs.npz", **{f"{i}__{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
     cfg = {"session": str(session), "artifact": str(artifact), "threads": int(settings.get("threads", 1)),
            "warmup": int(settings.get("warmup", 0)), "runs": int(settings.get("runs", 0)),
            "inputs": str(folder / "inputs.npz"), "n_feeds": len(feeds), "result": str(folder / "result.json"),
            "outputs": str(folder / "outputs.npz") if settings.get("outputs") else None}
+    cfg.update({k: settings[k] for k in OPTIONAL_SETTINGS if settings.get(k) is not None})
     config = folder / "config.json"
     config.write_text(json.dumps(cfg))
     return config

@@ -120,10 +120,17 @@ class DeviceRun(Section):
     warmup_settled: Opt[bool]
     runs: int
     samples_ms: list[float]  # every timed run, in order
-    latency_ms: Latency  # over samples_ms; `first` is the first inference
+    # over samples_ms; `first` is the first inference. None: the runner brought back no
+    # per-run samples (LiteRT's benchmark_model): its own aggregates are in summary_ms
+    latency_ms: Opt[Latency]
     ci95_ms: Opt[list[float]]  # 95% confidence interval of the median (p50)
     cold_load_ms: Opt[float]  # opening the artifact in a fresh process
+    first_ms: Opt[float]  # the first inference (also where there are no samples)
     memory_mb: Opt[Memory]
+    memory_footprint_mb: Opt[dict[str, float]]  # benchmark_model's own figures: init, overall, peak
+    summary_ms: Opt[dict[str, float]]  # benchmark_model's aggregates: count, first, min, max, avg, std, ...
+    batch: Opt[int]
+    throughput_per_s: Opt[float]
     op_profile: Opt[list[JSON]]  # per-op times where the runtime offers them, slowest first
     parity: Opt[Parity]  # against the host's reference outputs, computed on the device
     seconds: Opt[float]  # wall time of the whole round trip (push, runs, pull)
@@ -165,6 +172,7 @@ class Artifact(Section):
     threads: Opt[int]
     batch: Opt[int]
     process: Opt[str]
+    ci95_ms: Opt[list[float]]  # 95% confidence interval of the median (p50) of the timed runs
     devices: Opt[list[DeviceRun]]  # the same artifact measured on the devices asked for (--device)
 
 

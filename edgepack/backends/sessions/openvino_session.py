@@ -71,14 +71,42 @@ class Session:
     config: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)  # rt_info["edgepack"] of the artifact
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    artifact: str = ""
+
+    def _inputs(self, feeds: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
         inputs = {}
         for i, (name, dtype) in enumerate(self.names):
             if name not in feeds:
                 raise SessionError(f"openvino: no value for input {name!r}; got {', '.join(feeds) or 'nothing'}")
             inputs[i] = np.ascontiguousarray(feeds[name], dtype=dtype)
-        result = self.request.infer(inputs, share_inputs=True)
+        return inputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self.request.infer(self._inputs(feeds), share_inputs=True)
         return [result[port] for port in self.outputs]  # copies (share_outputs=False)
+
+    def op_profile(self, feeds: list[dict[str, np.ndarray]], runs: int) -> list[dict]:
+        """Per-layer times from OpenVINO's performance counters: the same IR compiled a second
+        time with PERF_COUNT on (the timed model stays without it), one untimed inference, then
+        `runs` inferences whose counters (the last inference's, read after each) are summed.
+        Layers fused away (status NOT_RUN / OPTIMIZED_OUT) are left out; `exec_type` names the
+        kernel that ran (e.g. jit_avx512_FP32), which tells which precision really executed."""
+        compiled = core().compile_model(core().read_model(self.artifact), DEVICE, {**self.config, "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        request.infer(self._inputs(feeds[0]))
+        ops: dict[str, dict] = {}
+        for i in range(runs):
+            request.infer(self._inputs(feeds[i % len(feeds)]))
+            for info in request.profiling_info:
+                if info.status != info.Status.EXECUTED:
+                    continue
+                op = ops.setdefault(info.node_name, {"type": info.node_type, "exec_type": info.exec_type,
+                                                     "us": 0.0, "calls": 0})
+                op["us"] += info.real_time.total_seconds() * 1e6
+                op["calls"] += 1
+        n = max(1, runs)
+        return [{"op": name, "type": v["type"], "exec_type": v["exec_type"], "ms": v["us"] / 1e3 / n,
+                 "calls": v["calls"] / n} for name, v in ops.items()]
 
     def inputs(self) -> list[dict]:
         return [{"name": name, "shape": [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()],
@@ -138,4 +166,4 @@ def open_session(artifact: str, threads: int, perf_count: bool = False) -> Sessi
     except Exception as e:
         raise SessionError(f"{artifact}: OpenVINO cannot compile it for {DEVICE}: {reason(str(e))}") from None
     names, outputs = _ports(compiled, meta, artifact)
-    return Session(compiled, compiled.create_infer_request(), names, outputs, config, meta)
+    return Session(compiled, compiled.create_infer_request(), names, outputs, config, meta, str(artifact))

@@ -18,6 +18,10 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 SIDECAR_SUFFIX = ".io.json"
+# LiteRT's Python Interpreter (ai-edge-litert 2.3) has no op profiler: its per-op times come from
+# the benchmark_model binary (--enable_op_profiling=true), which edgepack.bench.benchmark_model parses
+OP_PROFILE_NOTE = ("LiteRT's Python interpreter offers no per-op profiler; run LiteRT's benchmark_model "
+                   "with --enable_op_profiling=true for per-op times")
 
 
 class SessionError(Exception):

@@ -13,6 +13,8 @@ compile in another thread of the same process must not see it change).
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,17 +57,53 @@ def _flatten(out) -> list[np.ndarray]:
 
 
 class Session:
-    def __init__(self, vm, meta: dict):
-        self.vm, self.meta = vm, meta
+    def __init__(self, vm, meta: dict, lib=None):
+        self.vm, self.meta, self.lib = vm, meta, lib
         self._main = vm[meta.get("entry", "main")]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _args(self, feeds: dict[str, np.ndarray]) -> list:
         try:
-            args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[s["name"]], dtype=s["dtype"]))
+            return [tvm.runtime.tensor(np.ascontiguousarray(feeds[s["name"]], dtype=s["dtype"]))
                     for s in self.meta["inputs"]]
         except KeyError as e:
             raise SessionError(f"TVM artifact needs input {e.args[0]!r}; got {', '.join(feeds)}") from None
-        return _flatten(self._main(*args))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return _flatten(self._main(*self._args(feeds)))
+
+    def op_profile(self, feeds: list[dict[str, np.ndarray]], runs: int) -> list[dict]:
+        """Per-call times of the Relax VM: TVM 0.27's VM has no profiler of its own, but its
+        instrument hook is called before and after every Call instruction (a kernel or a VM
+        builtin), and CPU kernels run synchronously, so the wall time between the two is the
+        call's. A second VM over the same library carries the hook (the timed VM never does);
+        each time includes the hook's own overhead (about a microsecond)."""
+        vm = VirtualMachine(self.lib, tvm.cpu())
+        spans: dict[str, dict] = {}
+        started: list[int] = []
+
+        def instrument(func, symbol, before, ret, *args):
+            if before:
+                started.append(time.perf_counter_ns())
+            elif started:
+                op = spans.setdefault(str(symbol), {"ns": 0, "calls": 0})
+                op["ns"] += time.perf_counter_ns() - started.pop()
+                op["calls"] += 1
+            return 0  # VMInstrumentReturnKind.NO_OP
+
+        main = vm[self.meta.get("entry", "main")]
+        main(*self._args(feeds[0]))  # untimed, like the timed runs' warm-up
+        vm.set_instrument(instrument)
+        for i in range(runs):
+            main(*self._args(feeds[i % len(feeds)]))
+        n = max(1, runs)
+        return [{"op": sym, "type": call_type(sym), "ms": v["ns"] / 1e6 / n, "calls": v["calls"] / n}
+                for sym, v in spans.items()]
+
+
+def call_type(symbol: str) -> str:
+    """A VM call's kind: "vm.builtin" for the VM's own functions, else the kernel's name without
+    the numeric suffix TVM adds to repeated fused functions (fused_conv2d_add_relu3 -> ..._relu)."""
+    return "vm.builtin" if symbol.startswith("vm.builtin.") else re.sub(r"\d+$", "", symbol)
 
     def inputs(self) -> list[dict]:
         return [{"name": s["name"], "shape": list(s["shape"]), "dtype": s["dtype"]} for s in self.meta["inputs"]]
@@ -74,4 +112,5 @@ class Session:
 def open_session(artifact: str, threads: int) -> Session:
     meta = read_sidecar(artifact)
     set_threads(threads)
-    return Session(VirtualMachine(tvm.runtime.load_module(str(artifact)), tvm.cpu()), meta)
+    lib = tvm.runtime.load_module(str(artifact))
+    return Session(VirtualMachine(lib, tvm.cpu()), meta, lib)
