@@ -135,6 +135,20 @@ def test_openvino_worker_profiles_with_performance_counters(graphs, tmp_path):
     assert "Convolution" in {o["type"] for o in ops} and all(o["exec_type"] and o["calls"] > 0 for o in ops)
 
 
+def test_tvm_worker_times_each_vm_call(tmp_path, tvm_cache):
+    """TVM's VM has no profiler; its instrument hook gives each kernel's and builtin's time."""
+    from edgepack.backends.tvm import TvmBackend
+    from edgepack.targets import load_profile
+
+    (tmp_path / "out").mkdir()
+    artifact = TvmBackend({"tune_seconds": 0}).emit(conv_relu(3, 8, 16), tmp_path / "out", load_profile("host"))
+    raw = _run(tmp_path, "tvm", artifact, _feeds(1), threads=1, warmup=1, runs=3, op_profile=True, op_profile_runs=3)
+    ops = raw["op_profile"]
+    kernels = [o for o in ops if o["type"] != "vm.builtin"]
+    assert kernels and any("conv2d" in o["type"] for o in kernels) and all(o["calls"] > 0 for o in ops)
+    assert {"vm.builtin"} <= {o["type"] for o in ops}
+
+
 @pytest.fixture(scope="module")
 def tiny_tflite(tmp_path_factory) -> Path:
     """A Conv2D+ReLU .tflite (NHWC 1x8x8x3 -> 1x8x8x4) converted by TensorFlow in a child
