@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -405,3 +407,45 @@ def test_adb_deadline_kills_the_command_and_a_drop_is_device_lost(fake_adb, tmp_
 
     time.sleep(1.5)
     assert not marker.exists()  # killed on the "phone", not only the local adb process
+
+
+@pytest.mark.skipif(shutil.which("adb") is None, reason="the adb tool is not installed (Debian: apt-get install adb)")
+def test_real_adb_without_that_phone_is_one_line(tmp_path, monkeypatch):
+    """The real adb tool, on a private server port (stopped after), asked for a phone that is
+    not there: its own message in one line. (No phone was ever attached to this test.)"""
+    from edgepack.devices.adb import AdbTransport
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    try:
+        with pytest.raises(EdgepackError, match=r"^adb:EDGEPACK0: no usable phone with that serial "
+                                                r"\(error: device 'EDGEPACK0' not found\)"):
+            AdbTransport("EDGEPACK0").run(["true"], 10)
+    finally:
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
+
+
+def test_worker_job_through_the_adb_transport(fake_adb, graphs, tmp_path):
+    """A worker job as a phone with Python would get it: pushed, run, its result pulled."""
+    from edgepack.backends import get_backend
+    from edgepack.devices.adb import AdbTransport
+
+    t = AdbTransport("FAKE1", adb=str(fake_adb), root=str(tmp_path / "phone" / "edgepack"))
+    stage, remote = tmp_path / "stage", t.job_dir("w1")
+    stage.mkdir()
+    for path in (WORKER, get_backend("onnxruntime").session_file(), graphs["onnxruntime"]):
+        shutil.copy2(path, stage / path.name)
+    config = write_job(stage, stage / "onnxruntime_session.py", stage / "model.onnx", _feeds(1), threads=1, runs=7)
+    config.write_text(config.read_text().replace(str(stage), remote))
+    t.push(stage, remote)
+    progress = []
+    rc, err = t.run([sys.executable, f"{remote}/worker.py", f"{remote}/config.json"], 120, progress.append)
+    assert rc == 0, err
+    assert json.loads(progress[0])["first_ms"] > 0 and json.loads(progress[-1])["progress"] == 7
+    t.pull(f"{remote}/result.json", tmp_path / "result.json")
+    run = device_run(json.loads((tmp_path / "result.json").read_text()), "adb:FAKE1", "adb", False, None, 1, 1)
+    assert run.runs == 7 and run.kind == "adb" and run.ci95_ms is not None
+    t.remove(remote)
+    assert not Path(remote).exists()
