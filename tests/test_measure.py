@@ -22,7 +22,7 @@ import pytest
 
 from edgepack.bench.benchmark_model import command, op_table, parse
 from edgepack.bench.stats import device_run, median_ci, summarize
-from edgepack.devices.base import WORKER, DeviceLost, write_job
+from edgepack.devices.base import WORKER, DeviceLost, Transport, write_job
 from edgepack.devices.local import run_worker
 from edgepack.errors import EdgepackError
 from edgepack.report.schema import DeviceRun
@@ -373,7 +373,7 @@ def test_adb_round_trip_exit_codes_and_lines(fake_adb, tmp_path):
 
     root = tmp_path / "phone" / "edgepack"
     t = AdbTransport("FAKE1", adb=str(fake_adb), root=str(root))
-    assert t.name == "adb:FAKE1" and t.job_dir("j1") == f"{root}/j1"
+    assert isinstance(t, Transport) and t.name == "adb:FAKE1" and t.job_dir("j1") == f"{root}/j1"
     job = tmp_path / "job"
     job.mkdir()
     (job / "a.txt").write_text("hello\n")

@@ -137,7 +137,8 @@ class AdbTransport:
             proc.wait()
         finally:
             timer.cancel()
-            if proc.poll() is None:  # interrupted: adb must not outlive us
+            if proc.poll() is None:  # interrupted (Ctrl-C): neither adb nor the command may outlive us
+                self._kill(state["pid"])
                 proc.kill()
                 proc.wait()
         err.join(5)
