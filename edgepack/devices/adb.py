@@ -150,7 +150,8 @@ class AdbTransport:
             raise EdgepackError(f"{self.name}: the command did not finish within {timeout_s:.0f} s (killed)")
         if state["rc"] is None:
             said = _last_line(stderr)
-            raise DeviceLost(f"{self.name}: connection lost before the command finished" + (f" ({said})" if said else ""))
+            said = f" ({said})" if said else ""
+            raise DeviceLost(f"{self.name}: connection lost before the command finished{said}")
         return state["rc"], stderr
 
     def _kill(self, pid: int | None) -> None:

@@ -136,7 +136,8 @@ def _op_profile(module, session, cfg: dict, feeds: list[dict]) -> dict:
     try:
         ops = hook(feeds, int(cfg.get("op_profile_runs") or OP_PROFILE_RUNS))
     except Exception as e:  # the profile is extra: its failure must not cost the timings
-        return {"op_profile_note": f"per-op profile failed: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"}
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return {"op_profile_note": f"per-op profile failed: {first}"}
     return {"op_profile": sorted(ops, key=lambda o: -o["ms"])}
 
 
