@@ -15,7 +15,7 @@ from edgepack.compiler.flow import compile_request
 from edgepack.compiler.inputs import dataset, feeds
 from edgepack.compiler.request import BenchSettings, CompileRequest
 from edgepack.compiler.select import headline
-from edgepack.devices import LocalDevice
+from edgepack.devices import DeviceOptions, LocalDevice
 from edgepack.errors import EdgepackError, first_line
 from edgepack.events import console_events
 from edgepack.frontends import load_source
@@ -101,42 +101,73 @@ def run(recipe, output_dir: str | Path | None = None, force: bool = False, resum
 def profile(artifact: str | Path, target: str | TargetProfile | None = None, backend: str | None = None,
             inputs: str | Path | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, output_dir: str | Path | None = None, force: bool = False,
-            progress: bool = True) -> dict:
-    """Latency report of an existing artifact, measured in a fresh process (as a dict)."""
+            progress: bool = True, devices: list[str] | None = None, devices_file: str | Path | None = None,
+            accept_new_host_key: bool = False) -> dict:
+    """Latency report of an existing artifact, measured in a fresh process (as a dict); with
+    `devices` (names from devices.yaml, ssh://user@host[:port], "local", "qemu") also measured
+    on each of them, results in the artifact's `devices` list."""
+    on = DeviceOptions(tuple(devices or ()), str(devices_file) if devices_file else None, accept_new_host_key)
     return profile_artifact(artifact, target, backend, inputs, BenchSettings(runs, warmup, threads), output_dir,
-                            force, progress).to_json()
+                            force, progress, on).to_json()
 
 
 def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, backend: str | None,
                      inputs: str | Path | None, settings: BenchSettings, output_dir: str | Path | None,
-                     force: bool, progress: bool) -> ProfileReport:
-    """The typed profile report of an existing artifact."""
+                     force: bool, progress: bool, on: DeviceOptions | None = None) -> ProfileReport:
+    """The typed profile report of an existing artifact. Devices are resolved and checked (the
+    artifact's architecture, the runtime installed there) before anything runs anywhere; a
+    connection that drops mid-run raises DeviceLost and no report is written."""
     path = Path(artifact)
     if not path.exists():
         raise EdgepackError(f"{artifact}: no such file")
     prof = target if isinstance(target, TargetProfile) else load_profile(target or "host")
     runtime = get_backend(backend) if backend else backend_for_artifact(path)
-    try:
-        specs = runtime.inputs(runtime.load(path, 1))
-    except EdgepackError:
-        raise
-    except Exception as e:
-        raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {first_line(e)}")
+    devices = on.resolve() if on else []
+    for device in devices:
+        device.check(runtime.name, path)
+    here = not runtime.cross_compiled(path)  # a cross-compiled artifact runs only on its devices
+    specs = _artifact_inputs(runtime, path, artifact, here)
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
         f"profile-{slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_free(outdir, force, input_paths(path, inputs))
     data = dataset(inputs, specs)
     bench = settings.resolve(prof)
+    bench_feeds = feeds(data, specs, BENCH_FEEDS)
+    host = LocalDevice().time(runtime.name, path, bench_feeds, progress=progress, **bench.as_dict()) if here else {
+        "latency_ms": None, "notes": [f"not timed on this host: built for {runtime.architecture(path)}"]}
+    reference = _reference(runtime, path, bench_feeds) if here and devices else None
+    runs = [d.profile(runtime.name, path, bench_feeds, bench, reference, progress) for d in devices]
     entry = Artifact(backend=runtime.name, precision="as built", path=str(path),
                      **artifact_identity(path, runtime.companions(path)), inputs=[s.to_dict() for s in specs],
-                     **LocalDevice().time(runtime.name, path, feeds(data, specs, BENCH_FEEDS), progress=progress,
-                                 **bench.as_dict()))
+                     devices=runs or None, **host)
     report = ProfileReport(**header("profile"), target={"name": prof.name, "description": prof.description},
                            data={"source": data.source if data else "random normal inputs"}, artifacts=[entry],
                            output_dir=str(outdir), **headline(entry))
     with staged_dir(outdir, force, "profile", input_paths(path, inputs)) as stage:
         write_report(stage, report)
     return report
+
+
+def _artifact_inputs(runtime, path: Path, artifact, loadable: bool) -> list:
+    """The artifact's inputs: from loading it here, or (built for another CPU) from its own files."""
+    if not loadable:
+        declared = runtime.declared_inputs(path)
+        if declared is None:
+            raise EdgepackError(f"{artifact}: built for {runtime.architecture(path)}; its inputs cannot be read "
+                                "here: pass --inputs DATA")
+        return declared
+    try:
+        return runtime.inputs(runtime.load(path, 1))
+    except EdgepackError:
+        raise
+    except Exception as e:
+        raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {first_line(e)}")
+
+
+def _reference(runtime, path: Path, bench_feeds: list) -> list:
+    """This host's outputs of the artifact: what each device's outputs are compared with."""
+    run = runtime.runner(path, 1)
+    return [run(f) for f in bench_feeds]
 
 
 # -- helpers ---------------------------------------------------------------------------------
