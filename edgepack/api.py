@@ -66,14 +66,16 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             prune_layers: dict | None = None, prune_protect: list[str] | None = None,
             sparsity: float | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, force: bool = False, progress: bool = True,
-            timing: Timing = DEFAULT_TIMING, eval_output: str | None = None) -> dict:
+            timing: Timing = DEFAULT_TIMING, eval_output: str | None = None, devices: list[str] | None = None,
+            devices_file: str | Path | None = None) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir) as a dict.
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
     is given, else fp32. INT8 is checked against `max_drop` (default 0.01 absolute; "1%" is
     relative) on `eval_data` with `metric`, or on fidelity to FP32 over calibration samples held
     out of calibration (the report's accuracy.held_out says which); `eval_output` names the graph
-    output the metric judges (default the first).
+    output the metric judges (default the first). `devices`: also measure every artifact there
+    (names from `devices_file` / devices.yaml, ssh://user@host[:port], "local", "qemu").
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(
@@ -81,7 +83,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         weights=weights, calib=calib, precision=precision, eval_data=eval_data, metric=metric, max_drop=max_drop,
         keep_float=keep_float, prune=prune, prune_mode=prune_mode, prune_layers=prune_layers,
         prune_protect=prune_protect, sparsity=sparsity, runs=runs, warmup=warmup, threads=threads, force=force,
-        eval_output=eval_output)
+        eval_output=eval_output,
+        devices=DeviceOptions(tuple(devices or ()), str(devices_file) if devices_file else None))
     return compile_request(request, console_events(progress), timing).to_json()
 
 
@@ -133,10 +136,11 @@ def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, b
     data = dataset(inputs, specs)
     bench = settings.resolve(prof)
     bench_feeds = feeds(data, specs, BENCH_FEEDS)
+    reference = _reference(runtime, path, bench_feeds) if here and devices else None
+    # the devices first: a connection problem shows before the host's (possibly long) timing
+    runs = [d.profile(runtime.name, path, bench_feeds, bench, reference, progress) for d in devices]
     host = LocalDevice().time(runtime.name, path, bench_feeds, progress=progress, **bench.as_dict()) if here else {
         "latency_ms": None, "notes": [f"not timed on this host: built for {runtime.architecture(path)}"]}
-    reference = _reference(runtime, path, bench_feeds) if here and devices else None
-    runs = [d.profile(runtime.name, path, bench_feeds, bench, reference, progress) for d in devices]
     entry = Artifact(backend=runtime.name, precision="as built", path=str(path),
                      **artifact_identity(path, runtime.companions(path)), inputs=[s.to_dict() for s in specs],
                      devices=runs or None, **host)
