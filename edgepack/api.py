@@ -6,6 +6,7 @@ work (compile -> edgepack.compiler, run -> edgepack.pipeline), returning the rep
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -126,8 +127,15 @@ def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, b
     prof = target if isinstance(target, TargetProfile) else load_profile(target or "host")
     runtime = get_backend(backend) if backend else backend_for_artifact(path)
     devices = on.resolve() if on else []
-    for device in devices:
-        device.check(runtime.name, path)
+    with contextlib.ExitStack() as held:  # each device held (locked, connected) from its check to its result
+        for device in devices:
+            held.enter_context(device.session())
+            device.check(runtime.name, path)
+        return _profile(path, artifact, prof, runtime, inputs, settings, output_dir, force, progress, devices)
+
+
+def _profile(path: Path, artifact, prof, runtime, inputs, settings: BenchSettings, output_dir, force: bool,
+             progress: bool, devices: list) -> ProfileReport:
     here = not runtime.cross_compiled(path)  # a cross-compiled artifact runs only on its devices
     specs = _artifact_inputs(runtime, path, artifact, here)
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (

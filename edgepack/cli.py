@@ -92,6 +92,14 @@ def _device_options(args):
     return DeviceOptions(tuple(args.device or ()), args.devices, args.accept_new_host_key)
 
 
+def _add_devices_command(sub) -> None:
+    devs = sub.add_parser("devices", help="the devices of devices.yaml (and the built-in local, qemu)")
+    dsub = devs.add_subparsers(dest="action", required=True)
+    dl = dsub.add_parser("list", help="every device profile and compile can run on")
+    _add_devices_file(dl)
+    dl.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
     from edgepack import __version__
@@ -147,12 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true")
     _add_bench_args(prof)
     _add_device_args(prof)
-
-    devs = sub.add_parser("devices", help="the devices of devices.yaml (and the built-in local, qemu)")
-    dsub_ = devs.add_subparsers(dest="action", required=True)
-    dl = dsub_.add_parser("list", help="every device profile and compile can run on")
-    _add_devices_file(dl)
-    dl.add_argument("--json", action="store_true")
+    _add_devices_command(sub)
 
     run = sub.add_parser("run", help="a recipe: distill -> prune -> quantize -> emit, each stage gated and saved")
     run.add_argument("recipe", help="RECIPE.yaml")

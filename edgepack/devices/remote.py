@@ -11,6 +11,7 @@ architecture or a runtime the device lacks is refused in one line, before runnin
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -106,21 +107,21 @@ class RemoteDevice:
         return str(PurePosixPath(self.workdir) / ".lock")
 
     def _acquire(self) -> None:
-        """Take the device-side lock, waiting up to lock_wait_s for another profile to finish."""
+        """Take the device-side lock, waiting up to lock_wait_s for another profile to finish; the
+        same command probes the device the first time (one command less on every profile)."""
         lock = self._lock_path()
         owner = f"{socket.gethostname()} {os.getpid()} {int(time.time())}"
-        script = (f'mkdir -p "$1" && if mkdir "$2" 2>/dev/null; then echo "$3" > "$2/owner"; echo TAKEN; '
-                  f'else echo "BUSY $(cat "$2/owner" 2>/dev/null)"; fi')
+        probe = [] if self._probed is not None else self._probe_argv()
         deadline = time.monotonic() + self.lock_wait_s
         while True:
-            answers: list[str] = []
-            rc, err = self.transport.run(["sh", "-c", script, "sh", self.workdir, lock, owner], 60,
-                                         on_line=answers.append)
-            answer = next((a.strip() for a in answers if a.startswith(("TAKEN", "BUSY"))), "")
-            if rc != 0 or not answer:
-                raise EdgepackError(f"{self.name}: cannot use work folder {self.workdir}: {last_line(err, f'exit {rc}')}")
+            lines: list[str] = []
+            rc, err = self.transport.run(["sh", "-c", _LOCK_SCRIPT, "sh", self.workdir, lock, owner, *probe],
+                                         120 + self.timeout_s / 10, on_line=lines.append)
+            answer = next((a.strip() for a in lines if a.startswith(("TAKEN", "BUSY"))), "")
             if answer == "TAKEN":
-                return
+                break
+            if not answer:
+                raise EdgepackError(f"{self.name}: cannot use work folder {self.workdir}: {last_line(err, f'exit {rc}')}")
             held_by = answer.split()[1:]
             if _stale(held_by):
                 self.transport.run(["rm", "-rf", "--", lock], 60)
@@ -129,6 +130,12 @@ class RemoteDevice:
                 who = f"{held_by[0]} pid {held_by[1]}" if len(held_by) >= 2 else "another run"
                 raise EdgepackError(f"{self.name} is busy: profiled by {who} (lock {lock}); try again when it is done")
             time.sleep(LOCK_POLL_S)
+        if probe:
+            try:
+                self._probed = self._probe_answer(rc, err, lines)
+            except BaseException:
+                self._release()
+                raise
 
     def _release(self) -> None:
         try:
@@ -141,18 +148,27 @@ class RemoteDevice:
     def probe(self) -> dict:
         """devices/probe.py's answer, run with the device's Python (asked once per device)."""
         if self._probed is None:
-            dists = sorted({p for e in REGISTRY.values() for p in e.packages} | {"numpy"})
-            lines: list[str] = []
-            rc, err = self.transport.run([*self.python, "-c", PROBE.read_text(), *dists], 120 + self.timeout_s / 10,
-                                         on_line=lines.append)
-            if rc == 127 or (rc != 0 and "not found" in err):
-                raise EdgepackError(f"{self.name}: no Python at {' '.join(self.python)!r} on the device "
-                                    "(set `python:` in devices.yaml)")
-            info = next((json.loads(ln) for ln in reversed(lines) if ln.startswith("{")), None)
-            if rc != 0 or info is None:
-                raise EdgepackError(f"{self.name}: probing the device failed: {last_line(err, f'exit {rc}')}")
-            self._probed = info
+            if self._depth:  # the device is held (its probe came with the lock): ask again
+                lines: list[str] = []
+                rc, err = self.transport.run(self._probe_argv(), 120 + self.timeout_s / 10, on_line=lines.append)
+                self._probed = self._probe_answer(rc, err, lines)
+            else:
+                with self.session():
+                    pass
         return self._probed
+
+    def _probe_argv(self) -> list[str]:
+        dists = sorted({p for e in REGISTRY.values() for p in e.packages} | {"numpy"})
+        return [*self.python, "-c", PROBE.read_text(), *dists]
+
+    def _probe_answer(self, rc: int, err: str, lines: list[str]) -> dict:
+        if rc == 127 or (rc != 0 and "not found" in err):
+            raise EdgepackError(f"{self.name}: no Python at {' '.join(self.python)!r} on the device "
+                                "(set `python:` in devices.yaml)")
+        info = next((json.loads(ln) for ln in reversed(lines) if ln.startswith("{")), None)
+        if rc != 0 or info is None:
+            raise EdgepackError(f"{self.name}: probing the device failed: {last_line(err, f'exit {rc}')}")
+        return info
 
     def check(self, backend: str, artifact: Path) -> dict:
         """The device's environment, after refusing an artifact it cannot run (one line each)."""
@@ -176,7 +192,11 @@ class RemoteDevice:
     # ------------------------------------------------------------------ one job
 
     def job(self, backend: str, artifact: Path, feeds: list[dict], settings: dict, progress: bool = False):
-        """Push, run the worker, pull: (its result, each feed's outputs or None)."""
+        """Push, run the worker, bring back: (its result, each feed's outputs or None).
+
+        One command runs the worker, then prints its result (and outputs, base64) on stdout and
+        removes the job folder: on a board each command costs a channel and a shell start, so a
+        profile is four commands (lock + probe, push, run, unlock), not eight."""
         runtime, artifact = get_backend(backend), Path(artifact)
         if not artifact.is_file():
             raise EdgepackError(f"{artifact}: no such file")
@@ -191,23 +211,25 @@ class RemoteDevice:
                     shutil.copy2(path, stage / Path(path).name)
             _write_remote_job(stage, remote, runtime.session_file().name, artifact.name, feeds, settings)
             self.transport.push(stage, str(remote))
+            back: dict[str, str] = {}
             try:
                 with progress_bar(f"{backend} on {self.name}", work, progress and work > 0) as advance:
                     rc, err = self.transport.run(
-                        [*self._pin(), *self.python, str(remote / WORKER.name), str(remote / "config.json")],
-                        self.timeout_s, on_line=lambda ln: _on_line(ln, advance, work),
+                        ["sh", "-c", _RUN_SCRIPT, "sh", str(remote), "1" if settings.get("outputs") else "",
+                         *self._pin(), *self.python], self.timeout_s,
+                        on_line=lambda ln: _on_line(ln, advance, work, back),
                         env={**self.env, "OMP_NUM_THREADS": threads, "TVM_NUM_THREADS": threads})
-                if rc != 0:
-                    raise EdgepackError(f"{self.name}: {backend} artifact {artifact.name} failed: "
-                                        f"{last_line(err, f'exit {rc}')}")
-                self.transport.pull(str(remote / "result.json"), Path(tmp) / "result.json")
-                if settings.get("outputs"):
-                    self.transport.pull(str(remote / "outputs.npz"), Path(tmp) / "outputs.npz")
             finally:
-                self.transport.remove(str(remote))
-            raw = json.loads((Path(tmp) / "result.json").read_text())
-            outputs = read_outputs(Path(tmp), len(feeds)) if settings.get("outputs") else None
-        return raw, outputs
+                if "cleaned" not in back:  # the script did not get to its own clean-up
+                    self.transport.remove(str(remote))
+            if rc != 0 or "result" not in back:
+                raise EdgepackError(f"{self.name}: {backend} artifact {artifact.name} failed: "
+                                    f"{last_line(err, f'exit {rc}')}")
+            outputs = None
+            if settings.get("outputs"):
+                (Path(tmp) / "outputs.npz").write_bytes(base64.b64decode(back.get("outputs", "")))
+                outputs = read_outputs(Path(tmp), len(feeds))
+        return json.loads(back["result"]), outputs
 
     def _pin(self) -> list[str]:
         return ["taskset", "-c", self.affinity] if self.affinity else []
@@ -278,8 +300,36 @@ def _write_remote_job(stage: Path, remote: PurePosixPath, session: str, artifact
     (stage / "config.json").write_text(json.dumps(cfg))
 
 
-def _on_line(line: str, advance, work: int):
-    """A worker stdout line: progress, or the first inference (-> the runs' allowance in seconds)."""
+# $1 work folder, $2 lock folder, $3 owner line, then (optional) the probe's command, run once the
+# lock is taken. mkdir is atomic: of two hosts, one gets TAKEN, the other BUSY and the owner.
+_LOCK_SCRIPT = """work=$1; lock=$2; owner=$3; shift 3
+mkdir -p "$work" || exit 1
+if mkdir "$lock" 2>/dev/null; then echo "$owner" > "$lock/owner"; echo TAKEN
+else echo "BUSY $(cat "$lock/owner" 2>/dev/null)"; exit 0; fi
+if [ $# -gt 0 ]; then exec "$@"; fi
+"""
+
+# $1 job folder, $2 "1" to send outputs back, then the command that runs Python (taskset, python).
+# The worker's exit code is kept; its result and outputs follow on stdout as tagged lines.
+_RUN_SCRIPT = """job=$1; want=$2; shift 2
+"$@" "$job/worker.py" "$job/config.json"; rc=$?
+if [ -f "$job/result.json" ]; then printf '\\n@result '; tr -d '\\n' < "$job/result.json"; echo; fi
+if [ -n "$want" ] && [ -f "$job/outputs.npz" ]; then printf '@outputs '
+  if command -v base64 >/dev/null; then base64 -w0 "$job/outputs.npz"; echo
+  else "$@" -c 'import base64,sys; print(base64.b64encode(open(sys.argv[1],"rb").read()).decode())' "$job/outputs.npz"
+  fi; fi
+rm -rf -- "$job" && echo @cleaned
+exit $rc
+"""
+
+
+def _on_line(line: str, advance, work: int, back: dict | None = None):
+    """A worker stdout line: progress, the first inference (-> the runs' allowance in seconds), or
+    what the run script sends back (`@result`, `@outputs`, `@cleaned`, kept in `back`)."""
+    if back is not None and line.startswith("@"):
+        tag, _, value = line.strip().partition(" ")
+        back[tag[1:]] = value
+        return None
     try:
         msg = json.loads(line)
         if "first_ms" in msg:

@@ -144,6 +144,52 @@ class SshTransport:
         return done.returncode, done.stderr
 
     def push(self, local_dir: Path, remote_dir: str) -> None:
+        """The files of `local_dir` into `remote_dir` (created; its parent must exist).
+
+        scp (SFTP) first: measured here it beat a tar stream over the ssh pipe (0.20 s against
+        0.56 s for MobileNetV2's 14 MB job), mostly because an SFTP subsystem starts no login
+        shell. A server without SFTP gets the tar stream (the remote needs only sh and tar)."""
+        if self._sftp is not False:
+            if self._scp(local_dir, remote_dir):
+                return
+        self._push_tar(local_dir, remote_dir)
+
+    _sftp: bool | None = None  # False once the server has said it has no SFTP subsystem
+
+    def _scp(self, local_dir: Path, remote_dir: str) -> bool:
+        """True when scp copied the folder; False when the server has no SFTP (use tar)."""
+        scp = shutil.which("scp")
+        if not scp:
+            self._sftp = False
+            return False
+        opts = list(self.options())
+        for flag in ("-p", "-l"):  # scp spells the port -P and takes the user in the destination
+            if flag in opts:
+                i = opts.index(flag)
+                value = opts[i + 1]
+                del opts[i:i + 2]
+                opts = (["-P", value] if flag == "-p" else []) + opts
+        mux = ["-o", f"ControlPath={self._control}/cm", "-o", "ControlMaster=no"] if self._control else []
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        dest = f"{self.user + '@' if self.user else ''}{host}:{remote_dir}"
+        size = sum(p.stat().st_size for p in Path(local_dir).rglob("*") if p.is_file())
+        try:
+            proc = subprocess.run([scp, "-q", "-r", *opts, *mux, "--", str(local_dir), dest], stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, errors="replace", timeout=120 + size / 1e6)
+        except subprocess.TimeoutExpired:
+            raise DeviceLost(f"{self.name}: sending files took over {120 + size / 1e6:.0f} s") from None
+        if proc.returncode == 0:
+            self._sftp = True
+            return True
+        err = proc.stderr.replace("\r", "")
+        if "subsystem" in err.lower() or "sftp" in err.lower():
+            self._sftp = False
+            return False
+        if proc.returncode == 255 or any(s in err for s in ("Connection closed", "lost connection", "Broken pipe")):
+            raise self._lost(err, "sending files")
+        raise EdgepackError(f"{self.name}: cannot write {remote_dir}: {last_line(err, f'scp exit {proc.returncode}')}")
+
+    def _push_tar(self, local_dir: Path, remote_dir: str) -> None:
         """The files of `local_dir` into `remote_dir` as one tar stream (no per-file round trips)."""
         q = shlex.quote(remote_dir)
         size = sum(p.stat().st_size for p in Path(local_dir).rglob("*") if p.is_file())
