@@ -47,6 +47,7 @@ def lab(sshd, tmp_path_factory):
               "key_file": str(sshd.user_key), "known_hosts": str(known)}
     devices = [
         {"name": "x86", **common, "workdir": str(root / "x86"), "python": sys.executable},
+        {"name": "pinned", **common, "workdir": str(root / "x86"), "python": sys.executable, "affinity": "0"},
         # a device whose Python has no runtime and no numpy (Debian's own python3)
         {"name": "bare", **common, "workdir": str(root / "bare"), "python": "/usr/bin/python3"},
         {"name": "fresh", **common, "workdir": str(root / "fresh"), "python": sys.executable,
@@ -109,19 +110,33 @@ def test_compile_with_device(lab, small_onnx, tmp_path):
     from edgepack import api
 
     report = api.compile(small_onnx, backends=["onnxruntime"], output_dir=tmp_path / "c", runs=5, warmup=1,
-                         threads=1, progress=False, devices=["x86"], devices_file=lab["yaml"])
+                         threads=1, progress=False, devices=["pinned"], devices_file=lab["yaml"])
     (art,) = report["artifacts"]
     (run,) = art["devices"]
-    assert run["device"] == "x86" and run["runs"] == 5
+    assert run["device"] == "pinned" and run["runs"] == 5
+    assert run["environment"]["cores"] == 1  # taskset -c 0: what the probe and the worker were given
     assert run["parity"]["max_abs_diff"] <= 1e-5  # against the source model, computed on the device
     assert json.loads((tmp_path / "c" / "report.json").read_text())["artifacts"][0]["devices"][0]["runs"] == 5
+
+
+def test_local_device_takes_the_same_path(small_onnx, tmp_path, monkeypatch):
+    """`--device local`: this host's Python, through the same push/run/bring-back steps."""
+    monkeypatch.setenv("EDGEPACK_DEVICES", str(tmp_path / "none.yaml"))
+    (tmp_path / "none.yaml").write_text("devices: []\n")
+    device = resolve("local")
+    device.workdir = str(tmp_path / "jobs")
+    feeds = [{"x": np.ones((1, 3, 8, 8), np.float32)}]
+    run = device.profile("onnxruntime", small_onnx, feeds, BenchSettings(4, 1, 1), reference=None, progress=False)
+    assert run.kind == "local" and run.runs == 4 and run.environment.arch and run.parity is None
+    (outs,) = device.outputs("onnxruntime", small_onnx, feeds)
+    assert outs[0].shape == (1, 4) and _leftovers(tmp_path / "jobs") == []
 
 
 def test_devices_list_and_ssh_urls(lab, capsys):
     rc, out, err = _cli(capsys, "devices", "list", "--devices", lab["yaml"], "--json")
     assert rc == 0, err
     names = [d["name"] for d in json.loads(out)["devices"]]
-    assert names[:4] == ["x86", "bare", "fresh", "board"] and {"local", "qemu"} <= set(names)
+    assert names[:5] == ["x86", "pinned", "bare", "fresh", "board"] and {"local", "qemu"} <= set(names)
 
     dev = resolve("ssh://alice@10.1.2.3:2222/srv/edgepack")
     assert (dev.kind, dev.workdir, dev.transport.host, dev.transport.port, dev.transport.user) == \

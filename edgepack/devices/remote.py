@@ -159,7 +159,7 @@ class RemoteDevice:
 
     def _probe_argv(self) -> list[str]:
         dists = sorted({p for e in REGISTRY.values() for p in e.packages} | {"numpy"})
-        return [*self.python, "-c", PROBE.read_text(), *dists]
+        return [*self._pin(), *self.python, "-c", PROBE.read_text(), *dists]  # pinned: it counts the cores it gets
 
     def _probe_answer(self, rc: int, err: str, lines: list[str]) -> dict:
         if rc == 127 or (rc != 0 and "not found" in err):

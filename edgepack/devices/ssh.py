@@ -33,6 +33,7 @@ from edgepack.errors import EdgepackError
 
 CONNECT_TIMEOUT_S = 10
 ALIVE_INTERVAL_S, ALIVE_COUNT = 2, 3  # a peer silent for ~6 s is gone
+LOST_CONNECT_TIMEOUT_S = 3  # clean-up after a drop: try once, briefly
 PERSIST_S = 120  # an orphaned connection master (its process killed) exits after this idle time
 ACCEPT_HINT = "--accept-new-host-key (or accept_new_host_key: true in devices.yaml)"
 
@@ -140,7 +141,9 @@ class SshTransport:
             self._kill(done.pid)
             raise EdgepackError(f"{self.name}: {Path(str(argv[0])).name} did not finish within {done.allowed_s:.0f} s")
         if done.returncode == 255:  # ssh's own failure: the connection, not the command
-            raise self._lost(done.stderr, f"running {Path(str(argv[0])).name}")
+            lost = self._lost(done.stderr, f"running {Path(str(argv[0])).name}")
+            self._kill(done.pid)  # over a new connection, if the device is still there
+            raise lost
         return done.returncode, done.stderr
 
     def push(self, local_dir: Path, remote_dir: str) -> None:
@@ -241,11 +244,12 @@ class SshTransport:
     # ------------------------------------------------------------------ failures
 
     def _kill(self, pid: int | None) -> None:
-        """Kill the command's process on the device (its ssh client is already gone)."""
+        """Kill the command's processes on the device (its ssh client is already gone): the whole
+        process group, since sshd starts each command as a session leader."""
         if pid:
             try:
-                subprocess.run(self._argv(f"kill -9 {int(pid)}"), stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=self.connect_timeout_s + 5)
+                subprocess.run(self._argv(f"kill -9 -- -{int(pid)} 2>/dev/null || kill -9 {int(pid)}"),
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=self.connect_timeout_s + 5)
             except (subprocess.TimeoutExpired, OSError):
                 pass
 
@@ -265,7 +269,9 @@ class SshTransport:
         return EdgepackError(f"{self.name}: cannot connect: {last_line(text, f'ssh exit {rc}')}")
 
     def _lost(self, stderr: str, doing: str) -> EdgepackError:
-        """ssh exited 255 mid-job: the connection dropped (or never came up: then say why)."""
+        """ssh exited 255 mid-job: the connection dropped (or never came up: then say why). The
+        clean-up commands that follow get a short connect timeout: the device may be gone."""
+        self.connect_timeout_s = min(self.connect_timeout_s, LOST_CONNECT_TIMEOUT_S)
         text = stderr.replace("\r", "")
         if any(s in text for s in ("host key", "Host key", "Permission denied", "Could not resolve",
                                    "Connection refused")):
