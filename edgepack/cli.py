@@ -294,9 +294,9 @@ def cmd_profile(args) -> int:
 def cmd_devices(args) -> int:
     from edgepack import views
     from edgepack.devices import load_devices
-    from edgepack.devices.config import BUILTIN, devices_file
+    from edgepack.devices.config import BUILTIN, find_devices_file
 
-    found = devices_file(args.devices)
+    found = find_devices_file(args.devices)
     rows = [e.model_dump(exclude_defaults=True) for e in load_devices(found)]
     rows += [{"name": name, "kind": name, "builtin": True} for name in BUILTIN if name not in {r["name"] for r in rows}]
     if args.json:

@@ -93,7 +93,7 @@ class DeviceOptions:
         return [resolve(n, self.file, self.accept_new_host_key) for n in self.names]
 
 
-def devices_file(explicit: str | Path | None = None) -> Path | None:
+def find_devices_file(explicit: str | Path | None = None) -> Path | None:
     """The devices.yaml in use (lookup order in the module doc), or None."""
     if explicit:
         path = Path(explicit).expanduser()
@@ -113,7 +113,7 @@ def devices_file(explicit: str | Path | None = None) -> Path | None:
 
 def load_devices(path: str | Path | None = None) -> list[DeviceEntry]:
     """The devices of the devices file in use ([] when there is none)."""
-    found = devices_file(path)
+    found = find_devices_file(path)
     if found is None:
         return []
     try:
@@ -154,7 +154,7 @@ def resolve(spec: str, devices_file: str | Path | None = None, accept_new_host_k
     if spec in BUILTIN:
         return build(DeviceEntry(name=spec, kind=spec))
     known = [e.name for e in entries] + list(BUILTIN)
-    where = f" in {devices_file or 'devices.yaml'}" if entries else " (no devices.yaml found)"
+    where = f" in {find_devices_file(devices_file)}" if entries else " (no devices.yaml found)"
     raise EdgepackError(f"unknown device {excerpt(spec, 80)}{close_names(spec, known)}{where}; "
                         f"known: {', '.join(known)}, or ssh://user@host[:port]")
 
