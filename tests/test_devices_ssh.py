@@ -204,18 +204,36 @@ def _worker_pids(workdir: Path) -> list[int]:
     return pids
 
 
-def test_dropped_connection_is_one_line_and_leaves_no_report(lab, sshd, mobilenet_onnx, tmp_path):
-    out, workdir = tmp_path / "p", lab["workdir"]["x86"]
-    cmd = [sys.executable, "-m", "edgepack", "profile", str(mobilenet_onnx), "--device", "x86", "--devices",
+def _long_profile(lab, model, out: Path) -> subprocess.Popen:
+    """`edgepack profile` of `model` on the x86 device, long enough to be cut mid-run; returns once
+    the worker runs there."""
+    cmd = [sys.executable, "-m", "edgepack", "profile", str(model), "--device", "x86", "--devices",
            lab["yaml"], "--runs", "20000", "--warmup", "0", "--threads", "1", "-o", str(out), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 90
+    while not _worker_pids(lab["workdir"]["x86"]) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    if not _worker_pids(lab["workdir"]["x86"]):
+        proc.kill()
+        pytest.fail(f"the worker never started on the device: {proc.communicate()[1][-500:]}")
+    time.sleep(1.0)  # mid-run
+    return proc
+
+
+def test_interrupted_profile_stops_the_worker_on_the_device(lab, mobilenet_onnx, tmp_path):
+    out, workdir = tmp_path / "p", lab["workdir"]["x86"]
+    proc = _long_profile(lab, mobilenet_onnx, out)
+    proc.send_signal(signal.SIGTERM)  # what Ctrl-C and a CI timeout do
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not out.exists() and _worker_pids(workdir) == [] and _leftovers(workdir) == []
+
+
+def test_dropped_connection_is_one_line_and_leaves_no_report(lab, sshd, mobilenet_onnx, tmp_path):
+    out, workdir = tmp_path / "p", lab["workdir"]["x86"]
+    proc = _long_profile(lab, mobilenet_onnx, out)
     try:
-        deadline = time.monotonic() + 90
-        while not _worker_pids(workdir) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert _worker_pids(workdir), f"the worker never started on the device: {proc.poll()}"
-        time.sleep(1.0)  # mid-run
         assert sshd.drop_connections()
         _, err = proc.communicate(timeout=60)
     finally:
@@ -225,11 +243,7 @@ def test_dropped_connection_is_one_line_and_leaves_no_report(lab, sshd, mobilene
     line = _one_line_error("\n".join(ln for ln in err.splitlines() if not ln.startswith("[")))
     assert "connection lost" in line and "nothing from this run was recorded" in line
     assert not out.exists() and not list(tmp_path.glob(".p*"))  # no report, no staging folder
-    deadline = time.monotonic() + 30
-    while _worker_pids(workdir) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the orphaned worker dies at its next progress line (its pipe is gone)
-    for pid in _worker_pids(workdir):
-        os.kill(pid, signal.SIGKILL)
+    assert _worker_pids(workdir) == []  # killed over a new connection
     assert _leftovers(workdir) == []  # the job folder and the lock were cleaned up over a new connection
 
 
