@@ -263,6 +263,9 @@ def test_device_lock_busy_and_stale(lab):
     (lock / "owner").write_text(f"{socket.gethostname()} {dead.pid} {int(time.time())}\n")
     with device.session():  # its owner is gone: taken over
         assert (lock / "owner").read_text().split()[1] == str(os.getpid())
+        with pytest.raises(EdgepackError, match="held by another device of this same run"):
+            with resolve("pinned", lab["yaml"]).session():  # the same board under another name
+                pass
     assert not lock.exists()
 
 

@@ -123,6 +123,9 @@ class RemoteDevice:
             if not answer:
                 raise EdgepackError(f"{self.name}: cannot use work folder {self.workdir}: {last_line(err, f'exit {rc}')}")
             held_by = answer.split()[1:]
+            if held_by[:2] == [socket.gethostname(), str(os.getpid())]:  # waiting for ourselves would never end
+                raise EdgepackError(f"{self.name}: its work folder {self.workdir} is held by another device of this "
+                                    "same run (one board under two names?): name it once")
             if _stale(held_by):
                 self.transport.run(["rm", "-rf", "--", lock], 60)
                 continue
