@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgepack-installed
 
-.PHONY: setup demo test test-fast data board clean
+.PHONY: setup demo test test-fast data board sshd clean
 
 setup: $(STAMP)
 
@@ -38,7 +38,12 @@ demo: data
 board: setup
 	$(BIN)/python -c "from edgepack.board import ensure_board; b = ensure_board(progress=print); print(f'arm64 board ready ({b.setup_s:.0f} s)')"
 
-test: data board
+# The loopback OpenSSH server the device tests reach their "boards" through (tests/sshd.py starts
+# and stops a private one per test module): Debian's openssh-server, installed when missing (apt needs root).
+sshd: setup
+	$(BIN)/python tests/sshd.py --install
+
+test: data board sshd
 	$(BIN)/python -m pytest -q
 
 # The development lane: the slow tests (training flows, tuning, concurrency) and the emulated

@@ -6,6 +6,7 @@ work (compile -> edgepack.compiler, run -> edgepack.pipeline), returning the rep
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from edgepack.compiler.flow import compile_request
 from edgepack.compiler.inputs import dataset, feeds
 from edgepack.compiler.request import BenchSettings, CompileRequest
 from edgepack.compiler.select import headline
-from edgepack.devices import LocalDevice
+from edgepack.devices import DeviceOptions, LocalDevice
 from edgepack.errors import EdgepackError, first_line
 from edgepack.events import console_events
 from edgepack.frontends import load_source
@@ -66,14 +67,16 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             prune_layers: dict | None = None, prune_protect: list[str] | None = None,
             sparsity: float | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, force: bool = False, progress: bool = True,
-            timing: Timing = DEFAULT_TIMING, eval_output: str | None = None) -> dict:
+            timing: Timing = DEFAULT_TIMING, eval_output: str | None = None, devices: list[str] | None = None,
+            devices_file: str | Path | None = None) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir) as a dict.
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
     is given, else fp32. INT8 is checked against `max_drop` (default 0.01 absolute; "1%" is
     relative) on `eval_data` with `metric`, or on fidelity to FP32 over calibration samples held
     out of calibration (the report's accuracy.held_out says which); `eval_output` names the graph
-    output the metric judges (default the first).
+    output the metric judges (default the first). `devices`: also measure every artifact there
+    (names from `devices_file` / devices.yaml, ssh://user@host[:port], "local", "qemu").
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(
@@ -81,7 +84,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         weights=weights, calib=calib, precision=precision, eval_data=eval_data, metric=metric, max_drop=max_drop,
         keep_float=keep_float, prune=prune, prune_mode=prune_mode, prune_layers=prune_layers,
         prune_protect=prune_protect, sparsity=sparsity, runs=runs, warmup=warmup, threads=threads, force=force,
-        eval_output=eval_output)
+        eval_output=eval_output,
+        devices=DeviceOptions(tuple(devices or ()), str(devices_file) if devices_file else None))
     return compile_request(request, console_events(progress), timing).to_json()
 
 
@@ -101,42 +105,81 @@ def run(recipe, output_dir: str | Path | None = None, force: bool = False, resum
 def profile(artifact: str | Path, target: str | TargetProfile | None = None, backend: str | None = None,
             inputs: str | Path | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, output_dir: str | Path | None = None, force: bool = False,
-            progress: bool = True) -> dict:
-    """Latency report of an existing artifact, measured in a fresh process (as a dict)."""
+            progress: bool = True, devices: list[str] | None = None, devices_file: str | Path | None = None,
+            accept_new_host_key: bool = False) -> dict:
+    """Latency report of an existing artifact, measured in a fresh process (as a dict); with
+    `devices` (names from devices.yaml, ssh://user@host[:port], "local", "qemu") also measured
+    on each of them, results in the artifact's `devices` list."""
+    on = DeviceOptions(tuple(devices or ()), str(devices_file) if devices_file else None, accept_new_host_key)
     return profile_artifact(artifact, target, backend, inputs, BenchSettings(runs, warmup, threads), output_dir,
-                            force, progress).to_json()
+                            force, progress, on).to_json()
 
 
 def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, backend: str | None,
                      inputs: str | Path | None, settings: BenchSettings, output_dir: str | Path | None,
-                     force: bool, progress: bool) -> ProfileReport:
-    """The typed profile report of an existing artifact."""
+                     force: bool, progress: bool, on: DeviceOptions | None = None) -> ProfileReport:
+    """The typed profile report of an existing artifact. Devices are resolved and checked (the
+    artifact's architecture, the runtime installed there) before anything runs anywhere; a
+    connection that drops mid-run raises DeviceLost and no report is written."""
     path = Path(artifact)
     if not path.exists():
         raise EdgepackError(f"{artifact}: no such file")
     prof = target if isinstance(target, TargetProfile) else load_profile(target or "host")
     runtime = get_backend(backend) if backend else backend_for_artifact(path)
-    try:
-        specs = runtime.inputs(runtime.load(path, 1))
-    except EdgepackError:
-        raise
-    except Exception as e:
-        raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {first_line(e)}")
+    devices = on.resolve() if on else []
+    with contextlib.ExitStack() as held:  # each device held (locked, connected) from its check to its result
+        for device in devices:
+            held.enter_context(device.session())
+            device.check(runtime.name, path)
+        return _profile(path, artifact, prof, runtime, inputs, settings, output_dir, force, progress, devices)
+
+
+def _profile(path: Path, artifact, prof, runtime, inputs, settings: BenchSettings, output_dir, force: bool,
+             progress: bool, devices: list) -> ProfileReport:
+    here = not runtime.cross_compiled(path)  # a cross-compiled artifact runs only on its devices
+    specs = _artifact_inputs(runtime, path, artifact, here)
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
         f"profile-{slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_free(outdir, force, input_paths(path, inputs))
     data = dataset(inputs, specs)
     bench = settings.resolve(prof)
+    bench_feeds = feeds(data, specs, BENCH_FEEDS)
+    reference = _reference(runtime, path, bench_feeds) if here and devices else None
+    # the devices first: a connection problem shows before the host's (possibly long) timing
+    runs = [d.profile(runtime.name, path, bench_feeds, bench, reference, progress) for d in devices]
+    host = LocalDevice().time(runtime.name, path, bench_feeds, progress=progress, **bench.as_dict()) if here else {
+        "latency_ms": None, "notes": [f"not timed on this host: built for {runtime.architecture(path)}"]}
     entry = Artifact(backend=runtime.name, precision="as built", path=str(path),
                      **artifact_identity(path, runtime.companions(path)), inputs=[s.to_dict() for s in specs],
-                     **LocalDevice().time(runtime.name, path, feeds(data, specs, BENCH_FEEDS), progress=progress,
-                                 **bench.as_dict()))
+                     devices=runs or None, **host)
     report = ProfileReport(**header("profile"), target={"name": prof.name, "description": prof.description},
                            data={"source": data.source if data else "random normal inputs"}, artifacts=[entry],
                            output_dir=str(outdir), **headline(entry))
     with staged_dir(outdir, force, "profile", input_paths(path, inputs)) as stage:
         write_report(stage, report)
     return report
+
+
+def _artifact_inputs(runtime, path: Path, artifact, loadable: bool) -> list:
+    """The artifact's inputs: from loading it here, or (built for another CPU) from its own files."""
+    if not loadable:
+        declared = runtime.declared_inputs(path)
+        if declared is None:
+            raise EdgepackError(f"{artifact}: built for {runtime.architecture(path)}; its inputs cannot be read "
+                                "here: pass --inputs DATA")
+        return declared
+    try:
+        return runtime.inputs(runtime.load(path, 1))
+    except EdgepackError:
+        raise
+    except Exception as e:
+        raise EdgepackError(f"{artifact}: {runtime.name} cannot load it: {first_line(e)}")
+
+
+def _reference(runtime, path: Path, bench_feeds: list) -> list:
+    """This host's outputs of the artifact: what each device's outputs are compared with."""
+    run = runtime.runner(path, 1)
+    return [run(f) for f in bench_feeds]
 
 
 # -- helpers ---------------------------------------------------------------------------------

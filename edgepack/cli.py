@@ -73,6 +73,33 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", action="append", metavar="NAME",
+                   help="also run on this device (repeat): a devices.yaml name, ssh://user@host[:port], local, qemu")
+    _add_devices_file(p)
+    p.add_argument("--accept-new-host-key", action="store_true",
+                   help="trust an SSH host seen for the first time and record its key (a changed key is still refused)")
+
+
+def _add_devices_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", metavar="FILE", help="devices.yaml to use (default: $EDGEPACK_DEVICES, "
+                   "./devices.yaml, ~/.config/edgepack/devices.yaml)")
+
+
+def _device_options(args):
+    from edgepack.devices import DeviceOptions
+
+    return DeviceOptions(tuple(args.device or ()), args.devices, args.accept_new_host_key)
+
+
+def _add_devices_command(sub) -> None:
+    devs = sub.add_parser("devices", help="the devices of devices.yaml (and the built-in local, qemu)")
+    dsub = devs.add_subparsers(dest="action", required=True)
+    dl = dsub.add_parser("list", help="every device profile and compile can run on")
+    _add_devices_file(dl)
+    dl.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
     from edgepack import __version__
@@ -118,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="magnitude pruning: zero this fraction of weights (size only; ORT gains no speed)")
     comp.add_argument("--json", action="store_true", help="print report.json to stdout")
     _add_bench_args(comp)
+    _add_device_args(comp)
 
     prof = sub.add_parser("profile", help="latency report of an artifact, in a fresh process")
     prof.add_argument("artifact")
@@ -126,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--inputs", help="inputs to time with (.npz, .npy, image folder); default random")
     prof.add_argument("--json", action="store_true")
     _add_bench_args(prof)
+    _add_device_args(prof)
+    _add_devices_command(sub)
 
     run = sub.add_parser("run", help="a recipe: distill -> prune -> quantize -> emit, each stage gated and saved")
     run.add_argument("recipe", help="RECIPE.yaml")
@@ -234,7 +264,8 @@ def cmd_compile(args) -> int:
         weights=args.weights, calib=args.calib, eval_data=args.eval, metric=args.metric, precision=args.precision,
         max_drop=args.max_drop, keep_float=args.keep_float, prune=args.prune, prune_mode=args.prune_mode,
         prune_layers=_layer_ratios(args.prune_layer), prune_protect=args.prune_protect, sparsity=args.sparsity,
-        runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force, eval_output=args.eval_output)
+        runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force, eval_output=args.eval_output,
+        devices=_device_options(args))
     report = compile_request(request, console_events(not args.no_progress))
     if args.json:
         _print_json(report.to_json())
@@ -253,10 +284,24 @@ def cmd_profile(args) -> int:
 
     report = api.profile_artifact(args.artifact, args.target, args.backend, args.inputs,
                                   BenchSettings(args.runs, args.warmup, args.threads), args.output, args.force,
-                                  not args.no_progress)
+                                  not args.no_progress, _device_options(args))
     if args.json:
         return _print_json(report.to_json())
     views.report_summary(report)
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from edgepack import views
+    from edgepack.devices import load_devices
+    from edgepack.devices.config import BUILTIN, find_devices_file
+
+    found = find_devices_file(args.devices)
+    rows = [e.model_dump(exclude_defaults=True) for e in load_devices(found)]
+    rows += [{"name": name, "kind": name, "builtin": True} for name in BUILTIN if name not in {r["name"] for r in rows}]
+    if args.json:
+        return _print_json({"file": str(found) if found else None, "devices": rows})
+    views.devices_table(rows, found)
     return 0
 
 
@@ -299,4 +344,4 @@ def _print_json(obj) -> int:
 
 
 COMMANDS = {"targets": cmd_targets, "inspect": cmd_inspect, "compile": cmd_compile,
-            "profile": cmd_profile, "run": cmd_run, "demo": cmd_demo, "data": cmd_data}
+            "profile": cmd_profile, "devices": cmd_devices, "run": cmd_run, "demo": cmd_demo, "data": cmd_data}

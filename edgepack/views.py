@@ -95,6 +95,7 @@ def report_summary(r: CompileReport | ProfileReport) -> None:
                   ("non-finite" if par.max_abs_diff is None else f"{par.max_abs_diff:.1e}") if par else "-",
                   f"{100 * par.top1_agreement:.1f}%" if par and par.top1_agreement is not None else "-")
     out.print(t)
+    _device_runs(r)
     for a in r.artifacts:
         for note in a.notes:
             out.print(f"note: {note}")
@@ -104,6 +105,42 @@ def report_summary(r: CompileReport | ProfileReport) -> None:
     if isinstance(r, CompileReport):
         _compile_summary(r)
     out.print(f"report: {r.output_dir}/report.md (and report.json)")
+
+
+def _device_runs(r: CompileReport | ProfileReport) -> None:
+    """Each artifact's runs on the devices asked for, beside the host's figures."""
+    runs = [(a, d) for a in r.artifacts for d in a.devices or []]
+    if not runs:
+        return
+    t = Table(title="on devices")
+    for col in ("backend", "device", "arch", "runs", "p50 ms", "95% CI", "p99 ms", "first ms", "load ms",
+                "peak RSS MB", "max |diff|", "round trip s"):
+        t.add_column(col, justify="right")
+    for a, d in runs:
+        lat, ci, par = d.latency_ms, d.ci95_ms, d.parity
+        t.add_row(a.backend, d.device + (" (emulated)" if d.emulated else ""),
+                  d.environment.arch if d.environment else "-", str(d.runs), f"{lat.p50:.3f}",
+                  f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-", f"{lat.p99:.3f}", f"{lat.first:.2f}",
+                  f"{d.cold_load_ms:.1f}" if d.cold_load_ms is not None else "-",
+                  f"{d.memory_mb.peak_rss:.0f}" if d.memory_mb else "-",
+                  f"{par.max_abs_diff:.1e}" if par and par.max_abs_diff is not None else "-",
+                  f"{d.seconds:.1f}" if d.seconds is not None else "-")
+    out.print(t)
+    for _, d in runs:
+        if d.emulated and d.note:
+            out.print(f"note: {d.device}: {d.note}")
+
+
+def devices_table(rows: list[dict], found) -> None:
+    t = Table(title=f"devices ({found or 'no devices.yaml found'})")
+    for col in ("name", "kind", "where", "python", "workdir"):
+        t.add_column(col)
+    for row in rows:
+        where = row.get("host") and f"{row.get('user', '') + '@' if row.get('user') else ''}{row['host']}" \
+            f"{':' + str(row['port']) if row.get('port') else ''}"
+        t.add_row(row["name"], row["kind"], where or row.get("serial") or ("built in" if row.get("builtin") else "-"),
+                  row.get("python", "-"), row.get("workdir", "-"))
+    out.print(t)
 
 
 def _compile_summary(r: CompileReport) -> None:

@@ -36,16 +36,19 @@ class Entry(NamedTuple):
     suffixes: tuple[str, ...]  # artifact files this runtime loads
     requires: tuple[str, ...]  # modules the runtime needs (the backend modules import them lazily)
     options: type[BackendOptions]  # what a profile's runtimes[].options may hold for it
+    # pip distributions that provide the runtime on a device, the one to install first (a device's
+    # probe reports their versions; a missing runtime is named by its package)
+    packages: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Entry] = {
     "onnxruntime": Entry("edgepack.backends.onnxruntime", "OnnxRuntimeBackend", "", (".onnx",), ("onnxruntime",),
-                         OnnxRuntimeOptions),
+                         OnnxRuntimeOptions, ("onnxruntime", "onnxruntime-gpu")),
     "openvino": Entry("edgepack.backends.openvino", "OpenVinoBackend", "openvino", (".xml",), ("openvino",),
-                      OpenVinoOptions),
+                      OpenVinoOptions, ("openvino",)),
     "tflite": Entry("edgepack.backends.tflite", "TfliteBackend", "tflite", (".tflite",), ("ai_edge_litert",),
-                    TfliteOptions),
-    "tvm": Entry("edgepack.backends.tvm", "TvmBackend", "tvm", (".so",), ("tvm",), TvmOptions),
+                    TfliteOptions, ("ai-edge-litert",)),
+    "tvm": Entry("edgepack.backends.tvm", "TvmBackend", "tvm", (".so",), ("tvm",), TvmOptions, ("apache-tvm",)),
 }
 
 

@@ -89,6 +89,16 @@ class Backend(ABC):
         """True when the artifact is built for another architecture and runs on the emulated board."""
         return False
 
+    def architecture(self, artifact: Path) -> str | None:
+        """The CPU architecture the artifact is machine code for (as platform.machine() names it);
+        None when it is portable and runs wherever its runtime does (ONNX, IR, flatbuffers)."""
+        return None
+
+    def declared_inputs(self, artifact: Path) -> list[TensorSpec] | None:
+        """The inputs the artifact's own files declare, readable without loading it (a
+        cross-compiled artifact cannot be loaded here); None when they declare none."""
+        return None
+
     def describe(self, artifact: Path) -> dict:
         """Runtime-specific facts for the report (e.g. per-layer execution precision, untuned)."""
         return {}

@@ -48,7 +48,7 @@ from edgepack.backends.base import Backend
 from edgepack.backends.options import TvmOptions
 from edgepack.errors import EdgepackError, first_line
 from edgepack.fsutil import file_lock
-from edgepack.ir.spec import graph_inputs, graph_outputs
+from edgepack.ir.spec import TensorSpec, graph_inputs, graph_outputs
 
 SIDECAR = "model.json"
 _IN_PROCESS = threading.Lock()  # see TvmBackend.emit
@@ -168,6 +168,13 @@ class TvmBackend(Backend):
 
     def cross_compiled(self, artifact: Path) -> bool:
         return bool(read_sidecar(Path(artifact)).get("cross_compiled"))
+
+    def architecture(self, artifact: Path) -> str | None:
+        arch = str(read_sidecar(Path(artifact)).get("target_triple", "")).split("-")[0].lower()
+        return _ARCH_ALIASES.get(arch, arch) or None
+
+    def declared_inputs(self, artifact: Path) -> list[TensorSpec]:
+        return [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in read_sidecar(Path(artifact))["inputs"]]
 
     def describe(self, artifact: Path) -> dict:
         meta = read_sidecar(Path(artifact))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.compiler.inputs import feeds
-from edgepack.devices import Device, for_artifact
+from edgepack.devices import Device, DeviceLost, for_artifact
 from edgepack.errors import EdgepackError
 from edgepack.fsutil import artifact_identity
 from edgepack.passes.metrics import drop
@@ -79,3 +79,26 @@ def measure(c, e: Emitted, stage: Path, data, judge) -> Artifact:
     entry.update(e.device.time(e.backend, e.path, feeds(data.calib, data.specs, BENCH_FEEDS),
                                progress=c.events.show_progress, **c.bench.as_dict()))
     return Artifact(**entry)
+
+
+def measure_on_devices(c, artifacts: list[Artifact], stage: Path, data) -> None:
+    """Each artifact also measured on the devices asked for (--device), with the target's
+    benchmark settings and parity against the source model, computed there. An artifact a
+    device cannot run (another architecture, a runtime it lacks) gets a note saying why; a
+    dropped connection (DeviceLost) ends the compile: no report is written with a partial run."""
+    if not c.devices:
+        return
+    bench_feeds = feeds(data.calib, data.specs, BENCH_FEEDS)
+    reference = [c.source.run(f) for f in bench_feeds]
+    for a in artifacts:
+        path = stage / a.path
+        for device in c.devices:
+            try:
+                device.check(a.backend, path)
+            except DeviceLost:
+                raise
+            except EdgepackError as e:
+                a.notes.append(f"not run on {device.name}: {e}")
+                continue
+            run = device.profile(a.backend, path, bench_feeds, c.bench, reference, c.events.show_progress)
+            a.devices = [*(a.devices or []), run]

@@ -30,6 +30,7 @@ class Compilation:
     outdir: Path
     events: Events
     timing: Timing
+    devices: tuple = ()  # the devices each artifact is also measured on (--device), probed already
 
     def backend(self, name: str):
         """Runtime `name` with the options the target profile gives it (e.g. TVM's target)."""

@@ -61,6 +61,7 @@ def _compile(c: Compilation, req: CompileRequest) -> CompileReport:
     plan = precision.plan(how, model, c, data.calib, *judge.for_int8())
     with staged_dir(c.outdir, req.force, "compile", _inputs(req)) as stage:
         built = build_all(c, stage, model, plan, data, judge)
+        build.measure_on_devices(c, built.artifacts, stage, data)
         if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
             compression["plan"].save(stage / "prune_plan.json")
             compression["pruning"]["plan"] = "prune_plan.json"
@@ -80,8 +81,12 @@ def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
     output_index([o.name for o in graph_outputs(source.model)], req.evaluation.output)  # a misspelt name fails now
     outdir = Path(req.output_dir) if req.output_dir else Path("edgepack-out") / f"{slug(source.name)}-{profile.name}"
     check_free(outdir, req.force, _inputs(req))  # fail before the slow part, not after it
+    devices = tuple(req.devices.resolve())
+    for device in devices:  # an unreachable or unknown device fails now, not after the build
+        device.probe()
     events.step(f"compile {source.name} for {profile.name}: {', '.join(backends)}")
-    return Compilation(req, profile, backends, req.bench.resolve(profile), scope, source, outdir, events, timing)
+    return Compilation(req, profile, backends, req.bench.resolve(profile), scope, source, outdir, events, timing,
+                       devices)
 
 
 def lower(c: Compilation) -> tuple[onnx.ModelProto, dict]:

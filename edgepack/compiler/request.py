@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgepack.devices.config import DeviceOptions
 from edgepack.errors import EdgepackError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -204,13 +205,14 @@ class CompileRequest:
     prune: PruneOptions = PruneOptions()
     bench: BenchSettings = BenchSettings()
     force: bool = False
+    devices: DeviceOptions = DeviceOptions()  # also measure each artifact on these (--device)
 
     @classmethod
     def from_kwargs(cls, model, *, target="host", backends=None, output_dir=None, input_shapes=None,
                     weights=None, calib=None, precision=None, eval_data=None, metric=None, max_drop=None,
                     keep_float=None, prune=None, prune_mode="uniform", prune_layers=None, prune_protect=None,
                     sparsity=None, runs=None, warmup=None, threads=None, force=False,
-                    eval_output=None, fp32_model=None) -> CompileRequest:
+                    eval_output=None, fp32_model=None, devices=None) -> CompileRequest:
         """The flat keyword form of `edgepack.compile` (and the CLI), as a request."""
         return cls(
             model=Ref.of(model), target=target, backends=tuple(backends) if backends else None,
@@ -220,7 +222,8 @@ class CompileRequest:
             evaluation=EvalOptions(Ref.of(eval_data), metric, eval_output),
             prune=PruneOptions(prune, prune_mode, tuple((prune_layers or {}).items()), tuple(prune_protect or ()),
                                sparsity),
-            bench=BenchSettings(runs, warmup, threads), force=force)
+            bench=BenchSettings(runs, warmup, threads), force=force,
+            devices=devices if isinstance(devices, DeviceOptions) else DeviceOptions(tuple(devices or ())))
 
     @property
     def shapes(self) -> dict | None:

@@ -1,4 +1,5 @@
-"""Devices: where an artifact runs (this host in a fresh process, the emulated ARM64 board).
+"""Devices: where an artifact runs (this host in a fresh process, the emulated ARM64 board, a
+board over SSH: `resolve("pi5" | "ssh://user@host:port" | "local" | "qemu")`, see devices/config.py).
 
     device = for_artifact(backend, artifact)
     device.outputs(backend, artifact, feeds)           # parity, accuracy
@@ -11,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepack.backends import get_backend
-from edgepack.devices.base import Device
+from edgepack.devices.base import Device, DeviceLost
+from edgepack.devices.config import DeviceOptions, load_devices, resolve
 from edgepack.devices.local import LocalDevice
 from edgepack.devices.qemu import QemuDevice
 
-__all__ = ["Device", "LocalDevice", "QemuDevice", "for_artifact"]
+__all__ = ["Device", "DeviceLost", "DeviceOptions", "LocalDevice", "QemuDevice", "for_artifact", "load_devices",
+           "resolve"]
 
 
 def for_artifact(backend: str, artifact: str | Path) -> Device:

@@ -46,7 +46,7 @@ def render_markdown(r: CompileReport | ProfileReport) -> str:
     if isinstance(r, CompileReport):
         out += _source(r) + _canonical(r) + _pruning(r) + _int8(r)
     out += ["## Target", "", f"- `{r.target.name}`: {r.target.description}", ""]
-    out += _artifacts(r.artifacts) + _environment(r)
+    out += _artifacts(r.artifacts) + _devices(r.artifacts) + _environment(r)
     return "\n".join(out) + "\n"
 
 
@@ -130,6 +130,34 @@ def _artifacts(arts: list[Artifact]) -> list[str]:
     return out
 
 
+def _devices(arts: list[Artifact]) -> list[str]:
+    """Each artifact as measured on the devices asked for (--device), from their raw samples."""
+    runs = [(a, d) for a in arts for d in a.devices or []]
+    if not runs:
+        return []
+    out = ["## On devices", "",
+           "| backend | device | arch | runs | p50 ms | 95% CI of p50 | p99 ms | first ms | cold load ms | peak RSS MB "
+           "| parity | round trip s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a, d in runs:
+        lat, ci, env = d.latency_ms, d.ci95_ms, d.environment
+        out.append(f"| {a.backend} | {d.device} ({d.kind}{', emulated' if d.emulated else ''}) | "
+                   f"{env.arch if env else '-'} | {d.runs} | {ms(lat.p50)} | "
+                   f"{f'{ms(ci[0])}-{ms(ci[1])}' if ci else '-'} | {ms(lat.p99)} | {ms(lat.first)} | "
+                   f"{ms(d.cold_load_ms) if d.cold_load_ms is not None else '-'} | "
+                   f"{f'{d.memory_mb.peak_rss:.0f}' if d.memory_mb else '-'} | {parity_text(d.parity)} | "
+                   f"{d.seconds if d.seconds is not None else '-'} |")
+    out.append("")
+    for _, d in runs:
+        env = d.environment
+        if env:
+            versions = ", ".join(f"{k} {v}" for k, v in env.runtimes.items() if v)
+            out.append(f"- {d.device}: {env.cpu or '?'}, {env.cores or '?'} cores, {env.system}, Python "
+                       f"{env.python or '?'}; {versions}")
+        if d.emulated and d.note:
+            out.append(f"- {d.device}: emulated: {d.note}")
+    return out + [""]
+
+
 def _artifact_detail(a: Artifact) -> list[str]:
     lat = a.latency_ms
     if lat is None:
@@ -137,6 +165,8 @@ def _artifact_detail(a: Artifact) -> list[str]:
         t = em.get("emulated_ms") or {}
         timing = (f"p50 {t['p50']:.1f} ms over {t['runs']} runs, first {t['first']:.1f} ms"
                   if {"p50", "runs", "first"} <= set(t) else "not timed")
+        if not em:  # built for another CPU and measured only on its devices (see "On devices")
+            return [f"### {a.backend} {a.precision}: not timed on this host", ""] + [f"- {n}" for n in a.notes]
         return [f"### {a.backend} {a.precision}: ran on the emulated ARM64 board", "",
                 f"Emulated time ({timing}): {em.get('note', '')}", ""]
     out = [f"### {a.backend} {a.precision}: latency", "",
