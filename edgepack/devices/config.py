@@ -171,8 +171,7 @@ def build(entry: DeviceEntry):
 
         transport = SshTransport(entry.host, entry.user, entry.port, entry.key_file, entry.known_hosts,
                                  entry.accept_new_host_key, name=entry.name, connect_timeout_s=entry.connect_timeout_s)
-        return RemoteDevice(transport=transport, workdir=entry.workdir or "/tmp/edgepack", python=python,
-                            note=_emulated_note() if entry.emulated else None, **common)
+        return RemoteDevice(transport=transport, workdir=entry.workdir or "/tmp/edgepack", python=python, **common)
     if entry.kind == "adb":
         return _adb(entry, python, common)
     return _on_this_machine(entry, python, common)
@@ -192,24 +191,16 @@ def _on_this_machine(entry: DeviceEntry, python: tuple, common: dict):
         workdir = entry.workdir or str(board.root / "tmp" / "jobs")
         common.update(emulated=True, name="qemu-aarch64" if entry.name == "qemu" else entry.name)
         return RemoteDevice(transport=LocalTransport(common["name"], board.env()), workdir=workdir,
-                            python=tuple(board.command()), note=_emulated_note(), **common)
+                            python=tuple(board.command()), **common)
     workdir = entry.workdir or str(Path(tempfile.gettempdir()) / "edgepack-local-jobs")
     return RemoteDevice(transport=LocalTransport(entry.name), workdir=workdir,
                         python=python if entry.python else (sys.executable,), **common)
 
 
 def _adb(entry: DeviceEntry, python: tuple, common: dict):
+    from edgepack.devices.adb import ROOT, AdbTransport
     from edgepack.devices.remote import RemoteDevice
 
-    try:
-        from edgepack.devices.adb import AdbTransport
-    except ImportError:
-        raise EdgepackError(f"device {entry.name!r}: adb devices are not supported by this edgepack") from None
-    return RemoteDevice(transport=AdbTransport(entry.serial, name=entry.name),
-                        workdir=entry.workdir or "/data/local/tmp/edgepack", python=python, **common)
+    workdir = entry.workdir or ROOT
+    return RemoteDevice(transport=AdbTransport(entry.serial, root=workdir), workdir=workdir, python=python, **common)
 
-
-def _emulated_note() -> str:
-    from edgepack.board import EMULATED_NOTE
-
-    return EMULATED_NOTE

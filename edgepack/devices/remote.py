@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import math
 import os
 import shutil
 import socket
@@ -27,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from edgepack.backends import REGISTRY, get_backend
-from edgepack.bench.stats import summarize
+from edgepack.bench.stats import device_run, summarize
 from edgepack.devices.base import WORKER, batch_of, read_outputs, write_job
 from edgepack.devices.local import STARTUP_S, runs_allowance
 from edgepack.devices.transports import last_line
@@ -64,7 +63,6 @@ class RemoteDevice:
     env: dict = field(default_factory=dict)
     affinity: str | None = None
     emulated: bool = False
-    note: str | None = None
     timeout_s: float = STARTUP_S
     lock_wait_s: float = 600.0
     _probed: dict | None = field(default=None, repr=False)
@@ -264,7 +262,8 @@ class RemoteDevice:
             env = self.check(backend, Path(artifact))
             raw, outs = self.job(backend, Path(artifact), feeds, settings, progress)
         parity = compare_outputs(reference, outs) if reference is not None else None
-        return _device_run(raw, self, env, settings, parity, time.perf_counter() - t0)
+        return device_run(raw, self.name, self.kind, self.emulated, env, threads=bench.threads,
+                          batch=batch_of(feeds), seconds=round(time.perf_counter() - t0, 3), parity=parity)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -342,32 +341,3 @@ def _on_line(line: str, advance, work: int, back: dict | None = None):
     except (ValueError, KeyError, TypeError, AttributeError):
         pass  # libraries may print to stdout; only the worker's JSON lines count
     return None
-
-
-def _median_ci95(samples: np.ndarray) -> list[float] | None:
-    """95% confidence interval of the median from order statistics (binomial, normal
-    approximation): distribution-free, so a skewed latency tail does not bend it."""
-    n = len(samples)
-    if n < 6:
-        return None
-    s = np.sort(samples)
-    half = 1.96 * math.sqrt(n) / 2
-    lo, hi = max(0, int(math.floor(n / 2 - half)) - 1), min(n - 1, int(math.ceil(n / 2 + half)))
-    return [float(s[lo]), float(s[hi])]
-
-
-def _device_run(raw: dict, device: RemoteDevice, env: dict, settings: dict, parity, seconds: float) -> DeviceRun:
-    """The worker's raw result as a DeviceRun (the one place that maps one onto the other)."""
-    t = np.asarray(raw["times_ms"], dtype=np.float64)
-    mib = 1024 * 1024
-    latency = {"first": raw["first_ms"], "p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)),
-               "p99": float(np.percentile(t, 99)), "mean": float(t.mean()), "std": float(t.std()),
-               "min": float(t.min()), "max": float(t.max())}
-    memory = {"peak_rss": raw["peak_rss_bytes"] / mib, "rss_before_load": raw["rss_before_load_bytes"] / mib,
-              "model_rss_delta": (raw["rss_after_bytes"] - raw["rss_before_load_bytes"]) / mib}
-    return DeviceRun(
-        device=device.name, kind=device.kind, emulated=device.emulated, environment=env,
-        threads=settings["threads"], warmup=int(raw.get("warmup_runs", settings["warmup"])),
-        warmup_settled=raw.get("warmup_settled"), runs=len(t), samples_ms=[float(x) for x in t],
-        latency_ms=latency, ci95_ms=_median_ci95(t), cold_load_ms=raw.get("load_ms"), memory_mb=memory,
-        op_profile=raw.get("op_profile"), parity=parity, seconds=round(seconds, 3), note=device.note)
