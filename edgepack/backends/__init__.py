@@ -36,16 +36,17 @@ class Entry(NamedTuple):
     suffixes: tuple[str, ...]  # artifact files this runtime loads
     requires: tuple[str, ...]  # modules the runtime needs (the backend modules import them lazily)
     options: type[BackendOptions]  # what a profile's runtimes[].options may hold for it
+    package: str = ""  # the pip package a device needs to run the artifacts (bundles name it)
 
 
 REGISTRY: dict[str, Entry] = {
     "onnxruntime": Entry("edgepack.backends.onnxruntime", "OnnxRuntimeBackend", "", (".onnx",), ("onnxruntime",),
-                         OnnxRuntimeOptions),
+                         OnnxRuntimeOptions, "onnxruntime"),
     "openvino": Entry("edgepack.backends.openvino", "OpenVinoBackend", "openvino", (".xml",), ("openvino",),
-                      OpenVinoOptions),
+                      OpenVinoOptions, "openvino"),
     "tflite": Entry("edgepack.backends.tflite", "TfliteBackend", "tflite", (".tflite",), ("ai_edge_litert",),
-                    TfliteOptions),
-    "tvm": Entry("edgepack.backends.tvm", "TvmBackend", "tvm", (".so",), ("tvm",), TvmOptions),
+                    TfliteOptions, "ai-edge-litert"),
+    "tvm": Entry("edgepack.backends.tvm", "TvmBackend", "tvm", (".so",), ("tvm",), TvmOptions, "apache-tvm"),
 }
 
 

@@ -174,6 +174,17 @@ class TvmBackend(Backend):
         return {"tuned": meta["tuned"], "target": meta["target"], "target_triple": meta["target_triple"],
                 "cross_compiled": meta["cross_compiled"], "tuning": meta["tuning"], "notes": meta["notes"]}
 
+    def deployment(self, artifact: Path) -> dict:
+        """A shared library: runs on the architecture of its target triple only, with the TVM
+        runtime release that built it."""
+        meta = read_sidecar(Path(artifact))
+        arch = meta.get("target_triple", "").split("-")[0]
+        return {"arch": _ARCH_ALIASES.get(arch, arch) or "unknown", "minimum_version": None,
+                "minimum_reason": f"a compiled TVM module needs the runtime release that built it "
+                                  f"({meta.get('tvm_version', '?')})",
+                "ops": {"format": meta.get("format", "tvm"), "target": meta.get("target"),
+                        "target_triple": meta.get("target_triple"), "tuned": meta.get("tuned")}}
+
 
 def _export(ex, path: Path, cross: bool, triple: str) -> Path:
     """Link the compiled module into `path`; cross-compiled with the Debian toolchain for `triple`."""
