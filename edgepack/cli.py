@@ -73,6 +73,24 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_bundle_commands(sub) -> None:
+    """`package` and `verify`: deployment bundles (edgepack.bundle)."""
+    pack = sub.add_parser("package", help="a compile output -> a deployment bundle (folder or .tar.gz): artifact, "
+                          "manifest, golden vectors, runner")
+    pack.add_argument("out", help="output folder of edgepack compile (or of edgepack run)")
+    pack.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle folder, or FILE.tar.gz")
+    pack.add_argument("--artifact", metavar="BACKEND", help="which artifact when OUT has several "
+                      "(default: the report's selected one)")
+    pack.add_argument("--force", action="store_true", help="replace an existing bundle")
+    pack.add_argument("--json", action="store_true")
+
+    ver = sub.add_parser("verify", help="check a bundle: structure (exit 4), hashes (5), the device (6), "
+                         "golden replay on it (7)")
+    ver.add_argument("bundle", help="bundle folder or .tar.gz")
+    ver.add_argument("--device", default="local", help="where to check it: local (default), qemu")
+    ver.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
     from edgepack import __version__
@@ -143,20 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--resume", action="store_true", help="reuse the stages a previous demo saved in -o")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    pack = sub.add_parser("package", help="a compile output -> a deployment bundle (folder or .tar.gz): artifact, "
-                          "manifest, golden vectors, runner")
-    pack.add_argument("out", help="output folder of edgepack compile (or of edgepack run)")
-    pack.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle folder, or FILE.tar.gz")
-    pack.add_argument("--artifact", metavar="BACKEND", help="which artifact when OUT has several "
-                      "(default: the report's selected one)")
-    pack.add_argument("--force", action="store_true", help="replace an existing bundle")
-    pack.add_argument("--json", action="store_true")
-
-    ver = sub.add_parser("verify", help="check a bundle: structure (exit 4), hashes (5), the device (6), "
-                         "golden replay on it (7)")
-    ver.add_argument("bundle", help="bundle folder or .tar.gz")
-    ver.add_argument("--device", default="local", help="where to check it: local (default), qemu")
-    ver.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_bundle_commands(sub)
 
     data = sub.add_parser("data", help="bundled sample data")
     dsub = data.add_subparsers(dest="action", required=True)
