@@ -335,6 +335,45 @@ def test_arm64_tflite_bundle(small_cnn, tmp_path):
     assert m.preprocessing.recorded is False and m.golden.origin.startswith("the compile's first")
 
 
+def test_full_integer_tflite_bundle_records_io_quantization(small_cnn, sample_sets, tmp_path):
+    """mobile-npu's int8-in, int8-out .tflite: the manifest gives each I/O's integer tensor with its
+    scale and zero point (what an Android app quantizes with), and the tolerance is int8's."""
+    out = tmp_path / "out"
+    edgepack.compile(small_cnn, target="mobile-npu", backends=["tflite"], input_shapes={"": (1, 1, 28, 28)},
+                     output_dir=out, calib=sample_sets["mnist_calib"], precision="int8", runs=3, warmup=1,
+                     progress=False)
+    verdict = verify(package(out, tmp_path / "npu").path)
+    assert verdict.exit_code == 0, verdict.checks
+    m = verdict.manifest
+    for tensor in (m.inputs[0], m.outputs[0]):
+        own = tensor.artifact_tensor
+        assert tensor.dtype == "float32" and own.dtype == "int8"
+        assert own.quant is not None and own.quant.scale > 0 and -128 <= own.quant.zero_point <= 127
+    assert m.ops["delegate"] == "nnapi" and m.golden.tolerances[0].rtol == 0.05
+
+
+def test_a_recipe_run_packages_its_emit_stage_with_lineage(mnv2_out, tmp_path):
+    """A run folder (its report says `run`) packages its emit stage; the lineage carries the recipe
+    and every stage's key."""
+    from edgepack.report import header
+    from edgepack.report.schema import FlowReport
+
+    run = tmp_path / "run"
+    shutil.copytree(mnv2_out, run / "02-emit")
+    stages = [{"kind": kind, "key": key, "passed": True, "gate": None, "gate_failures": [], "details": {}}
+              for kind, key in (("prune", "aaaa1111"), ("emit", "bbbb2222"))]
+    (run / "02-emit" / "stage.json").write_text(json.dumps(stages[1]))
+    flow = FlowReport(**header("run"), recipe="mnv2-recipe", target="x86-vnni", output_dir=str(run), rows=[],
+                      stages=stages)
+    (run / "report.json").write_text(json.dumps(flow.to_json()))
+    m = verify(package(run, tmp_path / "run.tar.gz").path).manifest
+    assert m.backend == json.loads((mnv2_out / "report.json").read_text())["selected"]["backend"]
+    assert (m.lineage.recipe, m.lineage.recipe_key) == ("mnv2-recipe", "bbbb2222")
+    assert [(s.stage, s.key) for s in m.lineage.stages] == [("01-prune", "aaaa1111"), ("02-emit", "bbbb2222")]
+    from_stage = verify(package(run / "02-emit", tmp_path / "stage.tar.gz").path).manifest
+    assert from_stage.lineage == m.lineage
+
+
 @pytest.mark.slow
 @pytest.mark.board
 def test_aarch64_tvm_bundle_is_refused_on_x86_before_running(small_cnn, tmp_path, tvm_cache):
