@@ -88,6 +88,8 @@ def _add_bundle_commands(sub) -> None:
                          "golden replay on it (7)")
     ver.add_argument("bundle", help="bundle folder or .tar.gz")
     ver.add_argument("--device", default="local", help="where to check it: local (default), qemu")
+    ver.add_argument("--manifest-sha256", metavar="HASH", help="the manifest's sha256 as package printed it: "
+                     "catches a bundle changed together with its manifest (exit 5)")
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -319,9 +321,10 @@ def cmd_package(args) -> int:
     done = package(args.out, args.output, args.artifact, args.force)
     if args.json:
         return _print_json({"bundle": str(done.path), "name": done.name, "backend": done.backend,
-                            "files": done.files, "bytes": done.bytes, "seconds": round(done.seconds, 2)})
+                            "files": done.files, "bytes": done.bytes, "seconds": round(done.seconds, 2),
+                            "manifest_sha256": done.manifest_sha256})
     print(f"{done.path}: {done.name} ({done.backend}, {done.files} files, {done.bytes / 1e6:.1f} MB) "
-          f"in {done.seconds:.1f} s")
+          f"in {done.seconds:.1f} s; manifest sha256 {done.manifest_sha256}")
     return 0
 
 
@@ -329,7 +332,7 @@ def cmd_verify(args) -> int:
     from edgepack.bundle import verify
     from edgepack.devices import resolve
 
-    verdict = verify(args.bundle, resolve(args.device))
+    verdict = verify(args.bundle, resolve(args.device), args.manifest_sha256)
     if args.json:
         _print_json(verdict.to_json())
     else:

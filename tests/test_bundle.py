@@ -272,6 +272,10 @@ def test_a_runtime_missing_or_too_old_on_the_device_exits_6(bundles, tmp_path):
     (old / "manifest.json").write_text(json.dumps(m))
     verdict = verify(old)
     assert verdict.exit_code == 6 and "is older than 99.1" in verdict.failed["detail"]
+    original = hashlib.sha256((bundles["folder"] / "manifest.json").read_bytes()).hexdigest()
+    pinned = verify(old, manifest_sha256=original)  # the manifest's hash as package printed it
+    assert pinned.exit_code == 5 and "the manifest changed" in pinned.failed["detail"]
+    assert verify(bundles["folder"], manifest_sha256=original).exit_code == 0
     assert [c["check"] for c in verdict.checks] == ["structure", "hashes", "device"]  # never ran
     m["runtime"].update(minimum_version="1.0", package="onnxruntime-nightly-x")
     (old / "manifest.json").write_text(json.dumps(m))

@@ -60,7 +60,8 @@ def build(output: Output, art: Artifact, folder: Path) -> Manifest:
                             "outputs", output),
         "preprocessing": _preprocessing(output.report.data),
         "target": _target(output.report.target.profile or {"name": output.report.target.name}),
-        "ops": deploy["ops"], "lineage": _lineage(output),
+        # the target profile's ops this runtime cannot run there (its own fallbacks, where known, are in ops)
+        "ops": {**deploy["ops"], "unsupported_by_target": art.unsupported_ops}, "lineage": _lineage(output),
         "measurements": _measurements(output, art),
         "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz", "feeds": len(feeds),
                    "origin": origin, "computed_on": where,

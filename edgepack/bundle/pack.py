@@ -9,6 +9,7 @@ same output twice gives byte-identical archives. Nothing of the user's is overwr
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import tarfile
 import tempfile
@@ -34,6 +35,7 @@ class Packaged:
     files: int
     bytes: int  # of the folder's files, or of the archive
     seconds: float
+    manifest_sha256: str  # the manifest is the root of every other file's hash: keep this to check it
 
 
 def is_archive(path: Path) -> bool:
@@ -56,7 +58,8 @@ def package(out: str | Path, bundle: str | Path, artifact: str | None = None, fo
         with staged_dir(dest, force, "package", inputs=[output.folder], marker=marker) as stage:
             manifest = build(output, art, stage)
         size = sum(f.bytes for f in manifest.files.values()) + (dest / "manifest.json").stat().st_size
-    return Packaged(dest, manifest.name, art.backend, len(manifest.files) + 1, size, time.perf_counter() - t0)
+    digest = hashlib.sha256(manifest.dumps().encode()).hexdigest()
+    return Packaged(dest, manifest.name, art.backend, len(manifest.files) + 1, size, time.perf_counter() - t0, digest)
 
 
 def _archive(output, art, dest: Path, force: bool):

@@ -37,6 +37,7 @@ class Verdict:
     device: str
     checks: list[dict] = field(default_factory=list)  # {"check", "ok", "detail", "seconds"}
     manifest: Manifest | None = None
+    expect_manifest: str | None = None  # the manifest's sha256 as `package` printed it, if the user gives it
 
     @property
     def failed(self) -> dict | None:
@@ -58,12 +59,14 @@ class _Failed(Exception):
         self.extra = extra
 
 
-def verify(bundle: str | Path, device=None) -> Verdict:
-    """Check `bundle` (folder or .tar.gz) on `device` (a devices.Device; default this host)."""
+def verify(bundle: str | Path, device=None, manifest_sha256: str | None = None) -> Verdict:
+    """Check `bundle` (folder or .tar.gz) on `device` (a devices.Device; default this host).
+    `manifest_sha256`: what `package` printed; the manifest holds every other file's hash, so
+    with it a bundle changed together with its manifest is caught too."""
     from edgepack.devices import LocalDevice
 
     device = device or LocalDevice()
-    verdict = Verdict(str(bundle), device.name)
+    verdict = Verdict(str(bundle), device.name, expect_manifest=manifest_sha256.lower() if manifest_sha256 else None)
     try:
         with opened(bundle) as root:
             for name, check in (("structure", _structure), ("hashes", _hashes), ("device", _device),
@@ -119,11 +122,15 @@ def _structure(verdict: Verdict, root: Path, device) -> str:
     if unlisted:
         raise _Failed(f"{MANIFEST} uses {unlisted[0]!r} but does not list its hash")
     verdict.manifest = manifest
-    return f"{manifest.name}: manifest schema {MANIFEST_SCHEMA_VERSION}, {len(manifest.files)} files listed"
+    return (f"{manifest.name}: manifest schema {MANIFEST_SCHEMA_VERSION}, {len(manifest.files)} files listed, "
+            f"manifest sha256 {sha256_file(path)}")
 
 
 def _hashes(verdict: Verdict, root: Path, device) -> str:
     manifest = verdict.manifest
+    if verdict.expect_manifest and sha256_file(root / MANIFEST) != verdict.expect_manifest:
+        raise _Failed(f"{MANIFEST}: sha256 is not the {verdict.expect_manifest[:16]}... given: the manifest changed",
+                      file=MANIFEST)
     for name, entry in sorted(manifest.files.items()):
         path = root / name
         if path.is_symlink() or not path.is_file():
@@ -134,12 +141,14 @@ def _hashes(verdict: Verdict, root: Path, device) -> str:
             raise _Failed(f"{name}: {size} bytes, the manifest says {entry.bytes}: the file changed", file=name)
         if sha256_file(path) != entry.sha256:
             raise _Failed(f"{name}: sha256 differs from the manifest: the file changed", file=name)
-    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+    # links are never bundle content (a linked folder would hide what it holds): they count as extra
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_symlink() or not p.is_dir()}
     extra = sorted(present - set(manifest.files) - set(NOT_LISTED))
     if extra:
         raise _Failed(f"{extra[0]}: in the bundle but not in the manifest"
                       f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}", file=extra[0])
-    return f"{len(manifest.files)} files match their sha256 and size"
+    pinned = ", the manifest matches the sha256 given" if verdict.expect_manifest else ""
+    return f"{len(manifest.files)} files match their sha256 and size{pinned}"
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

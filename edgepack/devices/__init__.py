@@ -4,6 +4,8 @@
     device.outputs(backend, artifact, feeds)           # parity, accuracy
     device.time(backend, artifact, feeds, threads, warmup, runs)
     device.latency_is_real                               # False: emulated, never reported as latency
+    device.probe()                                       # arch, CPU, runtimes: asked before sending work
+    resolve("qemu")                                      # a device by its --device name
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ import sys
 # pip packages whose version a bundle's compatibility check reads (the runtimes edgepack's
 # session modules import, and numpy, which the worker needs)
 PACKAGES = ("onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime", "apache-tvm", "numpy")
+# builds that install the same importable module under another package name
+ALTERNATIVES = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn")}
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
@@ -91,7 +93,8 @@ def probe() -> dict:
         "cores": _cores(),
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "temperature_c": _temperature(),
-        "runtimes": {p: _version(p) for p in PACKAGES},
+        "runtimes": {p: _version(p) or next(filter(None, map(_version, ALTERNATIVES.get(p, ()))), None)
+                     for p in PACKAGES},
     }
 
 
