@@ -13,7 +13,7 @@ import numpy as np
 
 from edgepack.backends import REGISTRY, get_backend
 from edgepack.bundle import golden
-from edgepack.bundle.manifest import SCHEMA_FILE, Manifest, dumps
+from edgepack.bundle.manifest import SCHEMA_FILE, Manifest
 from edgepack.bundle.readme import readme
 from edgepack.bundle.source import Output
 from edgepack.devices import for_artifact

@@ -24,8 +24,8 @@ ROOT = HERE.parent
 def _job(folder: Path, manifest: dict, threads: int, warmup: int, runs: int, outputs: bool) -> Path:
     """The worker's config.json for one run over the golden inputs."""
     golden = manifest["golden"]
-    config = {"session": str(ROOT / manifest["runner"]["session"]), "artifact": str(ROOT / manifest["artifact"]["path"]),
-              "threads": threads, "warmup": warmup, "runs": runs, "inputs": str(ROOT / golden["inputs"]),
+    config = {"session": str(ROOT / manifest["runner"]["session"]),
+              "artifact": str(ROOT / manifest["artifact"]["path"]), "threads": threads, "warmup": warmup, "runs": runs, "inputs": str(ROOT / golden["inputs"]),
               "n_feeds": golden["feeds"], "result": str(folder / "result.json"),
               "outputs": str(folder / "outputs.npz") if outputs else None}
     path = folder / "config.json"
