@@ -100,6 +100,29 @@ def _add_devices_command(sub) -> None:
     dl.add_argument("--json", action="store_true")
 
 
+def _add_bundle_commands(sub) -> None:
+    """`package` and `verify`: deployment bundles (edgepack.bundle)."""
+    pack = sub.add_parser("package", help="a compile output -> a deployment bundle (folder or .tar.gz): artifact, "
+                          "manifest, golden vectors, runner")
+    pack.add_argument("out", help="output folder of edgepack compile (or of edgepack run)")
+    pack.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle folder, or FILE.tar.gz")
+    pack.add_argument("--artifact", metavar="BACKEND", help="which artifact when OUT has several "
+                      "(default: the report's selected one)")
+    pack.add_argument("--force", action="store_true", help="replace an existing bundle")
+    pack.add_argument("--json", action="store_true")
+
+    ver = sub.add_parser("verify", help="check a bundle: structure (exit 4), hashes (5), the device (6), "
+                         "golden replay on it (7)")
+    ver.add_argument("bundle", help="bundle folder or .tar.gz")
+    ver.add_argument("--device", default="local", metavar="NAME", help="where to check it: local (default), qemu, "
+                     "a devices.yaml name or ssh://user@host[:port]")
+    _add_devices_file(ver)
+    ver.add_argument("--accept-new-host-key", action="store_true", help="trust an SSH host seen for the first time")
+    ver.add_argument("--manifest-sha256", metavar="HASH", help="the manifest's sha256 as package printed it: "
+                     "catches a bundle changed together with its manifest (exit 5)")
+    ver.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
     from edgepack import __version__
@@ -172,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", help="output folder (default runs/demo-<time>)")
     demo.add_argument("--resume", action="store_true", help="reuse the stages a previous demo saved in -o")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    _add_bundle_commands(sub)
 
     data = sub.add_parser("data", help="bundled sample data")
     dsub = data.add_subparsers(dest="action", required=True)
@@ -338,10 +363,40 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_package(args) -> int:
+    from edgepack.bundle import package
+
+    done = package(args.out, args.output, args.artifact, args.force)
+    if args.json:
+        return _print_json({"bundle": str(done.path), "name": done.name, "backend": done.backend,
+                            "files": done.files, "bytes": done.bytes, "seconds": round(done.seconds, 2),
+                            "manifest_sha256": done.manifest_sha256})
+    print(f"{done.path}: {done.name} ({done.backend}, {done.files} files, {done.bytes / 1e6:.1f} MB) "
+          f"in {done.seconds:.1f} s; manifest sha256 {done.manifest_sha256}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from edgepack.bundle import verify
+    from edgepack.devices import resolve
+
+    verdict = verify(args.bundle, resolve(args.device, args.devices, args.accept_new_host_key), args.manifest_sha256)
+    if args.json:
+        _print_json(verdict.to_json())
+    else:
+        for c in verdict.checks:
+            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']:<9} {c['detail']}")
+    failed = verdict.failed
+    if failed is not None:
+        print(f"edgepack: verify: {failed['check']}: {failed['detail']}", file=sys.stderr)
+    return verdict.exit_code
+
+
 def _print_json(obj) -> int:
     print(json.dumps(obj, indent=2, default=str))
     return 0
 
 
 COMMANDS = {"targets": cmd_targets, "inspect": cmd_inspect, "compile": cmd_compile,
-            "profile": cmd_profile, "devices": cmd_devices, "run": cmd_run, "demo": cmd_demo, "data": cmd_data}
+            "profile": cmd_profile, "devices": cmd_devices, "run": cmd_run, "demo": cmd_demo, "data": cmd_data,
+            "package": cmd_package, "verify": cmd_verify}

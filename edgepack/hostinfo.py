@@ -35,8 +35,15 @@ _DISTRIBUTIONS = {
     "mlflow": ("mlflow",),
 }
 
-# platform.machine() spellings on other OSes -> the Linux names profiles use.
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+# platform.machine() spellings on other OSes -> the Linux names profiles use. (devices/probe.py
+# keeps its own copy: it runs on devices without edgepack.)
+ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
+
+
+def arch_name(machine: str | None) -> str:
+    """One spelling per CPU architecture (x86_64, aarch64), whatever the OS or a triple calls it."""
+    name = str(machine or "").strip().lower()
+    return ARCH_ALIASES.get(name, name)
 
 
 def _read_cpuinfo() -> str:
@@ -62,7 +69,7 @@ def cpu_info() -> dict:
     logical = psutil.cpu_count(logical=True) or 1
     return {
         "model": model or platform.processor() or machine or "unknown",
-        "arch": _ARCH_ALIASES.get(machine.lower(), machine),
+        "arch": arch_name(machine) or machine,
         "flags": sorted(flags),
         "logical_cores": logical,
         # psutil returns None where it cannot tell (some containers, some Arm boards).

@@ -344,10 +344,10 @@ def detect_host(info: dict | None = None) -> TargetProfile:
     and the one meeting the most requirements wins (an arch-specific one beats 'any'; ties go
     to file order). `info` defaults to `hostinfo.cpu_info()`; tests pass fake flag sets.
     """
-    from edgepack.hostinfo import _ARCH_ALIASES, SIMD_FLAGS, cpu_info
+    from edgepack.hostinfo import SIMD_FLAGS, arch_name, cpu_info
 
     info = info or cpu_info()
-    arch = _ARCH_ALIASES.get(str(info["arch"]).lower(), info["arch"])
+    arch = arch_name(info["arch"])
     flags = {f.lower() for f in info.get("flags", [])}
 
     best, best_key, best_flags = None, None, []

@@ -107,6 +107,15 @@ class Backend(ABC):
         """Files the runtime loads beside the artifact (weights, sidecars): they count in its size."""
         return []
 
+    def deployment(self, artifact: Path) -> dict:
+        """What a device needs to run `artifact` (a bundle's manifest holds it): `arch` ("any" for
+        a portable file, else the CPU architecture it was built for), the runtime package's
+        `minimum_version` (None: no release older than the tested one was checked) and
+        `minimum_reason`, and `ops` ({"format", "opsets", "ops", ...}: what a reduced runtime
+        build or a delegate has to provide)."""
+        return {"arch": self.architecture(artifact) or "any", "minimum_version": None,
+                "minimum_reason": f"no {self.name} release older than the tested one was checked", "ops": {}}
+
     def runner(self, artifact: Path, threads: int) -> "ArtifactRunner":
         """A callable feeds -> outputs over a loaded session (for parity checks and choices)."""
         return ArtifactRunner(self, artifact, self.load(artifact, threads))

@@ -128,6 +128,19 @@ class OpenVinoBackend(Backend):
 
     # ------------------------------------------------------------------ report
 
+    def deployment(self, artifact: Path) -> dict:
+        """The IR's layer types and the OpenVINO opsets they come from (read from model.xml)."""
+        import xml.etree.ElementTree as ET  # our own emitted IR, not untrusted input
+
+        layers = ET.parse(str(artifact)).getroot().iter("layer")
+        kinds = [(layer.get("type", "?"), layer.get("version", "?")) for layer in layers]
+        ops = Counter(t for t, _ in kinds if t not in ("Parameter", "Result", "Const"))
+        opsets = Counter(v for t, v in kinds if t not in ("Parameter", "Result", "Const"))
+        return {"arch": "any", "minimum_version": None,
+                "minimum_reason": "an IR is read by the OpenVINO release that wrote it and later ones",
+                "ops": {"format": "openvino-ir", "opsets": dict(sorted(opsets.items())),
+                        "ops": dict(sorted(ops.items()))}}
+
     def describe(self, artifact: Path) -> dict:
         """What the CPU really runs: per layer type, how many layers executed in which precision
         (from the compiled runtime model after one profiled inference on zeros)."""

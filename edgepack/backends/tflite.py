@@ -168,6 +168,17 @@ class TfliteBackend(Backend):
 
     # ----------------------------------------------------------------- describe
 
+    def deployment(self, artifact: Path) -> dict:
+        """The .tflite's ops, the target's delegate and the ops it would hand back to TFLite's
+        builtin kernels (fallbacks), as describe() finds them."""
+        info = describe_tflite(Path(artifact))
+        target = info.get("target") or {}
+        return {"arch": "any", "minimum_version": None,
+                "minimum_reason": "no ai-edge-litert release older than the tested one was checked against "
+                                  "this model's op versions",
+                "ops": {"format": "tflite", "ops": info["ops"], "delegate": target.get("delegate"),
+                        "delegate_fallbacks": target.get("fallback_ops", {}), "float_ops": info["float_ops"]}}
+
     def describe(self, artifact: Path, profile=None) -> dict:
         """Ops of the .tflite and what the target's accelerator would not run.
 

@@ -48,6 +48,7 @@ from edgepack.backends.base import Backend
 from edgepack.backends.options import TvmOptions
 from edgepack.errors import EdgepackError, first_line
 from edgepack.fsutil import file_lock
+from edgepack.hostinfo import arch_name
 from edgepack.ir.spec import TensorSpec, graph_inputs, graph_outputs
 
 SIDECAR = "model.json"
@@ -55,7 +56,6 @@ _IN_PROCESS = threading.Lock()  # see TvmBackend.emit
 CACHE_VERSION = 1  # bump when what goes into the key or the database layout changes
 UNTUNED_NOTE = ("untuned TVM is not a deployable result: give it a tuning budget (the tvm runtime's "
                 "tune_trials or tune_seconds option, or EDGEPACK_TVM_TUNE_SECONDS)")
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
 def cache_root() -> Path:
@@ -160,7 +160,7 @@ class TvmBackend(Backend):
 
     def load(self, artifact: Path, threads: int):
         meta = read_sidecar(Path(artifact))
-        arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
+        arch = arch_name(platform.machine())
         if meta.get("target_triple", arch).split("-")[0] != arch:
             what = meta["target_triple"].split("-")[0]
             raise EdgepackError(f"{what} artifact: run it on the board (edgepack.devices.QemuDevice)")
@@ -170,8 +170,7 @@ class TvmBackend(Backend):
         return bool(read_sidecar(Path(artifact)).get("cross_compiled"))
 
     def architecture(self, artifact: Path) -> str | None:
-        arch = str(read_sidecar(Path(artifact)).get("target_triple", "")).split("-")[0].lower()
-        return _ARCH_ALIASES.get(arch, arch) or None
+        return arch_name(str(read_sidecar(Path(artifact)).get("target_triple", "")).split("-")[0]) or None
 
     def declared_inputs(self, artifact: Path) -> list[TensorSpec]:
         return [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in read_sidecar(Path(artifact))["inputs"]]
@@ -180,6 +179,16 @@ class TvmBackend(Backend):
         meta = read_sidecar(Path(artifact))
         return {"tuned": meta["tuned"], "target": meta["target"], "target_triple": meta["target_triple"],
                 "cross_compiled": meta["cross_compiled"], "tuning": meta["tuning"], "notes": meta["notes"]}
+
+    def deployment(self, artifact: Path) -> dict:
+        """A shared library: runs on the architecture of its target triple only, with the TVM
+        runtime release that built it."""
+        meta = read_sidecar(Path(artifact))
+        return {"arch": self.architecture(artifact) or "unknown", "minimum_version": None,
+                "minimum_reason": f"a compiled TVM module needs the runtime release that built it "
+                                  f"({meta.get('tvm_version', '?')})",
+                "ops": {"format": meta.get("format", "tvm"), "target": meta.get("target"),
+                        "target_triple": meta.get("target_triple"), "tuned": meta.get("tuned")}}
 
 
 def _export(ex, path: Path, cross: bool, triple: str) -> Path:
@@ -237,7 +246,7 @@ def resolve_target(profile, wanted: dict | None) -> tuple[dict, bool]:
     CPU) and whether it is for another architecture."""
     import tvm
 
-    host_arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
+    host_arch = arch_name(platform.machine())
     if wanted:
         target = dict(wanted)
         triple = target.get("mtriple")
@@ -260,7 +269,7 @@ def resolve_target(profile, wanted: dict | None) -> tuple[dict, bool]:
 def _triple(target: dict) -> str:
     if target.get("mtriple"):
         return str(target["mtriple"])
-    arch = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
+    arch = arch_name(platform.machine())
     return f"{arch}-linux-gnu" if sys.platform.startswith("linux") else f"{arch}-{sys.platform}"
 
 

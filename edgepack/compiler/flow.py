@@ -39,6 +39,9 @@ from edgepack.targets import TargetProfile, load_profile
 from edgepack.verify import measure_parity, nonfinite_weights
 
 PARITY_SAMPLES = 16
+INPUTS_FILE = "inputs.npz"  # a few of the compile's own inputs, kept beside the report
+INPUTS_FEEDS = 3  # enough for a bundle's golden vectors, small enough for a 224x224 CNN (~2 MB)
+INPUTS_MAX_BYTES = 32 << 20  # fewer feeds (at least one) for models with big inputs
 
 
 def compile_request(req: CompileRequest, events: Events | None = None,
@@ -65,6 +68,7 @@ def _compile(c: Compilation, req: CompileRequest) -> CompileReport:
         if "plan" in compression:  # which channels survived: the fine-tuning stage reuses it
             compression["plan"].save(stage / "prune_plan.json")
             compression["pruning"]["plan"] = "prune_plan.json"
+        save_inputs(stage / INPUTS_FILE, kept_inputs(data.parity_feeds))
         report = finish(c, model, canon_info, compression, data, judge, plan, built)
         write_report(stage, report)
         interrupt.check()  # a signal some library swallowed: the output is not published
@@ -251,7 +255,8 @@ def finish(c: Compilation, model, canon_info, compression, data: Data, judge: Ju
         canonical={**canon_info, **{k: stats[k] for k in ("params", "macs", "op_histogram")}},
         target={"name": c.profile.name, "description": c.profile.description, "profile": c.profile.to_dict()},
         data={"source": data.calib.source if data.calib else "random normal inputs (no --calib given)",
-              "samples_for_parity": len(data.parity_feeds)},
+              "samples_for_parity": len(data.parity_feeds), "inputs_file": INPUTS_FILE,
+              "inputs_feeds": len(kept_inputs(data.parity_feeds)), "preprocess": _preprocess(c.req)},
         precision_requested=c.req.quant.precision or f"target default ({_wanted(plan)})",
         artifacts=built.artifacts, accuracy=judge.section,
         quantization=plan.outcome(built.choices, built.artifacts, max_drop),
@@ -263,6 +268,36 @@ def _inputs(req: CompileRequest) -> list[Path]:
     """The files a compile reads: --force must never replace the folder that holds them."""
     refs = (req.model, req.quant.calib, req.evaluation.data)
     return input_paths(*(r.value for r in refs if r is not None), req.weights)
+
+
+def kept_inputs(feeds: list[dict]) -> list[dict]:
+    """The first INPUTS_FEEDS feeds, fewer when they would pass INPUTS_MAX_BYTES (never none)."""
+    kept, size = [], 0
+    for feed in feeds[:INPUTS_FEEDS]:
+        size += sum(v.nbytes for v in feed.values())
+        if kept and size > INPUTS_MAX_BYTES:
+            break
+        kept.append(feed)
+    return kept
+
+
+def save_inputs(path: Path, feeds: list[dict]) -> None:
+    """The compile's first feeds (real --calib samples, else its seeded random inputs), keys
+    "<feed>__<input name>" as the device worker reads them: what a bundle replays as golden vectors."""
+    import numpy as np
+
+    np.savez_compressed(path, **{f"{i}__{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
+
+
+def _preprocess(req: CompileRequest) -> dict | None:
+    """The preprocessing an image folder given as --calib declares (its preprocess.yaml), so a
+    deployment feeds the model what it was calibrated on; None for arrays (nothing recorded)."""
+    from edgepack.data import PREPROCESS_FILE, Preprocess
+
+    value = req.quant.calib.value if req.quant.calib else None
+    if not isinstance(value, (str, Path)) or not (Path(value) / PREPROCESS_FILE).is_file():
+        return None
+    return Preprocess.load(Path(value) / PREPROCESS_FILE).model_dump(mode="json")
 
 
 def _wanted(plan) -> str:

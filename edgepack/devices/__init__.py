@@ -5,6 +5,8 @@ board over SSH: `resolve("pi5" | "ssh://user@host:port" | "local" | "qemu")`, se
     device.outputs(backend, artifact, feeds)           # parity, accuracy
     device.time(backend, artifact, feeds, threads, warmup, runs)
     device.latency_is_real                               # False: emulated, never reported as latency
+    device.probe()                                       # arch, CPU, runtimes: asked before sending work
+    resolve("qemu")                                      # a device by its --device name
 """
 
 from __future__ import annotations
@@ -27,3 +29,4 @@ def for_artifact(backend: str, artifact: str | Path) -> Device:
     if get_backend(backend).cross_compiled(Path(artifact)):
         return QemuDevice()
     return LocalDevice()
+

@@ -18,6 +18,7 @@ from edgepack.errors import EdgepackError
 
 WORKER = Path(__file__).resolve().with_name("worker.py")
 OPTIONAL_SETTINGS = ("warmup_max", "settle_window", "settle_tolerance", "op_profile", "op_profile_runs")
+PROBE = Path(__file__).resolve().with_name("probe.py")  # stdlib only: answers where numpy is missing
 
 
 @runtime_checkable
@@ -94,3 +95,17 @@ def read_outputs(folder: Path, n_feeds: int) -> list[list[np.ndarray]]:
 
 def batch_of(feeds: list[dict[str, np.ndarray]]) -> int:
     return int(next(iter(feeds[0].values())).shape[0]) if feeds and feeds[0] else 1
+
+
+def read_probe(device: str, rc: int, stdout: str, stderr: str) -> dict:
+    """probe.py's JSON answer, or one line saying why the device gave none."""
+    if rc == 0:
+        for line in reversed(stdout.strip().splitlines()):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "arch" in data:
+                return data
+    lines = [ln for ln in (stderr or stdout or "").splitlines() if ln.strip()]
+    raise EdgepackError(f"{device}: the device probe failed: {lines[-1][:300] if lines else f'exit {rc}'}")

@@ -18,12 +18,13 @@ import numpy as np
 
 from edgepack.backends import get_backend
 from edgepack.bench.stats import summarize
-from edgepack.devices.base import WORKER, batch_of, read_outputs, write_job
+from edgepack.devices.base import PROBE, WORKER, batch_of, read_outputs, read_probe, write_job
 from edgepack.errors import EdgepackError
 from edgepack.ui import progress_bar
 
 STARTUP_S = 600  # import the runtime, load the artifact, first inference: big models on a busy machine
 RUN_FLOOR_S = 120  # least time allowed for the runs themselves, however fast the first one was
+PROBE_S = 120  # the probe reads package metadata only: seconds even on a busy machine
 SAFETY = 10  # a run may take this many times the first one (a machine that gets busy meanwhile)
 
 
@@ -61,6 +62,14 @@ class LocalDevice:
                 raw = run_worker([sys.executable, str(WORKER), str(config)], tmp, advance, self.timeout_s,
                                  work=warmup + runs)
         return summarize(raw, threads=threads, warmup=warmup, batch=batch_of(feeds))
+
+    def probe(self) -> dict:
+        """This host as a fresh interpreter sees it (devices/probe.py, the script remote devices run)."""
+        try:
+            proc = subprocess.run([sys.executable, str(PROBE)], capture_output=True, text=True, timeout=PROBE_S)
+        except subprocess.TimeoutExpired:
+            raise EdgepackError(f"{self.name}: the device probe did not answer within {PROBE_S} s") from None
+        return read_probe(self.name, proc.returncode, proc.stdout, proc.stderr)
 
 
 class _Watchdog:

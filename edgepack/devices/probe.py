@@ -1,16 +1,19 @@
-"""What a device is, printed as one JSON object: run on the device before anything is sent.
+"""What a device is: printed as one JSON object. Never imported by edgepack; run like the worker.
 
-Standalone on purpose (stdlib only: no edgepack, no numpy), so it runs on a bare board whose
-Python has nothing installed yet, and can tell the user what is missing instead of failing.
-Runtime versions come from installed package metadata (importlib.metadata), not from imports:
-importing a runtime under emulation costs seconds, reading its metadata costs nothing.
+Standalone on purpose (stdlib only: no edgepack, not even numpy), so it answers on a device where
+the runtime or numpy is missing, which is exactly when the answer matters: `edgepack verify`
+and the remote devices ask it before anything is sent to run, and refuse an incompatible device
+with one line instead of failing half-way.
 
-    python probe.py [DISTRIBUTION ...]
+    python probe.py
 
-Prints {"arch", "system", "python", "cpu", "cores", "governor", "temperature_c",
-"runtimes": {distribution: version or null}} for the distributions named (a default set when
-none are).
+Keys (report.schema.DeviceEnv): arch (platform.machine(), amd64/arm64 spelled x86_64/aarch64),
+system, python, cpu (model name), cores (usable), governor and temperature_c where readable,
+runtimes {pip package: version or null} read from installed package metadata (not imported:
+importing OpenVINO or TVM costs seconds, and a broken install is the runner's to report).
 """
+
+from __future__ import annotations
 
 import glob
 import json
@@ -18,10 +21,26 @@ import os
 import platform
 import sys
 
-DEFAULT = ("numpy", "onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime", "apache-tvm")
+# pip packages whose version a bundle's compatibility check reads (the runtimes edgepack's
+# session modules import, and numpy, which the worker needs)
+PACKAGES = ("onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime", "apache-tvm", "numpy")
+# builds that install the same importable module under another package name
+ALTERNATIVES = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn")}
+ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
-def _read(path):
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+    except Exception:  # a broken dist-info: present but unreadable
+        return "unknown"
+
+
+def _read(path: str) -> str | None:
     try:
         with open(path) as f:
             return f.read().strip()
@@ -29,60 +48,56 @@ def _read(path):
         return None
 
 
-def _cpu():
-    """The CPU's model name from /proc/cpuinfo (x86 "model name", ARM "Hardware"/"CPU part")."""
+def _cpu() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (x86: "model name"; Arm: "Hardware"/"CPU part")."""
     text = _read("/proc/cpuinfo") or ""
     fields = {}
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    for key in ("model name", "Hardware", "Model"):
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    for key in ("model name", "Hardware", "Model", "cpu model"):
         if fields.get(key):
             return fields[key]
     if fields.get("CPU part"):
-        return f"ARM implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
+        return f"{fields.get('CPU implementer', '?')}/{fields['CPU part']}"
     return platform.processor() or None
 
 
-def _cores():
+def _cores() -> int | None:
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count()
 
 
-def _temperature():
-    """The hottest thermal zone in degrees C, where the kernel exposes any."""
-    temps = []
+def _temperature() -> float | None:
+    """The hottest thermal zone in degrees C (sysfs gives millidegrees)."""
+    values = []
     for path in glob.glob("/sys/class/thermal/thermal_zone*/temp"):
-        value = _read(path)
+        text = _read(path)
         try:
-            temps.append(int(value) / 1000.0)
+            values.append(int(text) / 1000.0)
         except (TypeError, ValueError):
-            pass
-    return max(temps) if temps else None
+            continue
+    return max(values) if values else None
 
 
-def _version(dist):
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except Exception:  # PackageNotFoundError, or broken metadata: either way not usable
-        return None
-
-
-def main(argv):
-    dists = argv or list(DEFAULT)
-    info = {
-        "arch": platform.machine(), "system": platform.platform(), "python": platform.python_version(),
-        "cpu": _cpu(), "cores": _cores(),
+def probe() -> dict:
+    machine = platform.machine().lower()
+    return {
+        "arch": ARCH_ALIASES.get(machine, machine),
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu(),
+        "cores": _cores(),
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "temperature_c": _temperature(),
-        "runtimes": {d: _version(d) for d in dists},
+        "runtimes": {p: _version(p) or next(filter(None, map(_version, ALTERNATIVES.get(p, ()))), None)
+                     for p in PACKAGES},
     }
-    print(json.dumps(info))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    json.dump(probe(), sys.stdout, sort_keys=True)
+    sys.stdout.write("\n")

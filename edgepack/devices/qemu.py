@@ -10,13 +10,14 @@ the board's Python runs the worker there under qemu.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from edgepack.backends import get_backend
 from edgepack.board import EMULATED_NOTE, Board, ensure_board
-from edgepack.devices.base import WORKER, read_outputs, write_job
+from edgepack.devices.base import PROBE, WORKER, read_outputs, read_probe, write_job
 from edgepack.devices.local import run_worker
 from edgepack.errors import EdgepackError
 from edgepack.ui import progress_bar
@@ -56,6 +57,18 @@ class QemuDevice:
                     "load": raw["load_ms"], "import": raw["import_ms"]}
         return {"kind": backend, "emulated": True, "emulated_ms": emulated, "note": EMULATED_NOTE,
                 "outputs": raw["outputs"]}
+
+    def probe(self) -> dict:
+        """The emulated board's environment: the probe script copied there and run by its Python."""
+        with self.board.deploy_dir() as tmp:
+            shutil.copy2(PROBE, tmp / PROBE.name)
+            try:
+                proc = subprocess.run(self.board.command(str(tmp / PROBE.name)), capture_output=True, text=True,
+                                      timeout=self.timeout_s, env=self.board.env(), cwd=tmp)
+            except subprocess.TimeoutExpired:
+                raise EdgepackError(f"{self.name}: the device probe did not answer within {self.timeout_s:.0f} s") \
+                    from None
+        return read_probe(self.name, proc.returncode, proc.stdout, proc.stderr)
 
     def _run(self, backend: str, artifact: Path, feeds: list[dict], settings: dict, progress: bool) -> tuple:
         """Deploy and run one worker job on the board: (its result, each feed's outputs or None)."""

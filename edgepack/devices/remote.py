@@ -27,7 +27,8 @@ import numpy as np
 
 from edgepack.backends import REGISTRY, get_backend
 from edgepack.bench.stats import device_run, summarize
-from edgepack.devices.base import WORKER, batch_of, read_outputs, write_job
+from edgepack.devices.base import PROBE, WORKER, batch_of, read_outputs, write_job
+from edgepack.devices.compat import refusal
 from edgepack.devices.local import STARTUP_S, runs_allowance
 from edgepack.devices.transports import last_line
 from edgepack.errors import EdgepackError
@@ -36,10 +37,8 @@ from edgepack.report.schema import DeviceRun
 from edgepack.ui import progress_bar
 from edgepack.verify import compare_outputs
 
-PROBE = Path(__file__).resolve().with_name("probe.py")
 LOCK_STALE_S = 6 * 3600  # a device lock older than this is a crashed run's (profiles take minutes)
 LOCK_POLL_S = 1.0
-ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 
 
 def host_lock_dir() -> Path:
@@ -159,8 +158,7 @@ class RemoteDevice:
         return self._probed
 
     def _probe_argv(self) -> list[str]:
-        dists = sorted({p for e in REGISTRY.values() for p in e.packages} | {"numpy"})
-        return [*self._pin(), *self.python, "-c", PROBE.read_text(), *dists]  # pinned: it counts the cores it gets
+        return [*self._pin(), *self.python, "-c", PROBE.read_text()]  # pinned: it counts the cores it gets
 
     def _probe_answer(self, rc: int, err: str, lines: list[str]) -> dict:
         if rc == 127 or (rc != 0 and "not found" in err):
@@ -172,22 +170,14 @@ class RemoteDevice:
         return info
 
     def check(self, backend: str, artifact: Path) -> dict:
-        """The device's environment, after refusing an artifact it cannot run (one line each)."""
+        """The device's environment, after refusing an artifact it cannot run (one line)."""
         env = self.probe()
         runtime = get_backend(backend)
-        want = _artifact_arch(runtime, Path(artifact))
-        have = ARCH_ALIASES.get(str(env.get("arch", "")).lower(), str(env.get("arch", "")).lower())
-        if want and have and want != have:
-            raise EdgepackError(f"{self.name} is {have}, {Path(artifact).name} is built for {want}: refused before "
-                                "running (compile for this device's target, or pick a device of that architecture)")
-        packages = REGISTRY[runtime.name].packages
-        runtimes = env.get("runtimes") or {}
-        missing = [] if any(runtimes.get(p) for p in packages) else [packages[0]]
-        missing += [] if runtimes.get("numpy") else ["numpy"]
-        if missing:
-            raise EdgepackError(f"{self.name} cannot run {runtime.name} artifacts: its Python "
-                                f"({' '.join(self.python)}) lacks {', '.join(missing)}; on the device: "
-                                f"pip install {' '.join(missing)}")
+        needs = runtime.deployment(Path(artifact))
+        why = refusal(env, self.name, needs["arch"], REGISTRY[runtime.name].packages, needs["minimum_version"],
+                      needs["minimum_reason"])
+        if why:
+            raise EdgepackError(f"{why} (its Python: {' '.join(self.python)})" if "install" in why else why)
         return env
 
     # ------------------------------------------------------------------ one job
@@ -267,12 +257,6 @@ class RemoteDevice:
 
 
 # ---------------------------------------------------------------------- helpers
-
-def _artifact_arch(runtime, artifact: Path) -> str | None:
-    """The architecture an artifact is machine code for (its backend says), None when portable."""
-    arch = runtime.architecture(artifact)
-    return ARCH_ALIASES.get(arch.lower(), arch.lower()) if arch else None
-
 
 def _stale(owner: list[str]) -> bool:
     """A device lock nobody holds any more: its process is gone from this host, or it is too old."""

@@ -207,6 +207,10 @@ class Target(Section):
 class DataInfo(Section):
     source: str
     samples_for_parity: Opt[int]
+    # the first parity feeds, saved beside the report (`edgepack package` makes golden vectors of them)
+    inputs_file: Opt[str]
+    inputs_feeds: Opt[int]
+    preprocess: Opt[JSON]  # how the image folder given as --calib became model input (its preprocess.yaml)
 
 
 class HeldOut(Section):
