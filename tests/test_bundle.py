@@ -279,7 +279,7 @@ def test_a_runtime_missing_or_too_old_on_the_device_exits_6(bundles, tmp_path):
     assert [c["check"] for c in verdict.checks] == ["structure", "hashes", "device"]  # never ran
     m["runtime"].update(minimum_version="1.0", package="onnxruntime-nightly-x")
     (old / "manifest.json").write_text(json.dumps(m))
-    assert "onnxruntime-nightly-x is not installed on local: pip install 'onnxruntime-nightly-x>=1.0'" in \
+    assert "onnxruntime-nightly-x not installed; on the device: pip install 'onnxruntime-nightly-x>=1.0'" in \
         verify(old).failed["detail"]
 
 
@@ -296,7 +296,8 @@ def test_probe_and_resolve():
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert all(m.split(".")[0] in sys.stdlib_module_names or m == "__future__" for m in modules), modules
-    assert isinstance(resolve(None), LocalDevice) and isinstance(resolve("qemu"), QemuDevice)
+    local, board = resolve(None), resolve("qemu")
+    assert local.name == "local" and local.latency_is_real and board.name == "qemu-aarch64" and board.emulated
     with pytest.raises(EdgepackError, match="unknown device 'lcoal' \\(did you mean: local"):
         resolve("lcoal")
 

@@ -163,7 +163,7 @@ def test_runtime_missing_on_the_device_names_the_package(lab, mobilenet_onnx, tm
     rc, _, err = _cli(capsys, "profile", mobilenet_onnx, "--device", "bare", "--devices", lab["yaml"],
                       "-o", tmp_path / "p", "--no-progress")
     line = _one_line_error(err)
-    assert rc == 1 and "bare cannot run onnxruntime" in line and "pip install onnxruntime numpy" in line
+    assert rc == 1 and "bare cannot run this artifact" in line and "pip install 'onnxruntime>=" in line and " numpy " in line
     assert not (tmp_path / "p").exists() and _leftovers(lab["workdir"]["bare"]) == []
 
 
@@ -323,7 +323,7 @@ def test_aarch64_artifact_on_the_emulated_board_over_ssh(lab, arm64_tvm, tmp_pat
     (art,) = report.artifacts
     assert art.latency_ms is None and any("not timed on this host" in n for n in art.notes)
     (run,) = art.devices
-    assert run.emulated is True and "not its speed" in run.note  # emulated, and labelled so
+    assert run.emulated is True and "not the target's latency" in run.note  # emulated, and labelled so
     assert run.environment.arch == "aarch64" and run.environment.runtimes["apache-tvm"]
     assert run.runs == 3 and len(run.samples_ms) == 3
     assert _leftovers(lab["workdir"]["board"]) == []

@@ -157,7 +157,8 @@ def _device(verdict: Verdict, root: Path, device) -> str:
         env = device.probe()
     except EdgepackError as e:
         raise _Failed(f"{device.name}: cannot tell what it is: {e}") from None
-    why = refusal(env, device.name, rt.arch, (rt.package,), rt.minimum_version, rt.minimum_reason)
+    why = refusal(env, device.name, rt.arch, (rt.package,), rt.minimum_version, rt.minimum_reason,
+                  Path(verdict.manifest.artifact.path).name)
     if why:
         raise _Failed(why, environment=env)
     arch, have = env.get("arch"), (env.get("runtimes") or {}).get(rt.package)

@@ -142,9 +142,9 @@ def parse_ssh_url(spec: str, accept_new_host_key: bool = False) -> DeviceEntry:
                        accept_new_host_key=accept_new_host_key)
 
 
-def resolve(spec: str, devices_file: str | Path | None = None, accept_new_host_key: bool = False):
-    """The Device `spec` names: an ssh:// URL, a devices.yaml name, "local" or "qemu"."""
-    spec = str(spec).strip()
+def resolve(spec: str | None, devices_file: str | Path | None = None, accept_new_host_key: bool = False):
+    """The Device `spec` names: an ssh:// URL, a devices.yaml name, "local" (also when None) or "qemu"."""
+    spec = "local" if spec is None else str(spec).strip()
     if spec.startswith("ssh://"):
         return build(parse_ssh_url(spec, accept_new_host_key))
     entries = load_devices(devices_file)

@@ -175,7 +175,7 @@ class RemoteDevice:
         runtime = get_backend(backend)
         needs = runtime.deployment(Path(artifact))
         why = refusal(env, self.name, needs["arch"], REGISTRY[runtime.name].packages, needs["minimum_version"],
-                      needs["minimum_reason"])
+                      needs["minimum_reason"], Path(artifact).name)
         if why:
             raise EdgepackError(f"{why} (its Python: {' '.join(self.python)})" if "install" in why else why)
         return env
