@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args) or 0
     except EdgepackError as e:
         print(f"edgepack: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)  # a bundle refused before profiling: verify's code
     except KeyboardInterrupt:
         print("edgepack: interrupted (no output was left half-written)", file=sys.stderr)
         return 130
