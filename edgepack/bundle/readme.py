@@ -88,7 +88,8 @@ def _put(tensor, value: str) -> str:
     if tensor.dtype == "float32" or q is None:
         return f"buf.putFloat({value})"
     lo, hi = (-128, 127) if tensor.dtype == "int8" else (0, 255)
-    return (f"buf.put(Math.round({value} / {q.scale:.8g}f + {q.zero_point}).coerceIn({lo}, {hi}).toByte())")
+    zp = f"{'+' if q.zero_point >= 0 else '-'} {abs(q.zero_point)}"
+    return f"buf.put(Math.round({value} / {q.scale:.8g}f {zp}).coerceIn({lo}, {hi}).toByte())"
 
 
 def _fill(m: Manifest) -> list[str]:
@@ -110,9 +111,10 @@ def _fill(m: Manifest) -> list[str]:
                    f"        {_put(t, '(gray - MEAN[0]) / STD[0]')}"]
     else:
         channel = [f"        for (c in 0 until 3) {{ val v = (p shr SHIFT[c] and 0xFF).toFloat()",
-                   f"            {_put(t, '(v - MEAN[minOf(c, MEAN.size - 1)]) / STD[minOf(c, STD.size - 1)]')} }}"]
+                   f"            {_put(t, '(v - MEAN[c]) / STD[c]')} }}"]
     return [f"// {n.formula} on 0..255 pixels, channels {n.color} (manifest.json: android.preprocess)",
-            f"val MEAN = floatArrayOf({_floats(n.mean)})", f"val STD = floatArrayOf({_floats(n.std)})",
+            f"val MEAN = floatArrayOf({_floats(n.mean * (c if len(n.mean) == 1 else 1))})",
+            f"val STD = floatArrayOf({_floats(n.std * (c if len(n.std) == 1 else 1))})",
             *([f"val SHIFT = intArrayOf({_SHIFTS.get(n.color, _SHIFTS['RGB'])})  // ARGB bit offsets"] if c == 3 else []),
             "fun toInput(bitmap: Bitmap): ByteBuffer {",
             f"    // {crop}scale to {w}x{h}",
@@ -129,14 +131,19 @@ def _size(t) -> int:
     return count * _KT_TYPES.get(t.dtype, ("Float", 4))[1]
 
 
-def _read(t) -> str:
-    """Kotlin giving the first output as floats (dequantized when it is integer)."""
+def _read(t) -> list[str]:
+    """Kotlin running the interpreter and giving the first output as floats (dequantized when integer)."""
     n = _size(t) // _KT_TYPES.get(t.dtype, ("Float", 4))[1]
     q = t.quantization
     if t.dtype == "float32" or q is None:
-        return f"val scores = FloatArray({n}).also {{ out.rewind(); out.asFloatBuffer().get(it) }}"
-    mask = " and 0xFF" if t.dtype == "uint8" else ""
-    return f"val scores = FloatArray({n}) {{ ((out.get(it).toInt(){mask}) - {q.zero_point}) * {q.scale:.8g}f }}"
+        back = f"    return FloatArray({n}).also {{ out.asFloatBuffer().get(it) }}"
+    else:
+        mask = " and 0xFF" if t.dtype == "uint8" else ""
+        zp = f"{'-' if q.zero_point >= 0 else '+'} {abs(q.zero_point)}"
+        back = f"    return FloatArray({n}) {{ ((out.get(it).toInt(){mask}) {zp}) * {q.scale:.8g}f }}"
+    return ["fun infer(interpreter: Interpreter, input: ByteBuffer): FloatArray {",
+            f"    val out = ByteBuffer.allocateDirect({_size(t)}).order(ByteOrder.nativeOrder())",
+            "    interpreter.run(input, out)", "    out.rewind()", back, "}"]
 
 
 def _android(m: Manifest) -> list[str]:
@@ -153,7 +160,8 @@ def _android(m: Manifest) -> list[str]:
         f'`androidResources {{ noCompress += "tflite" }}`) and add `implementation("{LITERT}")`. '
         f"Input `{t.name}` {t.shape} {t.dtype}, output `{o.name}` {o.shape} {o.dtype}, as the Interpreter "
         "sees them (NHWC); the manifest's `android` section has every tensor"
-        f"{', the labels' if a.labels else ''} and the normalization. {a.metadata}.",
+        f"{', the labels' if a.labels else ''}{' and the normalization' if a.preprocess else ''}. "
+        f"{a.metadata[:1].upper()}{a.metadata[1:]}.",
         "",
         "```kotlin",
         "import android.content.Context", "import android.graphics.Bitmap",
@@ -170,9 +178,7 @@ def _android(m: Manifest) -> list[str]:
         "",
         *_fill(m),
         "",
-        "// val out = ByteBuffer.allocateDirect(" + str(_size(o)) + ").order(ByteOrder.nativeOrder())",
-        "// interpreter(context).run(toInput(...), out)",
-        "// " + _read(o),
+        *_read(o),
         "```",
         "",
     ]

@@ -153,13 +153,11 @@ class RemoteDevice:
     def probe(self) -> dict:
         """devices/probe.py's answer, run with the device's Python (asked once per device)."""
         if self._probed is None:
-            if self._depth:  # the device is held (its probe came with the lock): ask again
-                lines: list[str] = []
-                rc, err = self.transport.run(self._probe_argv(), 120 + self.timeout_s / 10, on_line=lines.append)
-                self._probed = self._probe_answer(rc, err, lines)
-            else:
-                with self.session():
-                    pass
+            with self.session():  # taking the lock probes too, unless held already or a benchmark_model device
+                if self._probed is None:
+                    lines: list[str] = []
+                    rc, err = self.transport.run(self._probe_argv(), 120 + self.timeout_s / 10, on_line=lines.append)
+                    self._probed = self._probe_answer(rc, err, lines)
         return self._probed
 
     def _probe_argv(self) -> list[str]:
