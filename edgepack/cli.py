@@ -170,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_args(comp)
     _add_device_args(comp)
 
-    prof = sub.add_parser("profile", help="latency report of an artifact, in a fresh process")
-    prof.add_argument("artifact")
-    prof.add_argument("--target", "-t", help="profile whose benchmark settings to use (default host)")
+    prof = sub.add_parser("profile", help="latency report of an artifact or bundle, in a fresh process")
+    prof.add_argument("artifact", help="artifact file, or a bundle (folder or .tar.gz of edgepack package): its "
+                      "structure and hashes verified first, then its artifact timed on its golden inputs")
+    prof.add_argument("--target", "-t", help="profile whose benchmark settings to use (default host; a bundle's "
+                      "own target)")
     prof.add_argument("--backend", "-b", help="runtime (default: from the file's suffix)")
     prof.add_argument("--inputs", help="inputs to time with (.npz, .npy, image folder); default random")
     prof.add_argument("--json", action="store_true")
