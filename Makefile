@@ -39,7 +39,8 @@ board: setup
 	$(BIN)/python -c "from edgepack.board import ensure_board; b = ensure_board(progress=print); print(f'arm64 board ready ({b.setup_s:.0f} s)')"
 
 # The loopback OpenSSH server the device tests reach their "boards" through (tests/sshd.py starts
-# and stops a private one per test module): Debian's openssh-server, installed when missing (apt needs root).
+# and stops a private one per test module) and the tools beside it: Debian's openssh-server,
+# openssh-client, procps and adb (the real-adb test), each installed only when missing (apt needs root).
 sshd: setup
 	$(BIN)/python tests/sshd.py --install
 

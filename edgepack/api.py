@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edgepack.backends import backend_for_artifact, get_backend
+from edgepack.bundle.verify import is_bundle
 from edgepack.compiler.artifacts import BENCH_FEEDS
 from edgepack.compiler.flow import compile_request
 from edgepack.compiler.inputs import dataset, feeds
@@ -22,7 +26,7 @@ from edgepack.events import console_events
 from edgepack.frontends import load_source
 from edgepack.fsutil import artifact_identity, check_free, input_paths, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
-from edgepack.ir.spec import graph_inputs
+from edgepack.ir.spec import TensorSpec, graph_inputs
 from edgepack.ir.stats import model_stats
 from edgepack.report import header, write_report
 from edgepack.report.schema import Artifact, ProfileReport
@@ -118,44 +122,116 @@ def profile(artifact: str | Path, target: str | TargetProfile | None = None, bac
 def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, backend: str | None,
                      inputs: str | Path | None, settings: BenchSettings, output_dir: str | Path | None,
                      force: bool, progress: bool, on: DeviceOptions | None = None) -> ProfileReport:
-    """The typed profile report of an existing artifact. Devices are resolved and checked (the
-    artifact's architecture, the runtime installed there) before anything runs anywhere; a
+    """The typed profile report of an existing artifact or bundle. Devices are resolved and checked
+    (the artifact's architecture, the runtime installed there) before anything runs anywhere; a
     connection that drops mid-run raises DeviceLost and no report is written."""
     path = Path(artifact)
     if not path.exists():
         raise EdgepackError(f"{artifact}: no such file")
+    if is_bundle(path):
+        return _profile_bundle(path, target, backend, inputs, settings, output_dir, force, progress, on)
     prof = target if isinstance(target, TargetProfile) else load_profile(target or "host")
     runtime = get_backend(backend) if backend else backend_for_artifact(path)
+    with _held(on, runtime.name, path) as devices:
+        here = not runtime.cross_compiled(path)  # a cross-compiled artifact runs only on its devices
+        specs = _artifact_inputs(runtime, path, artifact, here)
+        subject = _Subject(path, str(path), runtime, specs, here, path.stem, input_paths(path, inputs))
+        return _profile(subject, inputs, prof, settings, output_dir, force, progress, devices)
+
+
+@dataclass
+class _Subject:
+    """What a profile runs: the artifact file, how the report names it, and (for a bundle) the
+    inputs and expected outputs it brings along."""
+
+    path: Path
+    shown: str
+    runtime: object
+    specs: list
+    here: bool  # runs on this host (False: built for another CPU)
+    stem: str
+    guarded: list[Path]  # the user's inputs the output folder must not replace
+    feeds: list | None = None  # None: from --inputs or random
+    reference: list | None = None  # expected outputs of `feeds` (None: this host's, computed here)
+    source: str | None = None
+    precision: str = "as built"
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _held(on: DeviceOptions | None, backend: str, path: Path):
+    """The devices asked for, each held (locked, connected) and checked from here to its result."""
     devices = on.resolve() if on else []
-    with contextlib.ExitStack() as held:  # each device held (locked, connected) from its check to its result
+    with contextlib.ExitStack() as held:
         for device in devices:
             held.enter_context(device.session())
-            device.check(runtime.name, path)
-        return _profile(path, artifact, prof, runtime, inputs, settings, output_dir, force, progress, devices)
+            device.check(backend, path)
+        yield devices
 
 
-def _profile(path: Path, artifact, prof, runtime, inputs, settings: BenchSettings, output_dir, force: bool,
-             progress: bool, devices: list) -> ProfileReport:
-    here = not runtime.cross_compiled(path)  # a cross-compiled artifact runs only on its devices
-    specs = _artifact_inputs(runtime, path, artifact, here)
+def _profile_bundle(bundle: Path, target, backend, inputs, settings: BenchSettings, output_dir, force: bool,
+                    progress: bool, on: DeviceOptions | None) -> ProfileReport:
+    """A bundle: its structure and hashes verified first (refused with verify's line and exit
+    code), then its artifact profiled with the manifest's backend and target profile, on its
+    golden inputs, each device's outputs compared with the golden outputs."""
+    from edgepack.bundle import checked
+    from edgepack.bundle.golden import read_feeds
+
+    with checked(bundle) as (root, m):
+        if backend and backend != m.backend:
+            raise EdgepackError(f"{bundle}: a {m.backend} bundle; --backend {backend} does not apply to it")
+        runtime, path = get_backend(m.backend), root / m.artifact.path
+        prof = target if isinstance(target, TargetProfile) else (
+            load_profile(target) if target else _manifest_profile(bundle, m))
+        shown = str(path) if bundle.is_dir() else f"{bundle}:{m.artifact.path}"
+        with _held(on, runtime.name, path) as devices:
+            specs = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in m.inputs]
+            subject = _Subject(path, shown, runtime, specs, not runtime.cross_compiled(path), m.name,
+                               input_paths(bundle, inputs), precision=m.artifact.precision,
+                               notes=[f"bundle {m.name}: structure and sha256 of its {len(m.files)} files "
+                                      "verified before running"])
+            if inputs is None:
+                subject.feeds = read_feeds(root / m.golden.inputs, m.golden.feeds)
+                expected = read_feeds(root / m.golden.outputs, m.golden.feeds)
+                subject.reference = [[f[str(j)] for j in range(len(f))] for f in expected]
+                subject.source = f"the bundle's {m.golden.feeds} golden inputs ({m.golden.origin})"
+                subject.notes.append(f"device parity: against the bundle's golden outputs ({m.golden.computed_on})")
+            return _profile(subject, inputs, prof, settings, output_dir, force, progress, devices)
+
+
+def _manifest_profile(bundle: Path, m) -> TargetProfile:
+    """The target profile the bundle was built for, from its manifest (its benchmark settings)."""
+    try:
+        return TargetProfile.model_validate(m.target.profile)
+    except ValidationError:
+        raise EdgepackError(f"{bundle}: the manifest's target profile {m.target.name!r} is not one this edgepack "
+                            "reads; pass --target") from None
+
+
+def _profile(s: _Subject, inputs, prof, settings: BenchSettings, output_dir, force: bool, progress: bool,
+             devices: list) -> ProfileReport:
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
-        f"profile-{slug(path.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_free(outdir, force, input_paths(path, inputs))
-    data = dataset(inputs, specs)
+        f"profile-{slug(s.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_free(outdir, force, s.guarded)
     bench = settings.resolve(prof)
-    bench_feeds = feeds(data, specs, BENCH_FEEDS)
-    reference = _reference(runtime, path, bench_feeds) if here and devices else None
+    runtime, path, reference, source = s.runtime, s.path, s.reference, s.source
+    bench_feeds = s.feeds
+    if bench_feeds is None:
+        data = dataset(inputs, s.specs)
+        bench_feeds = feeds(data, s.specs, BENCH_FEEDS)
+        source = data.source if data else "random normal inputs"
+        reference = _reference(runtime, path, bench_feeds) if s.here and devices else None
     # the devices first: a connection problem shows before the host's (possibly long) timing
     runs = [d.profile(runtime.name, path, bench_feeds, bench, reference, progress) for d in devices]
-    host = LocalDevice().time(runtime.name, path, bench_feeds, progress=progress, **bench.as_dict()) if here else {
+    host = LocalDevice().time(runtime.name, path, bench_feeds, progress=progress, **bench.as_dict()) if s.here else {
         "latency_ms": None, "notes": [f"not timed on this host: built for {runtime.architecture(path)}"]}
-    entry = Artifact(backend=runtime.name, precision="as built", path=str(path),
-                     **artifact_identity(path, runtime.companions(path)), inputs=[s.to_dict() for s in specs],
+    host["notes"] = [*s.notes, *host.get("notes", [])]
+    entry = Artifact(backend=runtime.name, precision=s.precision, path=s.shown,
+                     **artifact_identity(path, runtime.companions(path)), inputs=[t.to_dict() for t in s.specs],
                      devices=runs or None, **host)
     report = ProfileReport(**header("profile"), target={"name": prof.name, "description": prof.description},
-                           data={"source": data.source if data else "random normal inputs"}, artifacts=[entry],
-                           output_dir=str(outdir), **headline(entry))
-    with staged_dir(outdir, force, "profile", input_paths(path, inputs)) as stage:
+                           data={"source": source}, artifacts=[entry], output_dir=str(outdir), **headline(entry))
+    with staged_dir(outdir, force, "profile", s.guarded) as stage:
         write_report(stage, report)
     return report
 

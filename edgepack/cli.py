@@ -123,6 +123,20 @@ def _add_bundle_commands(sub) -> None:
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _add_profile_command(sub) -> None:
+    prof = sub.add_parser("profile", help="latency report of an artifact or bundle, in a fresh process")
+    prof.add_argument("artifact", help="artifact file, or a bundle (folder or .tar.gz of edgepack package): its "
+                      "structure and hashes verified first, then its artifact timed on its golden inputs")
+    prof.add_argument("--target", "-t", help="profile whose benchmark settings to use (default host; a bundle's "
+                      "own target)")
+    prof.add_argument("--backend", "-b", help="runtime (default: from the file's suffix)")
+    prof.add_argument("--inputs", help="inputs to time with (.npz, .npy, image folder); default: random, or a "
+                      "bundle's golden inputs")
+    prof.add_argument("--json", action="store_true")
+    _add_bench_args(prof)
+    _add_device_args(prof)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgepack", description="Hardware-aware deployment compiler for edge runtimes.")
     from edgepack import __version__
@@ -170,14 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_args(comp)
     _add_device_args(comp)
 
-    prof = sub.add_parser("profile", help="latency report of an artifact, in a fresh process")
-    prof.add_argument("artifact")
-    prof.add_argument("--target", "-t", help="profile whose benchmark settings to use (default host)")
-    prof.add_argument("--backend", "-b", help="runtime (default: from the file's suffix)")
-    prof.add_argument("--inputs", help="inputs to time with (.npz, .npy, image folder); default random")
-    prof.add_argument("--json", action="store_true")
-    _add_bench_args(prof)
-    _add_device_args(prof)
+    _add_profile_command(sub)
     _add_devices_command(sub)
 
     run = sub.add_parser("run", help="a recipe: distill -> prune -> quantize -> emit, each stage gated and saved")
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args) or 0
     except EdgepackError as e:
         print(f"edgepack: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)  # a bundle refused before profiling: verify's code
     except KeyboardInterrupt:
         print("edgepack: interrupted (no output was left half-written)", file=sys.stderr)
         return 130

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgepack.ir.stats import format_count
-from edgepack.report.markdown import FLOW_COLUMNS, flow_cells, flow_verdict
+from edgepack.report.markdown import FLOW_COLUMNS, device_middle, flow_cells, flow_verdict
 from edgepack.report.schema import CompileReport, FlowReport, ProfileReport
 
 # piped or redirected output has no terminal width to fit: 120 columns keep tables unwrapped
@@ -119,15 +119,16 @@ def _device_runs(r: CompileReport | ProfileReport) -> None:
     for a, d in runs:
         lat, ci, par = d.latency_ms, d.ci95_ms, d.parity
         t.add_row(a.backend, d.device + (" (emulated)" if d.emulated else ""),
-                  d.environment.arch if d.environment else "-", str(d.runs), f"{lat.p50:.3f}",
-                  f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-", f"{lat.p99:.3f}", f"{lat.first:.2f}",
+                  d.environment.arch if d.environment else "-", str(d.runs), device_middle(d, lambda v: f"{v:.3f}"),
+                  f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-", f"{lat.p99:.3f}" if lat else "-",
+                  f"{lat.first:.2f}" if lat else (f"{d.first_ms:.2f}" if d.first_ms is not None else "-"),
                   f"{d.cold_load_ms:.1f}" if d.cold_load_ms is not None else "-",
                   f"{d.memory_mb.peak_rss:.0f}" if d.memory_mb else "-",
                   f"{par.max_abs_diff:.1e}" if par and par.max_abs_diff is not None else "-",
                   f"{d.seconds:.1f}" if d.seconds is not None else "-")
     out.print(t)
     for _, d in runs:
-        if d.emulated and d.note:
+        if (d.emulated or d.runner != "worker") and d.note:
             out.print(f"note: {d.device}: {d.note}")
 
 

@@ -5,7 +5,10 @@ pid file and its own sshd_config (`UsePAM no`, `StrictModes no` because the keys
 `Subsystem sftp internal-sftp`), on a free port. It runs in the foreground (-D) as our child and
 is stopped by its PID. Used through a fixture in the test module, never imported by conftest.
 
-    python tests/sshd.py --install     # what `make test` runs: apt-get install when missing, as root
+    python tests/sshd.py --install     # what `make sshd` runs: apt-get install what is missing, as root
+
+--install also installs the other tools the device tests use (pgrep for the dropped-connection
+test, Debian's `adb` for the real-adb test), each package only when its tool is missing.
 """
 
 from __future__ import annotations
@@ -21,23 +24,40 @@ import time
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
-APT_PACKAGES = ("openssh-server", "openssh-client")
+# each tool the device tests run -> the Debian package that provides it
+OPENSSH = {SSHD: "openssh-server", "ssh": "openssh-client", "scp": "openssh-client",
+           "ssh-keygen": "openssh-client", "pgrep": "procps"}
+TOOLS = {**OPENSSH, "adb": "adb"}
 
 
-def ensure_openssh() -> str | None:
-    """None when sshd and ssh are here (installed with apt when missing and we are root), else why not."""
-    if Path(SSHD).is_file() and shutil.which("ssh") and shutil.which("ssh-keygen"):
+def missing_packages(tools: dict[str, str]) -> list[str]:
+    """The packages whose tool is not here (an absolute path checked as a file, a name on PATH)."""
+    absent = [t for t in tools if not (Path(t).is_file() if t.startswith("/") else shutil.which(t))]
+    return sorted({tools[t] for t in absent})
+
+
+def ensure_tools(tools: dict[str, str] = TOOLS) -> str | None:
+    """None when every tool is here (apt-get installs the missing ones' packages when we are root),
+    else one line saying what is missing and how to install it."""
+    missing = missing_packages(tools)
+    if not missing:
         return None
-    cmd = f"apt-get install -y {' '.join(APT_PACKAGES)}"
+    cmd = f"apt-get install -y {' '.join(missing)}"
     if os.geteuid() != 0:
-        return f"openssh-server missing; install it as root: {cmd}"
+        return f"{', '.join(missing)} missing; install as root: {cmd}"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                                                 *APT_PACKAGES]):
+                                                 *missing]):
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
         if proc.returncode != 0:
             return f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
-    return None if Path(SSHD).is_file() else f"{SSHD} still missing after {cmd}"
+    still = missing_packages(tools)
+    return f"{', '.join(still)} still missing after {cmd}" if still else None
+
+
+def ensure_openssh() -> str | None:
+    """What the sshd fixture needs (installed when missing and we are root), else why not."""
+    return ensure_tools(OPENSSH)
 
 
 def free_port() -> int:
@@ -126,5 +146,6 @@ class Sshd:
 
 if __name__ == "__main__":
     if "--install" in sys.argv:
-        why = ensure_openssh()
-        print(f"openssh-server: {why or 'ready'}")
+        why = ensure_tools()
+        print(f"device test tools ({', '.join(sorted(set(TOOLS.values())))}): {why or 'ready'}")
+        sys.exit(1 if why and os.geteuid() == 0 else 0)  # not root: the tests that need them skip

@@ -106,6 +106,7 @@ def test_manifest_of_onnxruntime_and_openvino_bundles(bundles, mnv2_out, tmp_pat
         assert sorted(g.files) == sorted(saved.files) and all(np.array_equal(g[k], saved[k]) for k in g.files)
     readme = (root / "README.md").read_text()
     assert "pip install numpy 'onnxruntime>=1.12'" in readme and "python runner/run.py" in readme
+    assert "android" not in m and "Kotlin" not in readme  # the phone section is for TFLite bundles
 
     ov = json.loads(tarfile.open(bundles["ov"]).extractfile(f"{m['name'].replace('onnxruntime', 'openvino')}/"
                                                             "manifest.json").read())
@@ -338,6 +339,34 @@ def test_arm64_tflite_bundle(small_cnn, tmp_path):
     latency = next(x for x in m.measurements if x.what == "latency")
     assert latency.where == "host-cpu" and "not on arm64's" in latency.note
     assert m.preprocessing.recorded is False and m.golden.origin.startswith("the compile's first")
+    _check_phone_section(m, bundle)
+    again = package(out, tmp_path / "again.tar.gz").path  # the phone section keeps packaging byte-identical
+    assert again.read_bytes() == bundle.read_bytes()
+
+
+def _check_phone_section(m, bundle: Path) -> None:
+    """The manifest's android section (the tensors as the Interpreter sees them) and the README's
+    Kotlin snippet; with an image normalization (none is recorded for this model) the snippet
+    converts Bitmap pixels with the manifest's mean and std."""
+    from edgepack.bundle.readme import readme
+
+    a = m.android
+    assert a.model == "model.tflite" and a.inputs[0].shape == [1, 28, 28, 1] and a.inputs[0].dtype == "float32"
+    assert a.outputs[0].shape == [1, 10] and a.preprocess is None and a.labels is None
+    assert "not embedded as TFLite metadata" in a.metadata
+    name = m.name
+    text = tarfile.open(bundle).extractfile(f"{name}/README.md").read().decode()
+    assert text == readme(m)
+    assert "## Android (Kotlin, LiteRT)" in text and 'context.assets.openFd("model.tflite")' in text
+    assert "Interpreter(model, Interpreter.Options().setNumThreads(threads))" in text
+    assert "fun toInput(values: FloatArray)" in text and "allocateDirect(3136)" in text  # 28*28*1 float32
+    norm = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "formula": "(pixel - mean) / std",
+            "pixel_range": [0, 255], "color": "BGR"}
+    rgb = a.model_validate({**a.model_dump(), "inputs": [{**a.inputs[0].model_dump(), "shape": [1, 224, 224, 3]}],
+                            "preprocess": {"size": [224, 224], "resize": "center_crop", "normalization": norm}})
+    kotlin = readme(m.model_copy(update={"android": rgb}))
+    assert "val MEAN = floatArrayOf(123.675f, 116.28f, 103.53f)" in kotlin and "fun toInput(bitmap: Bitmap)" in kotlin
+    assert "val SHIFT = intArrayOf(0, 8, 16)" in kotlin and "createScaledBitmap(bitmap, 224, 224, true)" in kotlin
 
 
 def test_full_integer_tflite_bundle_records_io_quantization(small_cnn, sample_sets, tmp_path):
@@ -355,6 +384,12 @@ def test_full_integer_tflite_bundle_records_io_quantization(small_cnn, sample_se
         assert tensor.dtype == "float32" and own.dtype == "int8"
         assert own.quant is not None and own.quant.scale > 0 and -128 <= own.quant.zero_point <= 127
     assert m.ops["delegate"] == "nnapi" and m.golden.tolerances[0].rtol == 0.05
+    phone_in, phone_out = m.android.inputs[0], m.android.outputs[0]  # what the app quantizes with
+    assert phone_in.dtype == "int8" and phone_in.quantization == m.inputs[0].artifact_tensor.quant
+    readme = (verdict_root := Path(verdict.bundle) / "README.md").read_text()
+    q = phone_in.quantization
+    assert f"/ {q.scale:.8g}f" in readme and ".coerceIn(-128, 127).toByte())" in readme, verdict_root
+    assert f"* {phone_out.quantization.scale:.8g}f" in readme  # the int8 output dequantized
 
 
 def test_a_recipe_run_packages_its_emit_stage_with_lineage(mnv2_out, tmp_path):

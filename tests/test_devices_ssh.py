@@ -54,6 +54,7 @@ def lab(sshd, tmp_path_factory):
          "known_hosts": str(root / "fresh_known_hosts")},
         {"name": "board", **common, "workdir": str(root / "board"), "python": str(root / "board-python3"),
          "emulated": True},
+        {"name": "untouched", **common, "workdir": str(root / "untouched"), "python": sys.executable},
     ]
     path = root / "devices.yaml"
     path.write_text(json.dumps({"devices": devices}))  # JSON is YAML
@@ -348,3 +349,73 @@ def small_onnx(tmp_path_factory):
 
 def test_device_lost_is_an_edgepack_error():
     assert issubclass(DeviceLost, EdgepackError)  # the CLI prints it as one line
+
+
+# --------------------------------------------------------------------------- bundles on the x86 device
+
+
+@pytest.fixture(scope="module")
+def mnv2_bundle(mobilenet_onnx, tmp_path_factory) -> Path:
+    """MobileNetV2 compiled for x86-vnni (ONNX Runtime, fp32) and packaged as a .tar.gz."""
+    from edgepack import api
+    from edgepack.bundle import package
+
+    folder = tmp_path_factory.mktemp("mnv2-bundle")
+    api.compile(mobilenet_onnx, target="x86-vnni", backends=["onnxruntime"], output_dir=folder / "out",
+                precision="fp32", runs=2, warmup=0, threads=1, progress=False)
+    return package(folder / "out", folder / "mnv2.tar.gz").path
+
+
+def test_profile_a_bundle_on_the_x86_device(lab, mnv2_bundle, tmp_path, capsys, monkeypatch):
+    """The bundle's artifact, backend, golden inputs and target settings (x86-vnni's warm-up of
+    10; runs and threads given); parity on the device against the golden outputs."""
+    import tempfile
+
+    unpacked = tmp_path / "tmp"
+    unpacked.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(unpacked))  # where the archive is extracted
+    rc, stdout, err = _cli(capsys, "profile", mnv2_bundle, "--device", "x86", "--devices", lab["yaml"],
+                           "--runs", 6, "--threads", 1, "-o", tmp_path / "p", "--no-progress")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["target"]["name"] == "x86-vnni" and "the bundle's 3 golden inputs" in report["data"]["source"]
+    (art,) = report["artifacts"]
+    assert art["backend"] == "onnxruntime" and art["precision"] == "fp32"
+    assert art["path"] == f"{mnv2_bundle}:model/model.onnx" and art["warmup"] == 10 and art["runs"] == 6
+    assert any("sha256 of its" in n and "verified before running" in n for n in art["notes"])
+    (run,) = art["devices"]
+    assert run["device"] == "x86" and run["kind"] == "ssh" and run["runs"] == 6 and run["warmup"] == 10
+    assert run["threads"] == 1 and len(run["samples_ms"]) == 6 and run["environment"]["arch"] == "x86_64"
+    assert run["parity"]["samples"] == 3 and run["parity"]["max_abs_diff"] <= 1e-3  # vs the golden outputs
+    assert not list(unpacked.glob("edgepack-verify-*")) and _leftovers(lab["workdir"]["x86"]) == []  # removed
+
+
+def test_verify_a_bundle_on_the_x86_device(lab, mnv2_bundle, capsys):
+    rc, stdout, err = _cli(capsys, "verify", mnv2_bundle, "--device", "x86", "--devices", lab["yaml"], "--json")
+    assert rc == 0, err
+    result = json.loads(stdout)
+    assert result["device"] == "x86" and [c["check"] for c in result["checks"]] == \
+        ["structure", "hashes", "device", "golden"] and all(c["ok"] for c in result["checks"])
+    assert result["checks"][2]["detail"].startswith("x86: x86_64, onnxruntime ")
+    assert "golden feeds replayed on x86" in result["checks"][3]["detail"]
+    assert _leftovers(lab["workdir"]["x86"]) == []
+    if Path("/usr/bin/python3").is_file():  # no numpy, no runtime there: refused (6) before replaying
+        rc, _, err = _cli(capsys, "verify", mnv2_bundle, "--device", "bare", "--devices", lab["yaml"])
+        assert rc == 6 and "bare cannot run this artifact" in err
+
+
+def test_a_tampered_bundle_is_refused_by_profile_before_anything_runs(lab, mnv2_bundle, tmp_path, capsys):
+    from edgepack.bundle.unpack import extract
+
+    extract(mnv2_bundle, tmp_path / "x")
+    (bundle,) = list((tmp_path / "x").iterdir())
+    model = bundle / "model" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 3] ^= 1
+    model.write_bytes(bytes(data))
+    rc, _, err = _cli(capsys, "profile", bundle, "--device", "untouched", "--devices", lab["yaml"],
+                      "-o", tmp_path / "p", "--no-progress")
+    assert rc == 5  # verify's exit code for hashes
+    assert _one_line_error(err) == (f"edgepack: error: {bundle}: hashes: model/model.onnx: sha256 differs from the "
+                                    "manifest: the file changed (refused before running)")
+    assert not (tmp_path / "p").exists() and not lab["workdir"]["untouched"].exists()  # never contacted

@@ -449,3 +449,57 @@ def test_worker_job_through_the_adb_transport(fake_adb, graphs, tmp_path):
     assert run.runs == 7 and run.kind == "adb" and run.ci95_ms is not None
     t.remove(remote)
     assert not Path(remote).exists()
+
+
+# ------------------------------------------------------------------------------ phones: benchmark_model
+
+# A stand-in for LiteRT's benchmark_model binary (no real one here): it records its arguments,
+# refuses a --graph that was not pushed, and prints the documented output (V221_OUTPUT) verbatim.
+FAKE_BENCHMARK_MODEL = """#!/bin/sh
+echo "$@" >> "$0.args"
+for a in "$@"; do case "$a" in --graph=*) test -f "${a#--graph=}" || { echo "no model ${a#--graph=}" >&2; exit 2; };; esac; done
+cat "$0.out"
+"""
+
+
+def test_phone_runs_tflite_through_benchmark_model(fake_adb, tiny_tflite, graphs, tmp_path, monkeypatch):
+    """devices.yaml decides: `pixel` (kind adb, a benchmark_model path, no Python) runs the .tflite
+    with the binary; `pyphone` (no benchmark_model) with the Python worker. No phone and no real
+    benchmark_model ran: the stand-in adb serves this machine's sh, the stand-in binary prints the
+    documented output."""
+    from edgepack.api import profile_artifact
+    from edgepack.compiler import BenchSettings
+    from edgepack.devices import DeviceOptions, resolve
+
+    bm = tmp_path / "benchmark_model"
+    bm.write_text(FAKE_BENCHMARK_MODEL)
+    bm.chmod(0o755)
+    Path(f"{bm}.out").write_text(V221_OUTPUT)
+    phone = tmp_path / "phone"
+    devices = [{"name": "pixel", "kind": "adb", "serial": "FAKE1", "workdir": str(phone / "bm"),
+                "benchmark_model": str(bm), "python": "/nonexistent/python3"},
+               {"name": "pyphone", "kind": "adb", "serial": "FAKE1", "workdir": str(phone / "py"),
+                "python": sys.executable}]
+    (tmp_path / "devices.yaml").write_text(json.dumps({"devices": devices}))
+    monkeypatch.setenv("PATH", f"{fake_adb.parent}{os.pathsep}{os.environ['PATH']}")  # `adb` is the stand-in
+    report = profile_artifact(tiny_tflite, "arm64", None, None, BenchSettings(None, 2, 1), tmp_path / "p", False,
+                              False, DeviceOptions(("pixel", "pyphone"), str(tmp_path / "devices.yaml")))
+    pixel, pyphone = report.artifacts[0].devices
+    assert (pixel.device, pixel.kind, pixel.runner) == ("pixel", "adb", "benchmark_model")
+    assert pixel.runs == 50 and pixel.summary_ms["avg"] == pytest.approx(2950.34) and pixel.latency_ms is None
+    assert pixel.cold_load_ms == pytest.approx(17.187) and pixel.memory_footprint_mb["overall"] == 46.0859
+    assert pixel.op_profile and pixel.parity is None and "no parity" in pixel.note
+    env = pixel.environment
+    assert env.python is None and env.arch == os.uname().machine and env.runtimes == {"benchmark_model": str(bm)}
+    (args,) = Path(f"{bm}.args").read_text().splitlines()  # arm64's 50 runs, the 2 warm-ups and 1 thread asked
+    assert f"--graph={phone}/bm/job-" in args and "/model.tflite --num_threads=1 --num_runs=50 --warmup_runs=2" in args
+    assert (pyphone.runner, pyphone.runs, len(pyphone.samples_ms)) == ("worker", 50, 50)
+    assert pyphone.parity.max_abs_diff <= 1e-5  # the worker on the "phone" against this host's outputs
+    md = (tmp_path / "p" / "report.md").read_text()
+    assert "| tflite | pixel (adb) |" in md and "| avg " in md and "- pixel: LiteRT benchmark_model" in md
+    assert sorted(p.name for p in (phone / "bm").iterdir()) == [] == sorted(p.name for p in (phone / "py").iterdir())
+    with pytest.raises(EdgepackError, match="pixel: no Python at '/nonexistent/python3'"):
+        resolve("pixel", tmp_path / "devices.yaml").check("onnxruntime", graphs["onnxruntime"])  # not TFLite
+    bm.unlink()
+    with pytest.raises(EdgepackError, match=f"pixel: no executable benchmark_model at {bm} on the device"):
+        resolve("pixel", tmp_path / "devices.yaml").check("tflite", tiny_tflite)

@@ -6,6 +6,6 @@ right (`edgepack package`), and the graded check of a bundle on a device (`edgep
 """
 
 from edgepack.bundle.pack import Packaged, package
-from edgepack.bundle.verify import EXIT, Verdict, verify
+from edgepack.bundle.verify import EXIT, BundleRefused, Verdict, checked, is_bundle, verify
 
-__all__ = ["EXIT", "Packaged", "Verdict", "package", "verify"]
+__all__ = ["EXIT", "BundleRefused", "Packaged", "Verdict", "checked", "is_bundle", "package", "verify"]

@@ -69,6 +69,7 @@ def build(output: Output, art: Artifact, folder: Path) -> Manifest:
         "runner": {"entry": "runner/run.py", "worker": f"runner/{WORKER.name}",
                    "session": f"runner/{backend.session_file().name}",
                    "requires": ["numpy", REGISTRY[art.backend].packages[0]]},
+        "android": _android(main, output.report.data),
     }
     return _finish(output, folder, parts)
 
@@ -142,6 +143,16 @@ def _tensors(specs: list[TensorSpec], sample: dict, main: Path, kind: str, outpu
                 "layout": "NHWC" if perm == [0, 2, 3, 1] else layout, "quant": e.get("quant")}
         result.append(entry)
     return result
+
+
+def _android(main: Path, data) -> dict | None:
+    """A .tflite's phone section: its tensors as the Interpreter sees them and the normalization
+    in pixel terms (labels: none recorded by a compile, so none here)."""
+    if main.suffix != ".tflite":
+        return None
+    from edgepack.devices.android import phone_input_spec
+
+    return phone_input_spec(main, data.preprocess or None)
 
 
 def _runtime(name: str, deploy: dict, session: str) -> dict:

@@ -142,6 +142,42 @@ class RunnerInfo(_Strict):
     requires: list[str]  # pip packages
 
 
+class PhoneTensor(_Strict):
+    """One tensor of the .tflite as an Android Interpreter sees it (its own layout and dtype)."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    quantization: Quant | None = None  # integer I/O: value = (q - zero_point) * scale
+
+
+class PixelNormalization(_Strict):
+    """TFLite metadata's NormalizationOptions terms: (pixel - mean) / std on 0..255 pixels."""
+
+    mean: list[float]
+    std: list[float]
+    formula: str
+    pixel_range: list[int]
+    color: str  # channel order the mean and std are given in: RGB, BGR or GRAY
+
+
+class PhonePreprocess(_Strict):
+    size: list[int]  # H, W
+    resize: str
+    normalization: PixelNormalization
+
+
+class Android(_Strict):
+    """What an Android app needs beside model.tflite (devices/android.phone_input_spec)."""
+
+    model: str
+    inputs: list[PhoneTensor]
+    outputs: list[PhoneTensor]
+    preprocess: PhonePreprocess | None = None  # None: no preprocessing recorded
+    labels: list[str] | None = None  # class names where known
+    metadata: str  # why normalization and labels are here, not embedded in the .tflite
+
+
 class Manifest(_Strict):
     format: Literal["edgepack-bundle"] = FORMAT
     schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
@@ -159,11 +195,16 @@ class Manifest(_Strict):
     measurements: list[Measurement]
     golden: Golden
     runner: RunnerInfo
+    android: Android | None = None  # TFLite artifacts: what an Android loader needs
     files: dict[str, FileEntry]  # every file of the bundle but manifest.json, by POSIX path
 
     def dumps(self) -> str:
-        """Deterministic JSON: sorted keys, fixed indent, trailing newline."""
-        return dumps(self.model_dump(mode="json"))
+        """Deterministic JSON: sorted keys, fixed indent, trailing newline (no `android: null`
+        in bundles that are not TFLite)."""
+        data = self.model_dump(mode="json")
+        if data.get("android") is None:
+            data.pop("android", None)
+        return dumps(data)
 
 
 def dumps(obj) -> str:

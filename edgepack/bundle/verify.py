@@ -14,7 +14,9 @@ never sent to a device, and an incompatible device is never asked to run it.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -51,6 +53,41 @@ class Verdict:
         m = self.manifest
         return {"bundle": self.bundle, "device": self.device, "ok": self.failed is None, "exit_code": self.exit_code,
                 "name": m.name if m else None, "backend": m.backend if m else None, "checks": self.checks}
+
+
+class BundleRefused(EdgepackError):
+    """A bundle that failed verify's structure or hash check, refused before anything runs;
+    `exit_code` is verify's for that check (4 or 5)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def is_bundle(path: str | Path) -> bool:
+    """A bundle rather than an artifact: a folder holding manifest.json, or a .tar.gz / .tgz."""
+    from edgepack.bundle.pack import is_archive
+
+    path = Path(path)
+    return (path.is_dir() and (path / MANIFEST).is_file()) or (path.is_file() and is_archive(path))
+
+
+@contextlib.contextmanager
+def checked(bundle: str | Path, manifest_sha256: str | None = None) -> Iterator[tuple[Path, Manifest]]:
+    """The bundle's root folder and manifest, once verify's structure and hash checks pass (an
+    archive is extracted into a temporary folder removed after the block). A failure is
+    BundleRefused with verify's own line: a changed byte never reaches a device."""
+    verdict = Verdict(str(bundle), "-", expect_manifest=manifest_sha256.lower() if manifest_sha256 else None)
+    with contextlib.ExitStack() as stack:
+        try:
+            root = stack.enter_context(opened(bundle))
+        except UnsafeArchive as e:
+            raise BundleRefused(f"{bundle}: structure: {e}", EXIT["structure"]) from None
+        for name, check in (("structure", _structure), ("hashes", _hashes)):
+            if not _run(verdict, name, check, root, None):
+                raise BundleRefused(f"{bundle}: {name}: {verdict.failed['detail']} (refused before running)",
+                                    EXIT[name])
+        yield root, verdict.manifest
 
 
 class _Failed(Exception):

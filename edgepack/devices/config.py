@@ -56,7 +56,7 @@ class DeviceEntry(BaseModel):
     env: dict[str, str] = {}
     affinity: str | None = Field(default=None, pattern=r"^[0-9]+([-,][0-9]+)*$")  # taskset -c CPU list
     emulated: bool = False  # its times are emulation's (e.g. qemu behind ssh): labelled, never latency
-    benchmark_model: str | None = None  # LiteRT's benchmark_model binary on the device (adb)
+    benchmark_model: str | None = None  # LiteRT's benchmark_model binary on the device: runs its TFLite artifacts
     connect_timeout_s: float = Field(default=10, gt=0, le=300)
 
     @model_validator(mode="after")
@@ -165,7 +165,7 @@ def build(entry: DeviceEntry):
 
     python = tuple(shlex.split(entry.python)) if entry.python else ("python3",)
     common = {"name": entry.name, "kind": entry.kind, "env": dict(entry.env), "affinity": entry.affinity,
-              "emulated": entry.emulated}
+              "emulated": entry.emulated, "benchmark_model": entry.benchmark_model}
     if entry.kind == "ssh":
         from edgepack.devices.ssh import SshTransport
 

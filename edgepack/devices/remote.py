@@ -27,6 +27,7 @@ import numpy as np
 
 from edgepack.backends import REGISTRY, get_backend
 from edgepack.bench.stats import device_run, summarize
+from edgepack.devices import litert_benchmark
 from edgepack.devices.base import PROBE, WORKER, batch_of, read_outputs, write_job
 from edgepack.devices.compat import refusal
 from edgepack.devices.local import STARTUP_S, runs_allowance
@@ -52,7 +53,9 @@ class RemoteDevice:
     """A device that runs the worker through `transport`. `python` is the device's interpreter
     (a command: a path, or a wrapper with arguments); `env` is added to each job's environment;
     `affinity` (a CPU list such as "2-3") pins jobs with `taskset -c`. An `emulated` device's
-    times are labelled so and never reported as latency."""
+    times are labelled so and never reported as latency. `benchmark_model`: LiteRT's binary on the
+    device; TFLite artifacts then run through it (devices/litert_benchmark.py), and the device
+    needs no Python for them."""
 
     name: str
     kind: str
@@ -62,6 +65,7 @@ class RemoteDevice:
     env: dict = field(default_factory=dict)
     affinity: str | None = None
     emulated: bool = False
+    benchmark_model: str | None = None
     timeout_s: float = STARTUP_S
     lock_wait_s: float = 600.0
     _probed: dict | None = field(default=None, repr=False)
@@ -108,7 +112,8 @@ class RemoteDevice:
         same command probes the device the first time (one command less on every profile)."""
         lock = self._lock_path()
         owner = f"{socket.gethostname()} {os.getpid()} {int(time.time())}"
-        probe = [] if self._probed is not None else self._probe_argv()
+        # a benchmark_model device may have no Python: probed with it only when a Python job asks
+        probe = [] if self._probed is not None or self.benchmark_model else self._probe_argv()
         deadline = time.monotonic() + self.lock_wait_s
         while True:
             lines: list[str] = []
@@ -148,17 +153,15 @@ class RemoteDevice:
     def probe(self) -> dict:
         """devices/probe.py's answer, run with the device's Python (asked once per device)."""
         if self._probed is None:
-            if self._depth:  # the device is held (its probe came with the lock): ask again
-                lines: list[str] = []
-                rc, err = self.transport.run(self._probe_argv(), 120 + self.timeout_s / 10, on_line=lines.append)
-                self._probed = self._probe_answer(rc, err, lines)
-            else:
-                with self.session():
-                    pass
+            with self.session():  # taking the lock probes too, unless held already or a benchmark_model device
+                if self._probed is None:
+                    lines: list[str] = []
+                    rc, err = self.transport.run(self._probe_argv(), 120 + self.timeout_s / 10, on_line=lines.append)
+                    self._probed = self._probe_answer(rc, err, lines)
         return self._probed
 
     def _probe_argv(self) -> list[str]:
-        return [*self._pin(), *self.python, "-c", PROBE.read_text()]  # pinned: it counts the cores it gets
+        return [*self.pin(), *self.python, "-c", PROBE.read_text()]  # pinned: it counts the cores it gets
 
     def _probe_answer(self, rc: int, err: str, lines: list[str]) -> dict:
         if rc == 127 or (rc != 0 and "not found" in err):
@@ -171,6 +174,8 @@ class RemoteDevice:
 
     def check(self, backend: str, artifact: Path) -> dict:
         """The device's environment, after refusing an artifact it cannot run (one line)."""
+        if litert_benchmark.applies(self, backend):
+            return litert_benchmark.environment(self)  # TFLite is portable: the binary is all it needs
         env = self.probe()
         runtime = get_backend(backend)
         needs = runtime.deployment(Path(artifact))
@@ -207,7 +212,7 @@ class RemoteDevice:
                 with progress_bar(f"{backend} on {self.name}", work, progress and work > 0) as advance:
                     rc, err = self.transport.run(
                         ["sh", "-c", _RUN_SCRIPT, "sh", str(remote), "1" if settings.get("outputs") else "",
-                         *self._pin(), *self.python], self.timeout_s,
+                         *self.pin(), *self.python], self.timeout_s,
                         on_line=lambda ln: _on_line(ln, advance, work, back),
                         env={**self.env, "OMP_NUM_THREADS": threads, "TVM_NUM_THREADS": threads})
             finally:
@@ -222,7 +227,7 @@ class RemoteDevice:
                 outputs = read_outputs(Path(tmp), len(feeds))
         return json.loads(back["result"]), outputs
 
-    def _pin(self) -> list[str]:
+    def pin(self) -> list[str]:
         return ["taskset", "-c", self.affinity] if self.affinity else []
 
     # ------------------------------------------------------------------ the Device protocol
@@ -245,6 +250,8 @@ class RemoteDevice:
                 progress: bool = True) -> DeviceRun:
         """The whole round trip as a DeviceRun: checked, pushed, run with `bench`'s settings
         (runs, warmup, threads), raw samples and (given host `reference` outputs) parity."""
+        if litert_benchmark.applies(self, backend):
+            return litert_benchmark.profile(self, backend, Path(artifact), feeds, bench, progress)
         t0 = time.perf_counter()
         settings = {"threads": bench.threads, "warmup": bench.warmup, "runs": bench.runs,
                     "outputs": reference is not None}

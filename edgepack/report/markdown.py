@@ -130,6 +130,14 @@ def _artifacts(arts: list[Artifact]) -> list[str]:
     return out
 
 
+def device_middle(d, fmt) -> str:
+    """A device run's p50, or (a runner without per-run samples: benchmark_model) its own average."""
+    if d.latency_ms is not None:
+        return fmt(d.latency_ms.p50)
+    avg = (d.summary_ms or {}).get("avg")
+    return f"avg {fmt(avg)}" if avg is not None else "-"
+
+
 def _devices(arts: list[Artifact]) -> list[str]:
     """Each artifact as measured on the devices asked for (--device), from their raw samples."""
     runs = [(a, d) for a in arts for d in a.devices or []]
@@ -141,8 +149,9 @@ def _devices(arts: list[Artifact]) -> list[str]:
     for a, d in runs:
         lat, ci, env = d.latency_ms, d.ci95_ms, d.environment
         out.append(f"| {a.backend} | {d.device} ({d.kind}{', emulated' if d.emulated else ''}) | "
-                   f"{env.arch if env else '-'} | {d.runs} | {ms(lat.p50)} | "
-                   f"{f'{ms(ci[0])}-{ms(ci[1])}' if ci else '-'} | {ms(lat.p99)} | {ms(lat.first)} | "
+                   f"{env.arch if env else '-'} | {d.runs} | {device_middle(d, ms)} | "
+                   f"{f'{ms(ci[0])}-{ms(ci[1])}' if ci else '-'} | {ms(lat.p99) if lat else '-'} | "
+                   f"{ms(lat.first) if lat else (ms(d.first_ms) if d.first_ms is not None else '-')} | "
                    f"{ms(d.cold_load_ms) if d.cold_load_ms is not None else '-'} | "
                    f"{f'{d.memory_mb.peak_rss:.0f}' if d.memory_mb else '-'} | {parity_text(d.parity)} | "
                    f"{d.seconds if d.seconds is not None else '-'} |")
@@ -155,6 +164,8 @@ def _devices(arts: list[Artifact]) -> list[str]:
                        f"{env.python or '?'}; {versions}")
         if d.emulated and d.note:
             out.append(f"- {d.device}: emulated: {d.note}")
+        elif d.runner != "worker" and d.note:
+            out.append(f"- {d.device}: {d.note}")
     return out + [""]
 
 
