@@ -110,7 +110,7 @@ def _fill(m: Manifest) -> list[str]:
         channel = ["        val gray = 0.299f * (p shr 16 and 0xFF) + 0.587f * (p shr 8 and 0xFF) + 0.114f * (p and 0xFF)",
                    f"        {_put(t, '(gray - MEAN[0]) / STD[0]')}"]
     else:
-        channel = [f"        for (c in 0 until 3) {{ val v = (p shr SHIFT[c] and 0xFF).toFloat()",
+        channel = ["        for (c in 0 until 3) { val v = (p shr SHIFT[c] and 0xFF).toFloat()",
                    f"            {_put(t, '(v - MEAN[c]) / STD[c]')} }}"]
     return [f"// {n.formula} on 0..255 pixels, channels {n.color} (manifest.json: android.preprocess)",
             f"val MEAN = floatArrayOf({_floats(n.mean * (c if len(n.mean) == 1 else 1))})",
