@@ -45,7 +45,7 @@ sshd: setup
 	$(BIN)/python tests/sshd.py --install
 
 test: data board sshd
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The development lane: the slow tests (training flows, tuning, concurrency) and the emulated
 # board's are left out. CI and `make test` run everything.
