@@ -7,6 +7,7 @@ work (compile -> edgepack.compiler, run -> edgepack.pipeline), returning the rep
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgepack.backends import backend_for_artifact, get_backend
@@ -17,7 +18,7 @@ from edgepack.compiler.request import BenchSettings, CompileRequest
 from edgepack.compiler.select import headline
 from edgepack.devices import LocalDevice
 from edgepack.errors import EdgepackError, first_line
-from edgepack.events import console_events
+from edgepack.events import ConsoleListener, Events, silent
 from edgepack.frontends import load_source
 from edgepack.fsutil import artifact_identity, check_free, input_paths, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
@@ -66,14 +67,16 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             prune_layers: dict | None = None, prune_protect: list[str] | None = None,
             sparsity: float | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, force: bool = False, progress: bool = True,
-            timing: Timing = DEFAULT_TIMING, eval_output: str | None = None) -> dict:
+            timing: Timing = DEFAULT_TIMING, eval_output: str | None = None, track: bool = True,
+            tracking_uri: str | None = None) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir) as a dict.
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
     is given, else fp32. INT8 is checked against `max_drop` (default 0.01 absolute; "1%" is
     relative) on `eval_data` with `metric`, or on fidelity to FP32 over calibration samples held
     out of calibration (the report's accuracy.held_out says which); `eval_output` names the graph
-    output the metric judges (default the first).
+    output the metric judges (default the first). The run is recorded in the tracking store
+    (`tracking_uri`, $MLFLOW_TRACKING_URI or ./mlruns-edgepack/) unless `track` is False.
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(
@@ -82,34 +85,49 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         keep_float=keep_float, prune=prune, prune_mode=prune_mode, prune_layers=prune_layers,
         prune_protect=prune_protect, sparsity=sparsity, runs=runs, warmup=warmup, threads=threads, force=force,
         eval_output=eval_output)
-    return compile_request(request, console_events(progress), timing).to_json()
+    kwargs = {k: v for k, v in locals().items() if k not in ("request", "timing", "track", "tracking_uri")}
+    with _tracked("compile", f"compile {model} for {target}", kwargs, track, tracking_uri) as events:
+        return compile_request(request, events, timing).to_json()
 
 
 def run(recipe, output_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        progress: bool = True, timing: Timing = DEFAULT_TIMING) -> dict:
+        progress: bool = True, timing: Timing = DEFAULT_TIMING, track: bool = True) -> dict:
     """The distill -> prune -> quantize -> emit flow of a recipe (YAML path, dict or Recipe).
 
     Each stage is measured, gated and saved in its own folder; raises
     edgepack.pipeline.engine.GateFailed (with the typed `.report`) when a stage misses its gate.
     """
+    from edgepack import tracking
+    from edgepack.pipeline.engine import GateFailed
     from edgepack.pipeline.engine import run as run_flow
+    from edgepack.pipeline.recipe import load_recipe
 
-    return run_flow(recipe, output_dir, force=force, resume=resume, events=console_events(progress),
-                    timing=timing).to_json()
+    recipe, missed = load_recipe(recipe), None
+    start = {"name": f"run {recipe.name}", "recipe": tracking.recipe_json(recipe)}
+    with tracking.session("run", start, None, track) as rec:
+        events = Events(ConsoleListener(), *tracking.listeners(rec), progress=progress)
+        try:
+            return run_flow(recipe, output_dir, force=force, resume=resume, events=events, timing=timing).to_json()
+        except GateFailed as e:  # the run itself finished: its record is complete
+            missed = e
+    raise missed
 
 
 def profile(artifact: str | Path, target: str | TargetProfile | None = None, backend: str | None = None,
             inputs: str | Path | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, output_dir: str | Path | None = None, force: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, track: bool = True) -> dict:
     """Latency report of an existing artifact, measured in a fresh process (as a dict)."""
-    return profile_artifact(artifact, target, backend, inputs, BenchSettings(runs, warmup, threads), output_dir,
-                            force, progress).to_json()
+    from edgepack import tracking
+
+    with tracking.session("profile", {"name": f"profile {artifact}"}, None, track) as rec:
+        return profile_artifact(artifact, target, backend, inputs, BenchSettings(runs, warmup, threads), output_dir,
+                                force, progress, Events(*tracking.listeners(rec))).to_json()
 
 
 def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, backend: str | None,
                      inputs: str | Path | None, settings: BenchSettings, output_dir: str | Path | None,
-                     force: bool, progress: bool) -> ProfileReport:
+                     force: bool, progress: bool, events: Events | None = None) -> ProfileReport:
     """The typed profile report of an existing artifact."""
     path = Path(artifact)
     if not path.exists():
@@ -136,10 +154,25 @@ def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, b
                            output_dir=str(outdir), **headline(entry))
     with staged_dir(outdir, force, "profile", input_paths(path, inputs)) as stage:
         write_report(stage, report)
+    (events or silent()).emit("report", f"report: {outdir}/report.md (and report.json)",
+                              path=str(outdir / "report.json"), command="profile")
     return report
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+@contextmanager
+def _tracked(command: str, name: str, kwargs: dict, track: bool, uri: str | None):
+    """Console events, plus the tracking listener when tracking is on; the run is recorded with
+    the keyword arguments that can be stored (paths and settings), for `edgepack reproduce`."""
+    from edgepack import tracking
+
+    plain = {k: v for k, v in kwargs.items() if v is None or isinstance(v, (str, int, float, bool, list, dict, Path))}
+    start = {"name": name, "request": {k: str(v) if isinstance(v, Path) else v for k, v in plain.items()},
+             "reproducible": len(plain) == len(kwargs)}
+    with tracking.session(command, start, uri, track) as rec:
+        yield Events(ConsoleListener(), *tracking.listeners(rec), progress=kwargs.get("progress", True))
+
 
 def _named_shapes(model, input_shapes):
     from edgepack.ir.spec import match_shapes
