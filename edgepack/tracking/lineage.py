@@ -52,7 +52,7 @@ def walk(store, model_id: str, depth: int = 0, seen: set | None = None) -> dict:
     node = {"model_id": model_id, "name": m.name, "type": m.model_type, "role": m.tags.get(models.ROLE_TAG),
             "sha256": m.tags.get(models.SHA_TAG), "weights": m.tags.get("edgepack.weights"),
             "weights_sha256": m.tags.get("edgepack.weights_sha256"), "run": None, "datasets": [], "inputs": []}
-    if m.source_run_id is None or model_id in seen or depth >= MAX_DEPTH:
+    if not m.source_run_id or model_id in seen or depth >= MAX_DEPTH:
         return node
     seen.add(model_id)
     run = store.get_run(m.source_run_id)

@@ -63,7 +63,7 @@ def check_server(uri: str, timeout_s: float = 3.0) -> None:
                 return
             raise EdgepackError(f"{uri} answered {r.status}")
     except OSError as e:
-        raise EdgepackError(f"{uri} is unreachable ({getattr(e, 'reason', None) or e})") from None
+        raise EdgepackError(f"unreachable ({getattr(e, 'reason', None) or e})") from None
 
 
 class Store:
