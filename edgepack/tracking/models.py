@@ -11,6 +11,7 @@ instead of logging a copy, and the lineage walks on through it.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,11 +22,17 @@ SHA_TAG = "edgepack.sha256"
 ROLE_TAG = "edgepack.role"  # teacher, stage, artifact, source, bundle
 
 
+def safe_name(name: str) -> str:
+    """A LoggedModel name MLflow accepts (no '/', ':', '.', '%', quotes)."""
+    return re.sub(r"[/:.%\"']", "-", name).strip("-")[:200] or "model"
+
+
 def find(store, sha256: str) -> str | None:
     """The id of a READY logged model with this content digest, if one was logged."""
     found = store.search_logged_models([store.experiment_id], filter_string=f"tags.`{SHA_TAG}` = '{sha256}'",
                                        max_results=5)
     ready = [m for m in found if str(getattr(m.status, "name", m.status)).upper().endswith("READY")]
+    ready.sort(key=lambda m: m.tags.get(ROLE_TAG) != "artifact")  # a file found by its bytes: the artifact first
     return ready[0].model_id if ready else None
 
 
@@ -45,7 +52,7 @@ def log_onnx(store, run_id: str | None, path: Path, name: str, tags: dict, extra
         if run_id is not None:
             store.log_outputs(run_id, [LoggedModelOutput(known, 0)])
         return known
-    info = retry(mlflow.onnx.log_model, onnx.load(str(path)), name=name, run_id=run_id, model_type="onnx",
+    info = retry(mlflow.onnx.log_model, onnx.load(str(path)), name=safe_name(name), run_id=run_id, model_type="onnx",
                  tags={**tags, SHA_TAG: sha}, save_as_external_data=False, pip_requirements=["onnxruntime"],
                  extra_files=[str(p) for p in extra if Path(p).is_file()] or None)
     return info.model_id
@@ -60,7 +67,7 @@ def log_files(store, run_id: str | None, files: list[Path], name: str, kind: str
         if run_id is not None:
             store.log_outputs(run_id, [LoggedModelOutput(known, 0)])
         return known
-    model = store.create_logged_model(store.experiment_id, name=name, source_run_id=run_id, model_type=kind,
+    model = store.create_logged_model(store.experiment_id, name=safe_name(name), source_run_id=run_id, model_type=kind,
                                       tags={**tags, SHA_TAG: sha256})
     with tempfile.TemporaryDirectory(prefix="edgepack-model-") as tmp:
         for f in files:
@@ -77,6 +84,34 @@ def log_artifact(store, run_id: str, artifact, folder: Path, name: str, tags: di
     main = folder / artifact.path if not Path(artifact.path).is_absolute() else Path(artifact.path)
     files = [main.parent / n for n in artifact.files]
     tags = {**tags, "backend": artifact.backend, "precision": artifact.precision, ROLE_TAG: "artifact"}
+    # always a model of its own (even when its bytes equal the graph it was built from, as an
+    # INT8 QDQ graph shipped to ONNX Runtime does): the artifact's figures attach to it
     if main.suffix == ".onnx" and len(files) == 1:
-        return log_onnx(store, run_id, main, name, tags)
-    return log_files(store, run_id, files, name, artifact.backend, artifact.sha256, tags)
+        return log_onnx(store, run_id, main, name, tags, reuse=False)
+    return log_files(store, run_id, files, name, artifact.backend, artifact.sha256, tags, reuse=False)
+
+
+def log_bundle(store, bundle: Path, digest: str, input_model: str | None, tags: dict) -> str:
+    """A bundle (a .tar.gz, or a folder kept with its layout) as a flavor-less model, output by
+    a run that takes the registered artifact's model as input: artifact -> bundle in the lineage."""
+    from mlflow.entities import LoggedModelInput, LoggedModelOutput, LoggedModelStatus
+
+    from edgepack.tracking.record import LEVEL, _ms
+
+    run = store.create_run(store.experiment_id, run_name=f"bundle {bundle.name}", start_time=_ms(),
+                           tags={LEVEL: "bundle", "edgepack.command": "package"})
+    run_id = run.info.run_id
+    if input_model:
+        store.log_inputs(run_id, models=[LoggedModelInput(input_model)])
+    model = store.create_logged_model(store.experiment_id, name=safe_name(f"bundle-{bundle.name}"), source_run_id=run_id,
+                                      model_type="bundle", tags={**tags, SHA_TAG: digest, ROLE_TAG: "bundle"})
+    if bundle.is_dir():
+        store.log_model_artifacts(model.model_id, str(bundle))
+    else:
+        with tempfile.TemporaryDirectory(prefix="edgepack-bundle-") as tmp:
+            shutil.copy2(bundle, Path(tmp) / bundle.name)
+            store.log_model_artifacts(model.model_id, tmp)
+    store.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    store.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+    store.set_terminated(run_id, "FINISHED")
+    return model.model_id

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from edgepack.errors import EdgepackError
 from edgepack.fsutil import sha256_file, sha256_tree
+from edgepack.tracking import models
 from edgepack.tracking.store import Store
 
 
@@ -60,7 +61,7 @@ def describe(store: Store, name: str) -> dict:
     for alias, version in (model.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
     return {"name": name, "tags": dict(model.tags), "versions": [
-        {"version": int(v.version), "aliases": aliases.get(str(v.version), []), "run_id": v.run_id,
+        {"version": int(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
          "model_id": v.source.removeprefix("models:/") if v.source.startswith("models:/") else None,
          "source": v.source, "tags": dict(v.tags)} for v in versions(store, name)]}
 
@@ -98,7 +99,11 @@ def bundle_digest(path: Path) -> tuple[str, set[str]]:
 def verify_bundle(path: Path) -> str | None:
     """Run `edgepack verify BUNDLE`; None when it passed, a note when bundles are not supported
     by this install, EdgepackError when it failed."""
-    if importlib.util.find_spec("edgepack.bundle.verify") is None:
+    try:  # the bundle feature may not be in this install
+        found = importlib.util.find_spec("edgepack.bundle.verify") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
         return "this edgepack has no bundle verification (edgepack.bundle.verify): the bundle was not verified"
     proc = subprocess.run([sys.executable, "-m", "edgepack", "verify", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -127,6 +132,9 @@ def cmd_promote(args) -> int:
             print(f"edgepack: note: {note}", file=sys.stderr)
         store.set_model_version_tag(args.name, str(args.version), "bundle", str(bundle.resolve()))
         store.set_model_version_tag(args.name, str(args.version), "bundle_sha256", digest)
+        if models.find(store, digest) is None:  # artifact -> bundle, in the lineage
+            source = version.source.removeprefix("models:/") if version.source.startswith("models:/") else None
+            models.log_bundle(store, bundle, digest, source, {"registered": f"{args.name}/{args.version}"})
     store.set_registered_model_alias(args.name, args.alias, str(args.version))
     checked = "" if bundle is None else f" (bundle {bundle} {'recorded, not verified' if note else 'verified'})"
     print(f"{args.name}: {args.alias} -> version {args.version}{checked}")
