@@ -41,6 +41,9 @@ def _client(uri: str):
     URI, which must never fall back to a store in the test's working directory)."""
     import mlflow
 
+    from edgepack.tracking import settle
+
+    assert settle(uri, 300)  # the commands return before their recorders finish
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(uri, uri)

@@ -18,10 +18,13 @@ always. Only modules of this package import `mlflow`.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +32,8 @@ from pathlib import Path
 DEFAULT_DIR = "mlruns-edgepack"  # in the working directory: mlflow.db + artifacts/
 EXPERIMENT = "edgepack"
 NO_TRACK_ENV = "EDGEPACK_NO_TRACK"
-WAIT_ENV = "EDGEPACK_TRACK_WAIT_S"  # how long a command waits for its record to be written
+WAIT_ENV = "EDGEPACK_TRACK_WAIT_S"  # how long a command waits for its record to be written (default 0)
+SLOTS = 4  # recorders writing to one store at once; a fifth command waits for a free slot before its work
 DEBUG_ENV = "EDGEPACK_TRACK_DEBUG"  # keep MLflow's own messages (normally silenced)
 
 
@@ -62,13 +66,26 @@ class Recorder:
 
     @classmethod
     def start(cls, uri: str, start: dict) -> Recorder | None:
+        if uri.startswith(("http://", "https://")):  # said now, in one line, not after the work
+            from edgepack.errors import EdgepackError
+            from edgepack.tracking.store import check_server
+
+            try:
+                check_server(uri)
+            except EdgepackError as e:
+                warn(f"{uri}: {e}: this run is not recorded; the local reports are complete")
+                return None
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": "ignore"}
-        try:  # its own session: a Ctrl-C or SIGTERM to the command's group must not kill the record
+        slot = take_slot(uri)
+        try:  # its own session: a Ctrl-C or SIGTERM to the command's group must not kill the record;
+            # it inherits the slot's lock and holds it until the record is written
             proc = subprocess.Popen([sys.executable, "-m", "edgepack.tracking.agent"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, env=env, start_new_session=True)
+                                    stdout=subprocess.DEVNULL, env=env, start_new_session=True, pass_fds=(slot,))
         except OSError as e:
             warn(f"cannot start the recorder ({e.strerror or e}); this run is not recorded")
             return None
+        finally:
+            os.close(slot)
         rec = cls(proc)
         rec.send({"op": "start", **start})
         return rec
@@ -92,7 +109,9 @@ class Recorder:
             self.proc.stdin.close()
         except OSError:
             pass
-        wait = wait_s if wait_s is not None else float(os.environ.get(WAIT_ENV, "120"))
+        wait = wait_s if wait_s is not None else float(os.environ.get(WAIT_ENV, "0") or 0)
+        if wait <= 0:  # the recorder finishes on its own; `edgepack runs ...` wait for it (settle())
+            return
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:  # it goes on writing on its own; the work's result stands
@@ -110,11 +129,11 @@ def session(command: str, start: dict, uri: str | None = None, enabled: bool = T
     if rec is None:
         yield None
         return
-    status, error, wait = "FINISHED", None, None
+    status, error, wait = "FINISHED", None, None  # wait: $EDGEPACK_TRACK_WAIT_S
     try:
         yield rec
     except KeyboardInterrupt:
-        status, wait = "KILLED", 15.0
+        status = "KILLED"
         raise
     except BaseException as e:
         status, error = "FAILED", f"{type(e).__name__}: {e}"[:500]
@@ -134,3 +153,52 @@ def recipe_json(recipe) -> dict:
     data = json.loads(recipe.model_dump_json(exclude={"base_dir"}, fallback=lambda v: f"<{type(v).__name__}>"))
     data["base_dir"] = str(Path(recipe.base_dir).resolve())
     return data
+
+
+def _slot_dir(uri: str) -> Path:
+    folder = Path(tempfile.gettempdir()) / f"edgepack-recorders-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def take_slot(uri: str) -> int:
+    """An open, locked slot file (fd) among SLOTS for this store: a recorder holds one while it
+    writes. All taken (a loop of quick compiles): wait for one, so recorders never pile up."""
+    folder = _slot_dir(uri)
+    fds = [os.open(folder / f"slot-{i}", os.O_CREAT | os.O_RDWR, 0o666) for i in range(SLOTS)]
+    chosen = None
+    for fd in fds:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            chosen = fd
+            break
+        except BlockingIOError:
+            continue
+    if chosen is None:
+        chosen = fds[os.getpid() % SLOTS]
+        fcntl.flock(chosen, fcntl.LOCK_EX)
+    for fd in fds:
+        if fd != chosen:
+            os.close(fd)
+    return chosen
+
+
+def settle(uri: str | None = None, timeout_s: float = 600.0) -> bool:
+    """Wait until no recorder is writing to this store (the commands that read it call this, so
+    a run recorded in the background is seen whole); False if one still writes after `timeout_s`."""
+    folder = _slot_dir(tracking_uri(uri))
+    deadline = time.monotonic() + timeout_s
+    for i in range(SLOTS):
+        fd = os.open(folder / f"slot-{i}", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.1)
+        finally:
+            os.close(fd)
+    return True

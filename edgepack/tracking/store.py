@@ -74,6 +74,11 @@ class Store:
         import mlflow
 
         self.uri = tracking_uri(uri)
+        if not create:  # a reader: runs still being recorded in the background land first
+            from edgepack.tracking import settle
+
+            if not settle(self.uri):
+                raise EdgepackError(f"{self.uri}: a run is still being recorded after 10 minutes; try again later")
         db = sqlite_path(self.uri)
         if self.uri.startswith(("http://", "https://")):
             check_server(self.uri)
