@@ -114,6 +114,7 @@ def test_compile_is_recorded_with_models_registry_and_commands(tracked, monkeypa
     # a profile of the artifact: its figures attach to the model the compile logged
     r = cli("profile", Path("out") / by_backend["onnxruntime"]["path"], "-o", "prof", *QUICK)
     assert r.returncode == 0, r.stderr
+    client, exp = _client(_sqlite(cwd))  # once its recorder is done
     (prof,) = [x for x in _runs(client, exp, "artifact") if x.data.tags.get("edgepack.command") == "profile"]
     prof = client.get_run(prof.info.run_id)
     assert [i.model_id for i in prof.inputs.model_inputs] == [ort_model] and prof.info.status == "FINISHED"

@@ -196,7 +196,7 @@ class Flow:
             report["stages"].append({k: v for k, v in record.items() if k not in ("rows", "files")})
             self.events.emit("stage_done", f"stage {i + 1} ({kind}): {'passed' if record['passed'] else 'missed its gate'}",
                              stage=kind, passed=record["passed"], index=i + 1, folder=str(folder),
-                             settings=_jsonable(self.recipe.stages[i][kind]))
+                             settings=_jsonable(cfg.model_dump()))  # with defaults: seeds, schedules
             if not record["passed"]:
                 report["stopped"] = {"stage": kind, "reasons": record["gate_failures"]}
                 break
@@ -240,7 +240,8 @@ class Flow:
         self.rows.extend(record["rows"])
         self.events.emit("stage_done", f"teacher: {100 * self.teacher_accuracy:.2f}% on the test split",
                          stage="teacher", passed=True, index=0, folder=str(folder), datasets=self._datasets(),
-                         teacher=_jsonable(self.seen["teacher"]), recipe=self.recipe.name)
+                         teacher=_jsonable(self.seen["teacher"]), recipe=self.recipe.name,
+                         settings=_jsonable(self.recipe.teacher.train.model_dump()) if self.recipe.teacher.train else {})
         # what flows on is a copy: pruning the teacher in place would change the soft labels it gives
         return copy.deepcopy(teacher), graph
 
