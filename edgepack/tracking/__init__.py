@@ -3,9 +3,12 @@
 Tracking is one Events listener. The compiler, the pipeline and the search never import this
 package; they emit events, and the listener here forwards them (as JSON lines) to a recorder
 process (`tracking/agent.py`) that holds MLflow. A separate process because importing MLflow
-and opening its store costs ~2.5 s on a 2-core machine: started with the command, at low
-priority, it is ready by the time the work reports, and a compile pays only for the last
-writes. It also outlives a killed command long enough to mark its run KILLED.
+and opening its store costs ~2.5 s on a 2-core machine (more than a small compile takes):
+started with the command, it works beside it and finishes the record after the command has
+returned (`EDGEPACK_TRACK_WAIT_S=N` makes the command wait up to N s for it, e.g. in CI). The
+commands that read the store (`runs`, `registry`, `lineage`, `reproduce`) first wait for the
+recorders still writing to it (`settle`), and at most SLOTS recorders write to one store at
+once. The recorder also outlives a killed command long enough to mark its run KILLED.
 
 Where runs go: `--tracking-uri`, else `$MLFLOW_TRACKING_URI`, else a SQLite store and an
 artifact folder in the working directory: `./mlruns-edgepack/mlflow.db` and

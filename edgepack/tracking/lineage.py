@@ -59,7 +59,7 @@ def walk(store, model_id: str, depth: int = 0, seen: set | None = None) -> dict:
     node["run"] = {"run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status}
     runs = [run]
     parent = run.data.tags.get("mlflow.parentRunId")
-    if parent:  # an artifact run's data and input sit on it, or on its stage run
+    if parent and run.data.tags.get("edgepack.level") == "artifact":  # its data may sit on its stage run
         runs.append(store.get_run(parent))
     for r in runs:
         for d in r.inputs.dataset_inputs:

@@ -65,11 +65,11 @@ def _fmt(v) -> str:
 
 
 def table(rows: list[dict], title: str, cols=("run_id", "name", "status", "target", "backend", "precision",
-                                              *COLUMNS)) -> None:
+                                              "accuracy", "p50_ms", "size_bytes")) -> None:
     t = Table(title=title)
     for c in cols:
         t.add_column(c, justify="right" if c in COLUMNS else "left", no_wrap=c != "name",
-                     max_width=36 if c == "name" else None)
+                     min_width=12 if c == "name" else None, max_width=36 if c == "name" else None)
     for r in rows:
         t.add_row(*[(r[c][:8] if c == "run_id" else _fmt(r.get(c))) for c in cols])
     _out().print(t)
