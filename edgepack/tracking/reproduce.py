@@ -93,9 +93,10 @@ def recorded(store: Store, run) -> dict[str, object]:
             _artifact_items(out, child)
         elif kind == "stage":
             stage = child.data.tags.get("edgepack.stage")
+            prefix = "stage." if stage == "emit" else ""  # emit's own metrics are its compile's; the row's are stage.*
             for k in (*EXACT, *CLOSE, *TIMED):
-                if k in child.data.metrics:
-                    out[f"{stage}.{k}"] = child.data.metrics[k]
+                if prefix + k in child.data.metrics:
+                    out[f"{stage}.{k}"] = child.data.metrics[prefix + k]
             outs = store.get_run(child.info.run_id).outputs
             if stage != "emit" and outs and outs.model_outputs:
                 m = store.get_logged_model(outs.model_outputs[0].model_id)
