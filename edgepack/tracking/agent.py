@@ -39,7 +39,7 @@ def _warm() -> None:
 
 def main() -> int:
     try:
-        os.nice(int(os.environ.get("EDGEPACK_TRACK_NICE", "0")))
+        os.nice(int(os.environ.get("EDGEPACK_TRACK_NICE", "10")))
     except OSError:
         pass
     err = _silence_stderr()
