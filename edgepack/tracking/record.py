@@ -14,10 +14,8 @@ import hashlib
 import json
 import re
 import time
-from pathlib import Path
 
 from edgepack.fsutil import slug
-from edgepack.tracking import models
 
 LEVEL = "edgepack.level"  # parent | stage | artifact
 COMMAND = "edgepack.command"
