@@ -22,7 +22,7 @@ from edgepack.compiler.request import BenchSettings, CompileRequest
 from edgepack.compiler.select import headline
 from edgepack.devices import DeviceOptions, LocalDevice
 from edgepack.errors import EdgepackError, first_line
-from edgepack.events import console_events
+from edgepack.events import ConsoleListener, Events, silent
 from edgepack.frontends import load_source
 from edgepack.fsutil import artifact_identity, check_free, input_paths, slug, staged_dir
 from edgepack.ir.canonical import canonicalize
@@ -72,7 +72,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             sparsity: float | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, force: bool = False, progress: bool = True,
             timing: Timing = DEFAULT_TIMING, eval_output: str | None = None, devices: list[str] | None = None,
-            devices_file: str | Path | None = None) -> dict:
+            devices_file: str | Path | None = None, track: bool = True, tracking_uri: str | None = None) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir) as a dict.
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
@@ -80,7 +80,9 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     relative) on `eval_data` with `metric`, or on fidelity to FP32 over calibration samples held
     out of calibration (the report's accuracy.held_out says which); `eval_output` names the graph
     output the metric judges (default the first). `devices`: also measure every artifact there
-    (names from `devices_file` / devices.yaml, ssh://user@host[:port], "local", "qemu").
+    (names from `devices_file` / devices.yaml, ssh://user@host[:port], "local", "qemu"). The run is
+    recorded in the tracking store (`tracking_uri`, $MLFLOW_TRACKING_URI or ./mlruns-edgepack/)
+    unless `track` is False.
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(
@@ -90,53 +92,70 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         prune_protect=prune_protect, sparsity=sparsity, runs=runs, warmup=warmup, threads=threads, force=force,
         eval_output=eval_output,
         devices=DeviceOptions(tuple(devices or ()), str(devices_file) if devices_file else None))
-    return compile_request(request, console_events(progress), timing).to_json()
+    kwargs = {k: v for k, v in locals().items() if k not in ("request", "timing", "track", "tracking_uri")}
+    with _tracked("compile", f"compile {model} for {target}", kwargs, track, tracking_uri) as events:
+        return compile_request(request, events, timing).to_json()
 
 
 def run(recipe, output_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        progress: bool = True, timing: Timing = DEFAULT_TIMING) -> dict:
+        progress: bool = True, timing: Timing = DEFAULT_TIMING, track: bool = True) -> dict:
     """The distill -> prune -> quantize -> emit flow of a recipe (YAML path, dict or Recipe).
 
     Each stage is measured, gated and saved in its own folder; raises
     edgepack.pipeline.engine.GateFailed (with the typed `.report`) when a stage misses its gate.
     """
+    from edgepack import tracking
+    from edgepack.pipeline.engine import GateFailed
     from edgepack.pipeline.engine import run as run_flow
+    from edgepack.pipeline.recipe import load_recipe
 
-    return run_flow(recipe, output_dir, force=force, resume=resume, events=console_events(progress),
-                    timing=timing).to_json()
+    recipe, missed = load_recipe(recipe), None
+    start = {"name": f"run {recipe.name}", "recipe": tracking.recipe_json(recipe)}
+    with tracking.session("run", start, None, track) as rec:
+        events = Events(ConsoleListener(), *tracking.listeners(rec), progress=progress)
+        try:
+            return run_flow(recipe, output_dir, force=force, resume=resume, events=events, timing=timing).to_json()
+        except GateFailed as e:  # the run itself finished: its record is complete
+            missed = e
+    raise missed
 
 
 def profile(artifact: str | Path, target: str | TargetProfile | None = None, backend: str | None = None,
             inputs: str | Path | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, output_dir: str | Path | None = None, force: bool = False,
             progress: bool = True, devices: list[str] | None = None, devices_file: str | Path | None = None,
-            accept_new_host_key: bool = False) -> dict:
-    """Latency report of an existing artifact, measured in a fresh process (as a dict); with
-    `devices` (names from devices.yaml, ssh://user@host[:port], "local", "qemu") also measured
-    on each of them, results in the artifact's `devices` list."""
+            accept_new_host_key: bool = False, track: bool = True) -> dict:
+    """Latency report of an existing artifact or bundle, measured in a fresh process (as a dict);
+    with `devices` (names from devices.yaml, ssh://user@host[:port], "local", "qemu") also
+    measured on each of them, results in the artifact's `devices` list."""
+    from edgepack import tracking
+
     on = DeviceOptions(tuple(devices or ()), str(devices_file) if devices_file else None, accept_new_host_key)
-    return profile_artifact(artifact, target, backend, inputs, BenchSettings(runs, warmup, threads), output_dir,
-                            force, progress, on).to_json()
+    with tracking.session("profile", {"name": f"profile {artifact}"}, None, track) as rec:
+        return profile_artifact(artifact, target, backend, inputs, BenchSettings(runs, warmup, threads), output_dir,
+                                force, progress, on, Events(*tracking.listeners(rec))).to_json()
 
 
 def profile_artifact(artifact: str | Path, target: str | TargetProfile | None, backend: str | None,
                      inputs: str | Path | None, settings: BenchSettings, output_dir: str | Path | None,
-                     force: bool, progress: bool, on: DeviceOptions | None = None) -> ProfileReport:
+                     force: bool, progress: bool, on: DeviceOptions | None = None,
+                     events: Events | None = None) -> ProfileReport:
     """The typed profile report of an existing artifact or bundle. Devices are resolved and checked
     (the artifact's architecture, the runtime installed there) before anything runs anywhere; a
-    connection that drops mid-run raises DeviceLost and no report is written."""
+    connection that drops mid-run raises DeviceLost and no report is written. `events` hears the
+    report once it is written."""
     path = Path(artifact)
     if not path.exists():
         raise EdgepackError(f"{artifact}: no such file")
     if is_bundle(path):
-        return _profile_bundle(path, target, backend, inputs, settings, output_dir, force, progress, on)
+        return _profile_bundle(path, target, backend, inputs, settings, output_dir, force, progress, on, events)
     prof = target if isinstance(target, TargetProfile) else load_profile(target or "host")
     runtime = get_backend(backend) if backend else backend_for_artifact(path)
     with _held(on, runtime.name, path) as devices:
         here = not runtime.cross_compiled(path)  # a cross-compiled artifact runs only on its devices
         specs = _artifact_inputs(runtime, path, artifact, here)
         subject = _Subject(path, str(path), runtime, specs, here, path.stem, input_paths(path, inputs))
-        return _profile(subject, inputs, prof, settings, output_dir, force, progress, devices)
+        return _profile(subject, inputs, prof, settings, output_dir, force, progress, devices, events)
 
 
 @dataclass
@@ -170,7 +189,7 @@ def _held(on: DeviceOptions | None, backend: str, path: Path):
 
 
 def _profile_bundle(bundle: Path, target, backend, inputs, settings: BenchSettings, output_dir, force: bool,
-                    progress: bool, on: DeviceOptions | None) -> ProfileReport:
+                    progress: bool, on: DeviceOptions | None, events: Events | None) -> ProfileReport:
     """A bundle: its structure and hashes verified first (refused with verify's line and exit
     code), then its artifact profiled with the manifest's backend and target profile, on its
     golden inputs, each device's outputs compared with the golden outputs."""
@@ -196,7 +215,7 @@ def _profile_bundle(bundle: Path, target, backend, inputs, settings: BenchSettin
                 subject.reference = [[f[str(j)] for j in range(len(f))] for f in expected]
                 subject.source = f"the bundle's {m.golden.feeds} golden inputs ({m.golden.origin})"
                 subject.notes.append(f"device parity: against the bundle's golden outputs ({m.golden.computed_on})")
-            return _profile(subject, inputs, prof, settings, output_dir, force, progress, devices)
+            return _profile(subject, inputs, prof, settings, output_dir, force, progress, devices, events)
 
 
 def _manifest_profile(bundle: Path, m) -> TargetProfile:
@@ -209,7 +228,7 @@ def _manifest_profile(bundle: Path, m) -> TargetProfile:
 
 
 def _profile(s: _Subject, inputs, prof, settings: BenchSettings, output_dir, force: bool, progress: bool,
-             devices: list) -> ProfileReport:
+             devices: list, events: Events | None) -> ProfileReport:
     outdir = Path(output_dir) if output_dir else Path("edgepack-out") / (
         f"profile-{slug(s.stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_free(outdir, force, s.guarded)
@@ -233,6 +252,8 @@ def _profile(s: _Subject, inputs, prof, settings: BenchSettings, output_dir, for
                            data={"source": source}, artifacts=[entry], output_dir=str(outdir), **headline(entry))
     with staged_dir(outdir, force, "profile", s.guarded) as stage:
         write_report(stage, report)
+    (events or silent()).emit("report", f"report: {outdir}/report.md (and report.json)",
+                              path=str(outdir / "report.json"), command="profile")
     return report
 
 
@@ -259,6 +280,19 @@ def _reference(runtime, path: Path, bench_feeds: list) -> list:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _tracked(command: str, name: str, kwargs: dict, track: bool, uri: str | None):
+    """Console events, plus the tracking listener when tracking is on; the run is recorded with
+    the keyword arguments that can be stored (paths and settings), for `edgepack reproduce`."""
+    from edgepack import tracking
+
+    plain = {k: v for k, v in kwargs.items() if v is None or isinstance(v, (str, int, float, bool, list, dict, Path))}
+    start = {"name": name, "request": {k: str(v) if isinstance(v, Path) else v for k, v in plain.items()},
+             "reproducible": len(plain) == len(kwargs)}
+    with tracking.session(command, start, uri, track) as rec:
+        yield Events(ConsoleListener(), *tracking.listeners(rec), progress=kwargs.get("progress", True))
+
 
 def _named_shapes(model, input_shapes):
     from edgepack.ir.spec import match_shapes

@@ -135,6 +135,14 @@ def _add_profile_command(sub) -> None:
     prof.add_argument("--json", action="store_true")
     _add_bench_args(prof)
     _add_device_args(prof)
+    _add_track_args(prof)
+
+
+def _add_track_args(p: argparse.ArgumentParser, work: bool = True) -> None:
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store: sqlite:///file.db, a folder, or http://host:port "
+                   "(default: $MLFLOW_TRACKING_URI, else ./mlruns-edgepack/)")
+    if work:
+        p.add_argument("--no-track", action="store_true", help="do not record this run in the tracking store")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--json", action="store_true", help="print report.json to stdout")
     _add_bench_args(comp)
     _add_device_args(comp)
+    _add_track_args(comp)
 
     _add_profile_command(sub)
     _add_devices_command(sub)
@@ -194,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="start over, replacing the run folder")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_track_args(run)
 
     demo = sub.add_parser("demo", help="the whole flow on bundled real digits: teacher -> distill -> prune -> "
                           "QAT INT8 -> artifact for host, with a table of every stage")
@@ -202,14 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", help="output folder (default runs/demo-<time>)")
     demo.add_argument("--resume", action="store_true", help="reuse the stages a previous demo saved in -o")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
-
+    _add_track_args(demo)
     _add_bundle_commands(sub)
+    _add_data_and_tracking(sub)
+    return parser
 
+
+def _add_data_and_tracking(sub) -> None:
     data = sub.add_parser("data", help="bundled sample data")
     dsub = data.add_subparsers(dest="action", required=True)
     dp = dsub.add_parser("prepare", help="(re)generate calibration_data/ from data shipped in wheels")
     dp.add_argument("--force", action="store_true")
-    return parser
+    from edgepack.tracking.commands import add_parsers
+
+    add_parsers(sub, _add_track_args)  # runs, registry, lineage, reproduce
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     # workers killed; the signal is also recorded, so a library that swallows the exception cannot hide it
     interrupt.install()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `edgepack reproduce` re-runs
     try:
         return COMMANDS[args.command](args) or 0
     except EdgepackError as e:
@@ -287,9 +304,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from edgepack import views
+    from edgepack import tracking, views
     from edgepack.compiler import CompileRequest, compile_request
-    from edgepack.events import console_events
+    from edgepack.events import ConsoleListener, Events
 
     request = CompileRequest.from_kwargs(
         args.model, target=args.target, backends=args.backend, output_dir=args.output, input_shapes=_shapes(args),
@@ -298,7 +315,10 @@ def cmd_compile(args) -> int:
         prune_layers=_layer_ratios(args.prune_layer), prune_protect=args.prune_protect, sparsity=args.sparsity,
         runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force, eval_output=args.eval_output,
         devices=_device_options(args))
-    report = compile_request(request, console_events(not args.no_progress))
+    start = {"name": f"compile {args.model} for {args.target}", "argv": args.argv}
+    with tracking.session("compile", start, args.tracking_uri, not args.no_track) as rec:
+        events = Events(ConsoleListener(), *tracking.listeners(rec), progress=not args.no_progress)
+        report = compile_request(request, events)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -311,12 +331,15 @@ def cmd_compile(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from edgepack import api, views
+    from edgepack import api, tracking, views
     from edgepack.compiler import BenchSettings
+    from edgepack.events import Events
 
-    report = api.profile_artifact(args.artifact, args.target, args.backend, args.inputs,
-                                  BenchSettings(args.runs, args.warmup, args.threads), args.output, args.force,
-                                  not args.no_progress, _device_options(args))
+    start = {"name": f"profile {args.artifact}", "argv": args.argv}
+    with tracking.session("profile", start, args.tracking_uri, not args.no_track) as rec:
+        report = api.profile_artifact(args.artifact, args.target, args.backend, args.inputs,
+                                      BenchSettings(args.runs, args.warmup, args.threads), args.output, args.force,
+                                      not args.no_progress, _device_options(args), Events(*tracking.listeners(rec)))
     if args.json:
         return _print_json(report.to_json())
     views.report_summary(report)
@@ -338,15 +361,19 @@ def cmd_devices(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from edgepack import views
-    from edgepack.events import console_events
+    from edgepack import tracking, views
+    from edgepack.events import ConsoleListener, Events
     from edgepack.pipeline.engine import GateFailed, run
+    from edgepack.pipeline.recipe import load_recipe
 
-    try:
-        report = run(args.recipe, output_dir=args.output, force=args.force, resume=args.resume,
-                     events=console_events(not args.no_progress))
-    except GateFailed as e:
-        report = e.report
+    recipe = load_recipe(args.recipe)
+    start = {"name": f"run {recipe.name}", "argv": args.argv, "recipe": tracking.recipe_json(recipe)}
+    with tracking.session("run", start, args.tracking_uri, not args.no_track) as rec:
+        events = Events(ConsoleListener(), *tracking.listeners(rec), progress=not args.no_progress)
+        try:
+            report = run(recipe, output_dir=args.output, force=args.force, resume=args.resume, events=events)
+        except GateFailed as e:
+            report = e.report
     if args.json:
         _print_json(report.to_json())
     else:
@@ -358,7 +385,7 @@ def cmd_demo(args) -> int:
     from edgepack import demo
 
     report = demo.run(epochs=args.epochs, output_dir=args.output, target=args.target, resume=args.resume,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, track=not args.no_track, tracking_uri=args.tracking_uri)
     return 0 if report.passed else 3
 
 
@@ -404,6 +431,14 @@ def _print_json(obj) -> int:
     return 0
 
 
+def _tracking_command(args) -> int:
+    from edgepack.tracking.commands import run_command
+
+    return run_command(args)
+
+
 COMMANDS = {"targets": cmd_targets, "inspect": cmd_inspect, "compile": cmd_compile,
             "profile": cmd_profile, "devices": cmd_devices, "run": cmd_run, "demo": cmd_demo, "data": cmd_data,
-            "package": cmd_package, "verify": cmd_verify}
+            "package": cmd_package, "verify": cmd_verify,
+            "runs": _tracking_command, "registry": _tracking_command, "lineage": _tracking_command,
+            "reproduce": _tracking_command}

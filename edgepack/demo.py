@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edgepack import sample_data
-from edgepack.events import console_events
+from edgepack import sample_data, tracking
+from edgepack.events import ConsoleListener, Events
 from edgepack.models import mnist_cnn
 from edgepack.pipeline.engine import GateFailed
 from edgepack.pipeline.engine import run as run_flow
+from edgepack.pipeline.recipe import load_recipe
 from edgepack.report.schema import FlowReport
 from edgepack.ui import console
 from edgepack.views import flow_table
@@ -50,15 +51,19 @@ def recipe(target: str = "host", epochs: int = 3) -> dict:
 
 
 def run(epochs: int = 3, output_dir: str | Path | None = None, target: str = "host", resume: bool = False,
-        progress: bool = True) -> FlowReport:
+        progress: bool = True, track: bool = True, tracking_uri: str | None = None) -> FlowReport:
     t0 = time.perf_counter()
     outdir = Path(output_dir) if output_dir else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     console.print(f"edgepack demo: teacher -> distilled student -> pruned -> QAT INT8 -> {target}, on "
                   f"real MNIST digits; every stage saved under {outdir}")
-    try:
-        report = run_flow(recipe(target, epochs), outdir, resume=resume, events=console_events(progress))
-    except GateFailed as e:
-        report = e.report
+    flow = load_recipe(recipe(target, epochs))
+    start = {"name": f"demo {target}", "recipe": tracking.recipe_json(flow)}
+    with tracking.session("demo", start, tracking_uri, track) as rec:
+        events = Events(ConsoleListener(), *tracking.listeners(rec), progress=progress)
+        try:
+            report = run_flow(flow, outdir, resume=resume, events=events)
+        except GateFailed as e:
+            report = e.report
     flow_table(report)
     _distillation_verdict(report)
     console.print(f"done in {time.perf_counter() - t0:.0f} s")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnx
 import pytest
 
 from helpers import REFERENCE_THREADS, logits
+
+# Tracking is on by default and would write ./mlruns-edgepack/ wherever a test runs a command:
+# off for the whole session (subprocesses inherit it); tests/test_tracking.py turns it back on,
+# each test with its own store in its tmp_path.
+os.environ["EDGEPACK_NO_TRACK"] = "1"
 
 
 @pytest.fixture(scope="session")

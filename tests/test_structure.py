@@ -54,6 +54,14 @@ def test_import_rules(importers, forbidden):
     assert _violations(importers, forbidden) == []
 
 
+def test_mlflow_is_imported_only_by_tracking():
+    """MLflow lives behind one listener: nothing outside edgepack/tracking/ imports it."""
+    outside = tuple(rel for rel in _modules() if not rel.startswith("tracking/"))
+    assert _violations(outside, ("mlflow",)) == []
+    assert any(m.startswith("mlflow") for rel, tree in _modules().items() if rel.startswith("tracking/")
+               for m in _imports(tree))
+
+
 def test_session_modules_import_nothing_from_edgepack():
     sessions = [rel for rel in _modules() if rel.startswith("backends/sessions/")]
     assert sessions, "no per-backend session modules found"

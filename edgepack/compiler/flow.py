@@ -72,7 +72,8 @@ def _compile(c: Compilation, req: CompileRequest) -> CompileReport:
         report = finish(c, model, canon_info, compression, data, judge, plan, built)
         write_report(stage, report)
         interrupt.check()  # a signal some library swallowed: the output is not published
-    c.events.emit("report", f"report: {c.outdir}/report.md (and report.json)", path=str(c.outdir / "report.json"))
+    c.events.emit("report", f"report: {c.outdir}/report.md (and report.json)", path=str(c.outdir / "report.json"),
+                  command="compile", datasets=_datasets(req))
     return report
 
 
@@ -298,6 +299,18 @@ def _preprocess(req: CompileRequest) -> dict | None:
     if not isinstance(value, (str, Path)) or not (Path(value) / PREPROCESS_FILE).is_file():
         return None
     return Preprocess.load(Path(value) / PREPROCESS_FILE).model_dump(mode="json")
+
+
+def _datasets(req: CompileRequest) -> list[dict]:
+    """The sets this compile read, with content digests: what a listener (tracking) records as
+    the compile's inputs, so two runs on different data never look alike."""
+    out = []
+    for context, ref in (("calibration", req.quant.calib), ("evaluation", req.evaluation.data)):
+        if ref is not None:
+            source = ref.path or getattr(ref.obj, "source", type(ref.obj).__name__)
+            out.append({"context": context, "name": Path(str(source)).name or str(source), "source": str(source),
+                        "digest": ref.digest()})
+    return out
 
 
 def _wanted(plan) -> str:

@@ -129,6 +129,7 @@ class Flow:
         self.rows: list[dict] = []
         self.soft_targets = SoftTargets()  # the teacher's logits, reused by every stage of this flow
         seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
+        self.seen = seen  # what listeners (tracking) record as the run's inputs
         # the profile's contents: `host` resolves per machine, and a target YAML can be edited
         self.key = _digest({"edgepack": __version__, "target": self.profile.to_dict(), **seen, "input_shape": shape,
                             "measure": m.model_dump()})
@@ -194,7 +195,8 @@ class Flow:
             self.rows.extend(record["rows"])
             report["stages"].append({k: v for k, v in record.items() if k not in ("rows", "files")})
             self.events.emit("stage_done", f"stage {i + 1} ({kind}): {'passed' if record['passed'] else 'missed its gate'}",
-                             stage=kind, passed=record["passed"])
+                             stage=kind, passed=record["passed"], index=i + 1, folder=str(folder),
+                             settings=_jsonable(cfg.model_dump()))  # with defaults: seeds, schedules
             if not record["passed"]:
                 report["stopped"] = {"stage": kind, "reasons": record["gate_failures"]}
                 break
@@ -203,7 +205,7 @@ class Flow:
         typed = FlowReport(**_jsonable(report))
         write_report(self.outdir, typed)
         self.events.emit("report", f"report: {self.outdir}/report.md (and report.json)",
-                         path=str(self.outdir / "report.json"))
+                         path=str(self.outdir / "report.json"), command="run")
         if not typed.passed:
             raise GateFailed(f"stage {typed.stopped.stage} missed its gate: " + "; ".join(typed.stopped.reasons),
                              typed)
@@ -236,8 +238,29 @@ class Flow:
         self.teacher_accuracy = record["rows"][0]["accuracy"]
         self.teacher_val = accuracy(self.teacher, as_loader(self.val, 256))
         self.rows.extend(record["rows"])
+        self.events.emit("stage_done", f"teacher: {100 * self.teacher_accuracy:.2f}% on the test split",
+                         stage="teacher", passed=True, index=0, folder=str(folder), datasets=self._datasets(),
+                         teacher=_jsonable(self.seen["teacher"]), recipe=self.recipe.name,
+                         settings=_jsonable(self.recipe.teacher.train.model_dump()) if self.recipe.teacher.train else {})
         # what flows on is a copy: pruning the teacher in place would change the soft labels it gives
         return copy.deepcopy(teacher), graph
+
+    def _datasets(self) -> list[dict]:
+        """The recipe's data splits with content digests (listeners record them as the run's inputs)."""
+        out, data = [], self.recipe.data
+        for split, context in (("train", "training"), ("val", "validation"), ("test", "evaluation"),
+                               ("calib", "calibration")):
+            value, seen = getattr(data, split), self.seen["data"][split]
+            if value is None:
+                continue
+            named = isinstance(seen, list) and len(seen) == 2 and isinstance(value, (str, Path))
+            out.append({"context": context, "name": split,
+                        "source": self.recipe.resolve(str(value)) if named else type(value).__name__,
+                        "digest": seen[1] if named else _digest(seen)})
+        if data.calib is None:
+            train = next(d for d in out if d["name"] == "train")
+            out.append({**train, "context": "calibration", "name": f"train[:{CALIB_SAMPLES}]"})
+        return out
 
     def _loaders(self, cfg):
         return as_loader(self.train, cfg.batch_size, shuffle=True, seed=cfg.seed), as_loader(self.val, 256)
