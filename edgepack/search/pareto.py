@@ -53,7 +53,7 @@ def front(rows: list[Row], objectives: dict) -> list[Row]:
     """The feasible rows no other feasible row dominates (one per distinct point)."""
     feasible, seen = [], set()
     for r in sorted((r for r in rows if r.feasible), key=lambda r: r.number):
-        key = tuple(sorted((k, str(v)) for k, v in r.point.items()))
+        key = _point_key(r)
         if key not in seen:
             seen.add(key)
             feasible.append(r)
@@ -94,4 +94,14 @@ def _knee(rows: list[Row], objectives: dict) -> tuple[Row, str]:
 
 def closest(rows: list[Row], n: int = 3) -> list[Row]:
     """The infeasible points that miss least (sum of relative misses), for an infeasible spec."""
-    return sorted(rows, key=lambda r: (r.fig.status != "built", r.total_miss))[:n]
+    ranked, seen = [], set()
+    for r in sorted(rows, key=lambda r: (r.fig.status != "built", r.total_miss, r.number)):
+        key = _point_key(r)
+        if key not in seen:
+            seen.add(key)
+            ranked.append(r)
+    return ranked[:n]
+
+
+def _point_key(r: Row) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in r.point.items()))
