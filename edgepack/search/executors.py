@@ -24,7 +24,10 @@ class LocalPool:
     """`workers` spawned processes; results arrive through a queue as each trial ends."""
 
     def __init__(self, workers: int):
-        self.pool = multiprocessing.get_context("spawn").Pool(workers)
+        from edgepack import interrupt
+
+        # a terminated worker takes the Ctrl-C path: its compile's staged output is removed
+        self.pool = multiprocessing.get_context("spawn").Pool(workers, initializer=interrupt.install)
         self.done: queue.Queue = queue.Queue()
 
     def submit(self, ticket: int, job: Job) -> None:
