@@ -33,9 +33,23 @@ def mnist_onnx(tmp_path_factory, mnist_model):
     return path
 
 
-def _spec(mnist_onnx, sample_sets, **over) -> dict:
-    spec = {"name": "mnist", "model": str(mnist_onnx), "calib": str(sample_sets["mnist_calib"]),
-            "eval": str(sample_sets["mnist_eval"]), "targets": ["host"],
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory, sample_sets) -> dict:
+    """The bundled MNIST calibration and evaluation sets cut to 100 and 300 samples: each trial
+    calibrates and scores on them, and the budget is a few seconds a trial on 2 cores."""
+    import numpy as np
+
+    folder, out = tmp_path_factory.mktemp("search-data"), {}
+    for name, n in (("mnist_calib", 100), ("mnist_eval", 300)):
+        with np.load(sample_sets[name]) as d:
+            np.savez(folder / f"{name}.npz", **{k: d[k][:n] for k in d.files})
+        out[name] = folder / f"{name}.npz"
+    return out
+
+
+def _spec(mnist_onnx, sets, **over) -> dict:
+    spec = {"name": "mnist", "model": str(mnist_onnx), "calib": str(sets["mnist_calib"]),
+            "eval": str(sets["mnist_eval"]), "targets": ["host"],
             "constraints": {"max_drop": 0.02, "max_p50_ms": 0.8},
             "objectives": {"accuracy": "max", "p50_ms": "min", "size_mb": "min"},
             "space": {"backend": ["onnxruntime"], "precision": ["fp32", "int8"], "prune_ratio": [0.0, 0.5]},
@@ -52,10 +66,10 @@ def _summary(out) -> dict:
 
 
 @pytest.mark.slow
-def test_ray_and_the_process_pool_find_the_same_front(tmp_path, mnist_onnx, sample_sets):
+def test_ray_and_the_process_pool_find_the_same_front(tmp_path, mnist_onnx, small_sets):
     from edgepack.search import SearchSpec, search
 
-    spec = SearchSpec.model_validate(_spec(mnist_onnx, sample_sets))
+    spec = SearchSpec.model_validate(_spec(mnist_onnx, small_sets))
     pool = search(spec, tmp_path / "pool", timing=PinnedLatency())[0]
     ray = search(spec, tmp_path / "ray", executor="ray", timing=PinnedLatency())[0]
     assert _summary(tmp_path / "pool") == _summary(tmp_path / "ray")
@@ -72,9 +86,9 @@ def test_ray_and_the_process_pool_find_the_same_front(tmp_path, mnist_onnx, samp
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path, mnist_onnx, sample_sets):
+def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path, mnist_onnx, small_sets):
     spec_path, out = tmp_path / "search.yaml", tmp_path / "out"
-    spec = _spec(mnist_onnx, sample_sets, trials=4, constraints={"max_drop": 0.02},
+    spec = _spec(mnist_onnx, small_sets, trials=4, constraints={"max_drop": 0.02},
                  space={"backend": ["onnxruntime"], "precision": ["fp32", "int8"], "prune_ratio": [0.0, 0.25, 0.5]})
     spec_path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
@@ -99,9 +113,9 @@ def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path, mnist
     assert not list(out.rglob("*.staging*"))  # the killed compile left nothing half-written
 
 
-def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path, mnist_onnx, sample_sets):
+def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path, mnist_onnx, small_sets):
     """max_macs below any point's: every trial stops after the cheap figures, nothing compiles."""
-    r = run_cli("search", mnist_onnx, "--calib", sample_sets["mnist_calib"], "--eval", sample_sets["mnist_eval"],
+    r = run_cli("search", mnist_onnx, "--calib", small_sets["mnist_calib"], "--eval", small_sets["mnist_eval"],
                 "--constraint", "max_macs=1000", "--constraint", "max_drop=0.01", "--prune", "0", "--prune", "0.5",
                 "--trials", "3", "--threads", "1", "-o", tmp_path / "out", timeout=600)
     assert r.returncode == 3, r.stderr[-2000:]

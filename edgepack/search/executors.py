@@ -24,26 +24,47 @@ class LocalPool:
     """`workers` spawned processes; results arrive through a queue as each trial ends."""
 
     def __init__(self, workers: int):
-        from edgepack import interrupt
-
-        # a terminated worker takes the Ctrl-C path: its compile's staged output is removed
-        self.pool = multiprocessing.get_context("spawn").Pool(workers, initializer=interrupt.install)
+        self.pool = multiprocessing.get_context("spawn").Pool(workers)
         self.done: queue.Queue = queue.Queue()
+        self.pending = 0
 
     def submit(self, ticket: int, job: Job) -> None:
-        self.pool.apply_async(evaluate, (job,), callback=lambda fig: self.done.put((ticket, fig, None)),
+        self.pending += 1
+        self.pool.apply_async(_evaluate, (job,), callback=lambda fig: self.done.put((ticket, fig, None)),
                               error_callback=lambda e: self.done.put((ticket, None, e)))
 
     def next_done(self) -> tuple[int, dict]:
         ticket, fig, error = self.done.get()
+        self.pending -= 1
         if error is not None:
             raise error
         return ticket, fig
 
     def close(self) -> None:
-        """Stop the workers now (an interrupt must not leave compiles running behind it)."""
-        self.pool.terminate()
+        """Stop the workers: at once when trials are still running (an interrupt must not leave
+        compiles behind it), else let them exit."""
+        if self.pending:
+            self.pool.terminate()
+        else:
+            self.pool.close()
         self.pool.join()
+
+
+def _evaluate(job: Job) -> dict:
+    """A pool worker's trial. While it runs, SIGTERM (the pool's terminate) takes the Ctrl-C
+    path so the compile's staged output is removed; then the worker exits quietly."""
+    import os
+    import signal
+
+    from edgepack import interrupt
+
+    interrupt.install()
+    try:
+        return evaluate(job)
+    except KeyboardInterrupt:
+        os._exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def make_executor(kind: str, workers: int, devices: set[str]) -> Executor:
