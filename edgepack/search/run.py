@@ -120,25 +120,48 @@ def base_request(spec: SearchSpec, target: str) -> CompileRequest:
 
 
 def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: Events, timing) -> TargetResult:
-    """Ask, run and tell until the target's study holds `spec.trials` finished trials."""
+    """Ask, run and tell until the target's study holds `spec.trials` distinct points. A point the
+    sampler proposes again is told the figures it already has (no compile, not counted); asks are
+    capped, so a space smaller than `trials` ends the search instead of looping."""
     study = studies.open_study(out, f"{spec.name}-{target.name}", spec.objectives, spec.seed)
     base = base_request(spec, target.name)
-    todo = spec.trials - len(studies.finished(study))
-    in_flight: dict = {}
-    while todo > 0 or in_flight:
-        while todo > 0 and len(in_flight) < spec.workers:
+    known = {_key(t.user_attrs["point"]): Figures.from_json(t.user_attrs["figures"]) for t in studies.finished(study)}
+    todo, asks = spec.trials - len(known), 4 * spec.trials
+    in_flight: dict = {}  # point key -> [(trial, point), ...]: the first is computing, the rest wait on it
+    while (todo > 0 and asks > 0) or in_flight:
+        while todo > 0 and asks > 0 and len(in_flight) < spec.workers:
             trial, point = studies.ask(study, spec.space)
             trial.set_user_attr("point", point)
-            runner.submit(trial.number, Job(base, point, target.constraints, str(out / "trials"), spec.repeats, timing))
-            in_flight[trial.number] = (trial, point)
-            todo -= 1
+            asks, key = asks - 1, _key(point)
+            if key in known:
+                _tell(study, spec, target, events, trial, point, _cached(known[key]))
+            elif key in in_flight:
+                in_flight[key].append((trial, point))
+            else:
+                in_flight[key] = [(trial, point)]
+                runner.submit(trial.number, Job(base, point, target.constraints, str(out / "trials"),
+                                                spec.repeats, timing))
+                todo -= 1
         number, data = runner.next_done()
-        trial, point = in_flight.pop(number)
-        fig = Figures.from_json(data)
-        misses = violations(fig, target.constraints)
-        studies.tell(study, trial, fig, spec.objectives, misses)
-        _emit_trial(events, spec, target, Row(number, point, fig, misses))
+        key = next(k for k, waiting in in_flight.items() if waiting[0][0].number == number)
+        known[key] = Figures.from_json(data)
+        for i, (trial, point) in enumerate(in_flight.pop(key)):
+            _tell(study, spec, target, events, trial, point, known[key] if i == 0 else _cached(known[key]))
     return _result(spec, target, study, out)
+
+
+def _key(point: dict) -> str:
+    return json.dumps(point, sort_keys=True)
+
+
+def _cached(fig: Figures) -> Figures:
+    return Figures.from_json(fig.to_json() | {"cached": True})
+
+
+def _tell(study, spec: SearchSpec, target: Target, events: Events, trial, point: dict, fig: Figures) -> None:
+    misses = violations(fig, target.constraints)
+    studies.tell(study, trial, fig, spec.objectives, misses)
+    _emit_trial(events, spec, target, Row(trial.number, point, fig, misses))
 
 
 def _emit_trial(events: Events, spec: SearchSpec, target: Target, row: Row) -> None:

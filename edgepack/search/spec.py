@@ -128,7 +128,7 @@ class SearchSpec(_Strict):
     objectives: dict[str, Literal["min", "max"]] = Field(
         default_factory=lambda: {"accuracy": "max", "p50_ms": "min", "size_mb": "min"}, min_length=1)
     space: Space = Space()
-    trials: int = Field(20, ge=1, le=10_000)
+    trials: int = Field(20, ge=1, le=10_000)  # distinct points per target (a repeat proposal is not counted)
     workers: int = Field(1, ge=1, le=256)
     choose: Literal["fastest", "knee"] = "fastest"
     repeats: int = Field(3, ge=1, le=50)  # timings per point: the p50 is their median, with a 95% CI
