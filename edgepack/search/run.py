@@ -131,7 +131,6 @@ def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: 
     while (todo > 0 and asks > 0) or in_flight:
         while todo > 0 and asks > 0 and len(in_flight) < spec.workers:
             trial, point = studies.ask(study, spec.space)
-            trial.set_user_attr("point", point)
             asks, key = asks - 1, _key(point)
             if key in known:
                 _tell(study, spec, target, events, trial, point, _cached(known[key]))
