@@ -133,7 +133,8 @@ def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path
     ({"space": {"precision": ["int4"]}}, "space.precision[0]: Input should be"),
     ({"constraints": {"max_drop": 2}}, "constraints.max_drop: Input should be less than or equal to 1"),
     ({"objectives": {"latency": "min"}}, "unknown objective 'latency'"),
-    ({"eval": None}, "accuracy, drop need evaluation data"),
+    ({"eval": None}, "drop needs evaluation data"),
+    ({"eval": None, "objectives": {"accuracy": "max"}}, "accuracy, drop need evaluation data"),
     ({"recipe": "r.yaml", "model": None}, "recipe searches"),
     ({"space": {"backend": ["onnxruntme"]}}, "did you mean: onnxruntime"),
 ])

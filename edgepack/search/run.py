@@ -62,6 +62,7 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
     """Run (or resume) the search `spec` into `out`; one result per target."""
     out = Path(out).resolve()
     events = events or silent()
+    _check_inputs(spec)
     _claim(out, spec)
     devices = {t.constraints.device for t in spec.target_list() if t.constraints.device}
     for name in devices:
@@ -77,6 +78,15 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
                                                   "targets": [r.summary() for r in results]}, indent=1, default=str))
     events.emit("report", f"search: {out}/search.json", path=str(out / "search.json"), search=spec.name)
     return results
+
+
+def _check_inputs(spec: SearchSpec) -> None:
+    """Files the spec names exist: a typo must fail now, not as every trial's failure."""
+    for what in ("model", "weights", "calib", "eval"):
+        value = getattr(spec, what)
+        path = value.partition(".py:")[0] + ".py" if value and ".py:" in value else value
+        if path and not Path(path).exists():
+            raise EdgepackError(f"{what}: {path[:300]}: no such file or folder")
 
 
 def _claim(out: Path, spec: SearchSpec) -> None:

@@ -125,8 +125,8 @@ class SearchSpec(_Strict):
     metric: str | None = None
     targets: list[str | Target] = Field(default_factory=lambda: ["host"], min_length=1)
     constraints: Constraints = Constraints()
-    objectives: dict[str, Literal["min", "max"]] = Field(
-        default_factory=lambda: {"accuracy": "max", "p50_ms": "min", "size_mb": "min"}, min_length=1)
+    # default: accuracy max, p50_ms min, size_mb min (without eval data: p50_ms and size_mb)
+    objectives: dict[str, Literal["min", "max"]] | None = Field(None, min_length=1)
     space: Space = Space()
     trials: int = Field(20, ge=1, le=10_000)  # distinct points per target (a repeat proposal is not counted)
     workers: int = Field(1, ge=1, le=256)
@@ -140,7 +140,7 @@ class SearchSpec(_Strict):
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v):
-        for name in v:
+        for name in v or ():
             if name not in OBJECTIVES:
                 from edgepack.errors import close_names
 
@@ -149,6 +149,9 @@ class SearchSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.objectives is None:
+            default = {"accuracy": "max", "p50_ms": "min", "size_mb": "min"}
+            object.__setattr__(self, "objectives", default if self.eval else {"p50_ms": "min", "size_mb": "min"})
         if (self.model is None) == (self.recipe is None):
             raise ValueError("give exactly one of model or recipe")
         if self.recipe is not None:
@@ -157,7 +160,8 @@ class SearchSpec(_Strict):
         needs = {n for n in self.objectives if n in NEEDS_EVAL} | {
             CONSTRAINTS[c][0] for t in self.target_list() for c in t.constraints.bounds() if CONSTRAINTS[c][0] in NEEDS_EVAL}
         if needs and self.eval is None:
-            raise ValueError(f"{', '.join(sorted(needs))} need evaluation data: give eval (--eval DATA)")
+            raise ValueError(f"{', '.join(sorted(needs))} need{'s' if len(needs) == 1 else ''} evaluation data: "
+                             "give eval (--eval DATA)")
         return self
 
     def target_list(self) -> list[Target]:
