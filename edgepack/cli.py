@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_track_args(demo)
     _add_bundle_commands(sub)
+    _add_search_parser(sub)
     _add_data_and_tracking(sub)
     return parser
 
@@ -226,6 +227,31 @@ def _add_data_and_tracking(sub) -> None:
     from edgepack.tracking.commands import add_parsers
 
     add_parsers(sub, _add_track_args)  # runs, registry, lineage, reproduce
+
+
+def _add_search_parser(sub) -> None:
+    s = sub.add_parser("search", help="the feasible Pareto front over accuracy, latency and size per target, "
+                       "and the point to ship")
+    s.add_argument("spec", help="SEARCH.yaml, or a model (the short form) with compile's model options")
+    s.add_argument("--input-shape", action="append", metavar="[NAME:]D1,D2,..", help="fix an input's shape (repeat)")
+    s.add_argument("--weights", help="state_dict for a file.py:factory model")
+    s.add_argument("--target", "-t", action="append", help="target(s) to search for (repeat; default host)")
+    s.add_argument("--calib", help="calibration data (.npz, .npy or image folder)")
+    s.add_argument("--eval", help="labelled evaluation data: accuracy, drop and fidelity are judged on it")
+    s.add_argument("--metric", help="as for compile")
+    s.add_argument("--constraint", action="append", metavar="NAME=VALUE",
+                   help="max_drop, min_accuracy, max_p50_ms, max_size_mb, max_macs, max_peak_mb, "
+                   "min_agreement_non_near_ties, min_cosine (repeat)")
+    s.add_argument("--backend", "-b", action="append", help="runtimes to search over (repeat; default onnxruntime)")
+    s.add_argument("--precision", action="append", choices=["fp32", "fp16", "int8"], help="precisions to search over")
+    s.add_argument("--prune", type=float, action="append", metavar="RATIO", help="pruning ratios to search over")
+    s.add_argument("--trials", type=int, help="trials per target (default 20)")
+    s.add_argument("--workers", type=int, help="trials run at once (default 1)")
+    s.add_argument("--repeats", type=int, help="timings per point for the latency interval (default 3)")
+    s.add_argument("--choose", choices=["fastest", "knee"], help="how the shipped point is chosen (default fastest)")
+    s.add_argument("--executor", default="local", help="local (a process pool, default), ray, or ray://ADDRESS")
+    s.add_argument("--json", action="store_true", help="print search.json to stdout")
+    _add_bench_args(s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +415,12 @@ def cmd_demo(args) -> int:
     return 0 if report.passed else 3
 
 
+def cmd_search(args) -> int:
+    from edgepack.search.cli import run_search
+
+    return run_search(args)
+
+
 def cmd_data(args) -> int:
     from edgepack import sample_data
 
@@ -439,6 +471,6 @@ def _tracking_command(args) -> int:
 
 COMMANDS = {"targets": cmd_targets, "inspect": cmd_inspect, "compile": cmd_compile,
             "profile": cmd_profile, "devices": cmd_devices, "run": cmd_run, "demo": cmd_demo, "data": cmd_data,
-            "package": cmd_package, "verify": cmd_verify,
+            "package": cmd_package, "verify": cmd_verify, "search": cmd_search,
             "runs": _tracking_command, "registry": _tracking_command, "lineage": _tracking_command,
             "reproduce": _tracking_command}

@@ -113,3 +113,21 @@ def conv_relu(cin: int, cout: int, size: int) -> onnx.ModelProto:
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, size, size])], [w])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+# --------------------------------------------------------------------------- search
+
+class PinnedLatency:
+    """A search timing strategy with fixed answers: the compile's INT8 choices pinned
+    (PinnedTiming), and each point's repeated p50s a function of its precision and pruning
+    ratio only, with a fixed spread, so which points are feasible and which is chosen never
+    depend on the machine's load. Picklable: pool workers and Ray tasks use it too."""
+
+    MS = {"fp32": 1.0, "fp16": 0.8, "int8": 0.5}
+
+    def __init__(self):
+        self.compile_timing = PinnedTiming(int8_ms=0.5)
+
+    def p50s(self, first: float, point: dict, figures: dict, rerun, repeats: int) -> list[float]:
+        ms = self.MS[point["precision"]] * (1.0 - 0.5 * (point.get("prune_ratio") or 0.0))
+        return [ms + 0.01 * (i % 3 - 1) for i in range(repeats)]

@@ -62,6 +62,14 @@ def test_mlflow_is_imported_only_by_tracking():
                for m in _imports(tree))
 
 
+@pytest.mark.parametrize("library, home", [("optuna", "search/study.py"), ("ray", "search/ray.py")])
+def test_optional_libraries_have_one_importer(library, home):
+    """Optuna and Ray are optional extras, each behind one module: nothing else may import them."""
+    importers = sorted(rel for rel, tree in _modules().items()
+                       if any(m == library or m.startswith(library + ".") for m in _imports(tree)))
+    assert importers == [home]
+
+
 def test_session_modules_import_nothing_from_edgepack():
     sessions = [rel for rel in _modules() if rel.startswith("backends/sessions/")]
     assert sessions, "no per-backend session modules found"

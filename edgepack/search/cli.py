@@ -1,0 +1,60 @@
+"""`edgepack search`'s arguments -> a spec -> the search -> what the terminal shows, exit code.
+
+Exit 0: every target has a chosen point; 3: some target has none (the closest points are
+printed with the constraints each misses), as `compile` and `run` do when a budget or gate fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from edgepack.search.spec import SearchSpec, from_args, load_spec, parse_constraints
+
+
+def spec_of(args) -> SearchSpec:
+    """The spec file, with the command line's run settings over it; or the short form."""
+    settings = {"trials": args.trials, "workers": args.workers, "repeats": args.repeats, "choose": args.choose,
+                "runs": args.runs, "warmup": args.warmup, "threads": args.threads}
+    if Path(args.spec).suffix in (".yaml", ".yml"):
+        spec = load_spec(args.spec)
+        return SearchSpec.model_validate(spec.model_dump() | {k: v for k, v in settings.items() if v is not None})
+    space = {"backend": args.backend, "precision": args.precision, "prune_ratio": args.prune}
+    return from_args({"name": Path(args.spec).stem.replace(".py:", "-")[:64] or "search", "model": args.spec,
+                      "input_shape": args.input_shape, "weights": args.weights, "calib": args.calib,
+                      "eval": args.eval, "metric": args.metric, "targets": args.target,
+                      "constraints": parse_constraints(args.constraint) or None,
+                      "space": {k: v for k, v in space.items() if v} or None, **settings})
+
+
+def run_search(args) -> int:
+    from edgepack.events import console_events
+
+    try:
+        from edgepack.search.run import misses_line, search
+    except ModuleNotFoundError as e:
+        from edgepack.errors import EdgepackError
+
+        raise EdgepackError(f"edgepack search needs {e.name}: pip install 'edgepack[search]'") from None
+
+    spec = spec_of(args)
+    out = args.output or f"edgepack-out/search-{spec.name}"
+    results = search(spec, out, executor=args.executor, events=console_events(not args.no_progress))
+    if args.json:
+        print((Path(out) / "search.json").read_text())
+    code = 0
+    for r in results:
+        target = next(t for t in spec.target_list() if t.name == r.target)
+        if r.feasible:
+            c = r.chosen
+            print(f"{r.target}: chose trial {c.number} ({c.point['backend']} {c.fig.precision}): {r.reason}; "
+                  f"{len(r.front)} point(s) on the feasible front; see {out}/{Path(r.target).stem}/pareto.md",
+                  file=sys.stderr if args.json else sys.stdout)
+            continue
+        code = 3
+        print(f"edgepack: error: {r.target}: no point meets the constraints "
+              f"{json.dumps(r.constraints)}; closest:", file=sys.stderr)
+        for row in r.closest:
+            print(f"  {misses_line(row, target)}", file=sys.stderr)
+    return code

@@ -1,0 +1,219 @@
+"""`edgepack search`: per target, an Optuna study asks for points, an executor compiles them, the
+feasible front and the chosen point are written out.
+
+    OUT/study.journal           every target's study (a killed search resumes from it)
+    OUT/trials/KEY/             one compile per distinct point (KEY: the request's content hash)
+    OUT/TARGET/pareto.md|png    the feasible front (table; plot with the constraints drawn)
+    OUT/TARGET/chosen/          the chosen point's compile output (artifact, report)
+    OUT/search.json             everything above as data
+
+Each finished trial is emitted as a `stage_done` event whose data carry what a tracking listener
+needs (search, target, trial number, params, values, feasible, misses, the trial's report path).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgepack.compiler.request import CompileRequest
+from edgepack.errors import EdgepackError
+from edgepack.events import Events, silent
+from edgepack.fsutil import atomic_write
+from edgepack.search import study as studies
+from edgepack.search.evaluate import Job, MeasuredLatency
+from edgepack.search.executors import make_executor
+from edgepack.search.figures import Figures, describe_miss, violations
+from edgepack.search.output import write_target
+from edgepack.search.pareto import Row, choose, closest, front
+from edgepack.search.spec import SearchSpec, Target
+
+SPEC_FILE = "search-spec.json"
+
+
+@dataclass
+class TargetResult:
+    target: str
+    constraints: dict
+    rows: list = field(default_factory=list)
+    front: list = field(default_factory=list)
+    chosen: Row | None = None
+    reason: str = ""
+    closest: list = field(default_factory=list)
+
+    @property
+    def feasible(self) -> bool:
+        return self.chosen is not None
+
+    def summary(self) -> dict:
+        def row(r: Row) -> dict:
+            return {"trial": r.number, "point": r.point, "status": r.fig.status, "values": r.fig.values,
+                    "ci95_ms": r.fig.ci95_ms, "feasible": r.feasible, "cached": r.fig.cached,
+                    "misses": {k: v for k, v in r.misses.items() if v > 0}, "report": r.fig.report,
+                    "error": r.fig.error}
+        return {"target": self.target, "constraints": self.constraints, "feasible": self.feasible,
+                "front": [row(r) for r in self.front], "chosen": row(self.chosen) if self.chosen else None,
+                "reason": self.reason, "closest": [row(r) for r in self.closest], "trials": [row(r) for r in self.rows]}
+
+
+def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: Events | None = None,
+           timing=None) -> list[TargetResult]:
+    """Run (or resume) the search `spec` into `out`; one result per target."""
+    out = Path(out).resolve()
+    events = events or silent()
+    _check_inputs(spec)
+    _claim(out, spec)
+    devices = {t.constraints.device for t in spec.target_list() if t.constraints.device}
+    for name in devices:
+        _device(name)  # a missing device fails now, before any trial
+    results = []
+    runner = make_executor(executor, spec.workers, devices)
+    try:
+        for target in spec.target_list():
+            results.append(_search_target(spec, target, out, runner, events, timing or MeasuredLatency()))
+    finally:
+        runner.close()
+    atomic_write(out / "search.json", json.dumps({"name": spec.name, "executor": executor,
+                                                  "targets": [r.summary() for r in results]}, indent=1, default=str))
+    events.emit("report", f"search: {out}/search.json", path=str(out / "search.json"), search=spec.name)
+    return results
+
+
+def _check_inputs(spec: SearchSpec) -> None:
+    """Files the spec names exist: a typo must fail now, not as every trial's failure."""
+    for what in ("model", "weights", "calib", "eval"):
+        value = getattr(spec, what)
+        path = value.partition(".py:")[0] + ".py" if value and ".py:" in value else value
+        if path and not Path(path).exists():
+            raise EdgepackError(f"{what}: {path[:300]}: no such file or folder")
+
+
+def _claim(out: Path, spec: SearchSpec) -> None:
+    """`out` is new, or holds this same search (resume); never someone else's folder."""
+    key = json.dumps(spec.model_dump(exclude={"trials", "workers"}), sort_keys=True, default=str)
+    marker = out / SPEC_FILE
+    if out.exists() and any(out.iterdir()):
+        if not marker.is_file():
+            raise EdgepackError(f"{out} exists and is not a search folder: give another -o")
+        if json.loads(marker.read_text()).get("spec") != key:
+            raise EdgepackError(f"{out} holds a different search (its spec changed): give another -o to start over")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(marker, json.dumps({"spec": key}))
+
+
+def _device(name: str):
+    try:
+        from edgepack.devices import resolve  # the named devices (devices.yaml)
+    except ImportError:
+        raise EdgepackError(f"max_p50_ms on device {name!r} needs named devices (devices.yaml), "
+                            "which this edgepack does not have yet") from None
+    return resolve(name)
+
+
+def base_request(spec: SearchSpec, target: str) -> CompileRequest:
+    """The compile request every point of `target` starts from (absolute paths: Ray workers run
+    in folders of their own)."""
+    from edgepack.ir.spec import parse_input_shapes
+
+    def absolute(p):
+        if p is None:
+            return None
+        path, sep, factory = p.partition(".py:")
+        return str(Path(path).resolve()) + (sep + factory if sep else "") if sep else str(Path(p).resolve())
+
+    return CompileRequest.from_kwargs(
+        absolute(spec.model), target=target, input_shapes=parse_input_shapes(spec.input_shape) or None,
+        weights=absolute(spec.weights), calib=absolute(spec.calib), eval_data=absolute(spec.eval), metric=spec.metric,
+        runs=spec.runs, warmup=spec.warmup, threads=spec.threads)
+
+
+def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: Events, timing) -> TargetResult:
+    """Ask, run and tell until the target's study holds `spec.trials` distinct points. A point the
+    sampler proposes again is told the figures it already has (no compile, not counted); asks are
+    capped, so a space smaller than `trials` ends the search instead of looping."""
+    study = studies.open_study(out, f"{spec.name}-{target.name}", spec.objectives, spec.seed)
+    base = base_request(spec, target.name)
+    known = {_key(t.user_attrs["point"]): Figures.from_json(t.user_attrs["figures"]) for t in studies.finished(study)}
+    todo, asks = spec.trials - len(known), 4 * spec.trials
+    in_flight: dict = {}  # point key -> [(trial, point), ...]: the first is computing, the rest wait on it
+    while (todo > 0 and asks > 0) or in_flight:
+        while todo > 0 and asks > 0 and len(in_flight) < spec.workers:
+            trial, point = studies.ask(study, spec.space)
+            asks, key = asks - 1, _key(point)
+            if key in known:
+                _tell(study, spec, target, events, trial, point, _cached(known[key]))
+            elif key in in_flight:
+                in_flight[key].append((trial, point))
+            else:
+                in_flight[key] = [(trial, point)]
+                runner.submit(trial.number, Job(base, point, target.constraints, str(out / "trials"),
+                                                spec.repeats, timing))
+                todo -= 1
+        number, data = runner.next_done()
+        key = next(k for k, waiting in in_flight.items() if waiting[0][0].number == number)
+        known[key] = Figures.from_json(data)
+        for i, (trial, point) in enumerate(in_flight.pop(key)):
+            _tell(study, spec, target, events, trial, point, known[key] if i == 0 else _cached(known[key]))
+    return _result(spec, target, study, out)
+
+
+def _key(point: dict) -> str:
+    return json.dumps(point, sort_keys=True)
+
+
+def _cached(fig: Figures) -> Figures:
+    return Figures.from_json(fig.to_json() | {"cached": True})
+
+
+def _tell(study, spec: SearchSpec, target: Target, events: Events, trial, point: dict, fig: Figures) -> None:
+    misses = violations(fig, target.constraints)
+    studies.tell(study, trial, fig, spec.objectives, misses)
+    _emit_trial(events, spec, target, Row(trial.number, point, fig, misses))
+
+
+def _emit_trial(events: Events, spec: SearchSpec, target: Target, row: Row) -> None:
+    values = ", ".join(f"{k} {v:.4g}" for k, v in row.fig.values.items())
+    verdict = "feasible" if row.feasible else "misses " + ", ".join(k for k, v in row.misses.items() if v > 0) \
+        if row.fig.status != "failed" else f"failed: {row.fig.error}"
+    events.emit("stage_done", f"trial {row.number} [{target.name}] {_label(row.point)}: {values or '-'} "
+                f"({verdict}{', cached' if row.fig.cached else ''})",
+                search=spec.name, target=target.name, trial=row.number, params=row.point, values=row.fig.values,
+                ci95_ms=row.fig.ci95_ms, feasible=row.feasible, status=row.fig.status,
+                misses={k: v for k, v in row.misses.items() if v > 0}, report=row.fig.report, cached=row.fig.cached)
+
+
+def _label(point: dict) -> str:
+    prune = f" prune {point['prune_ratio']:.3g} {point['prune_mode']}" if point.get("prune_ratio") else ""
+    keep = f" keep {'|'.join(point['keep_float'])}" if point.get("keep_float") else ""
+    return f"{point['backend']} {point['precision']}{prune}{keep}"
+
+
+def _result(spec: SearchSpec, target: Target, study, out: Path) -> TargetResult:
+    """The target's rows, front, chosen point (or closest misses), written under OUT/TARGET."""
+    rows = [Row(t.number, t.user_attrs["point"], Figures.from_json(t.user_attrs["figures"]),
+                violations(Figures.from_json(t.user_attrs["figures"]), target.constraints))
+            for t in studies.finished(study)]
+    res = TargetResult(target.name, target.constraints.model_dump(exclude_none=True), rows)
+    res.front = front(rows, spec.objectives)
+    if res.front:
+        res.chosen, res.reason = choose(res.front, spec.objectives, spec.choose)
+    else:
+        res.closest = closest(rows)
+    write_target(out / _safe(target.name), res, spec, target.constraints)
+    return res
+
+
+def _safe(name: str) -> str:
+    from edgepack.fsutil import slug
+
+    return slug(Path(name).stem if name.endswith((".yaml", ".yml")) else name)
+
+
+def misses_line(row: Row, target: Target) -> str:
+    """'trial 3 (onnxruntime int8): max_p50_ms: p50_ms 7.2 > 5; ...' for an infeasible report."""
+    missed = [describe_miss(k, row.fig, target.constraints) for k, v in row.misses.items() if v > 0]
+    if row.fig.status == "failed":
+        missed = [f"failed: {row.fig.error}"]
+    return f"trial {row.number} ({_label(row.point)}): {'; '.join(missed) or 'not built'}"

@@ -1,0 +1,109 @@
+"""The Optuna study of one target: the only module that imports optuna.
+
+Storage: a journal file in the output folder (`JournalFileStorage`'s backend). It is an
+append-only log guarded by a lock file, safe with several processes and after a kill (a trial
+is recorded whole when told, or not at all); SQLite through RDBStorage is Optuna's other file
+store, but its own docs warn about concurrent writers, and a search run beside another one
+resuming the same folder is exactly that.
+
+Constraints go through `trial.set_constraint` (one per bound, value > 0 = missed by that
+fraction); Optuna 5's samplers read them, and `constraints_func` is deprecated.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from edgepack.search.figures import Figures
+from edgepack.search.spec import Space
+
+JOURNAL = "study.journal"
+MISSING = 1e12  # the value of an objective a point could not measure: worse than any real one
+
+logging.getLogger("optuna").setLevel(logging.WARNING)  # optuna's own logger, not the root one
+SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextmanager
+def _whole():
+    """SIGTERM and Ctrl-C wait until a journal write is done: the journal's file lock, interrupted
+    while being taken, raises its own error instead of the interrupt (seen: a killed search exited
+    with a RuntimeError about the lock), and a trial must be recorded whole or not at all. The
+    signal is recorded meanwhile and raised again after (handlers can only be set in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    old = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum)) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
+
+
+def open_study(folder: Path, name: str, objectives: dict, seed: int) -> optuna.Study:
+    """The target's study, created or loaded (resume); trials a killed run left running are
+    failed and their points queued again (a point whose figures were saved is read back, not redone)."""
+    storage = JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+    directions = ["maximize" if s == "max" else "minimize" for s in objectives.values()]
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+    with _whole():
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
+                                    load_if_exists=True)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(t.number, state=TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=True)
+    return study
+
+
+def finished(study: optuna.Study) -> list:
+    """Completed trials (FrozenTrial), oldest first."""
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def ask(study: optuna.Study, space: Space):
+    """A new trial and its point: {backend, precision, prune_ratio, prune_mode, keep_float}."""
+    ratio = space.prune_ratio
+    sets = {"|".join(s) or "none": s for s in space.keep_float}
+    with _whole():
+        trial = study.ask()
+        point = _suggest(trial, space, ratio, sets)
+        trial.set_user_attr("point", point)
+    return trial, point
+
+
+def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
+    return {
+        "backend": trial.suggest_categorical("backend", space.backend),
+        "precision": trial.suggest_categorical("precision", space.precision),
+        "prune_ratio": (trial.suggest_categorical("prune_ratio", ratio) if isinstance(ratio, list)
+                        else trial.suggest_float("prune_ratio", ratio.low, ratio.high, step=ratio.step)),
+        "prune_mode": trial.suggest_categorical("prune_mode", space.prune_mode),
+        "keep_float": sets[trial.suggest_categorical("keep_float", list(sets))],
+    }
+
+
+def tell(study: optuna.Study, trial, fig: Figures, objectives: dict, misses: dict) -> None:
+    """Record the trial: its figures (user attrs), constraints, and objective values."""
+    values = [fig.values.get(n, MISSING if s == "min" else -MISSING) for n, s in objectives.items()]
+    with _whole():
+        for name, miss in misses.items():
+            trial.set_constraint(name, float(miss))
+        trial.set_user_attr("figures", fig.to_json())
+        study.tell(trial, values)

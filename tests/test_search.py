@@ -1,0 +1,158 @@
+"""edgepack search on the MNIST CNN, with real compiles: the process pool and a real local Ray
+instance agree, a killed search resumes without redoing a finished trial, an infeasible spec
+exits 3 naming what each closest point misses, and a bad spec is one line.
+
+Timing verdicts are pinned (helpers.PinnedLatency): which points are feasible and which one is
+chosen must not depend on how busy the machine is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from helpers import ROOT, PinnedLatency, message_lines, run_cli
+
+pytest.importorskip("optuna")
+
+
+@pytest.fixture(scope="module")
+def mnist_onnx(tmp_path_factory, mnist_model):
+    import torch
+
+    path = tmp_path_factory.mktemp("search-model") / "mnist.onnx"
+    torch.onnx.export(mnist_model[0], (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["logits"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory, sample_sets) -> dict:
+    """The bundled MNIST calibration and evaluation sets cut to 100 and 300 samples: each trial
+    calibrates and scores on them, and the budget is a few seconds a trial on 2 cores."""
+    import numpy as np
+
+    folder, out = tmp_path_factory.mktemp("search-data"), {}
+    for name, n in (("mnist_calib", 100), ("mnist_eval", 300)):
+        with np.load(sample_sets[name]) as d:
+            np.savez(folder / f"{name}.npz", **{k: d[k][:n] for k in d.files})
+        out[name] = folder / f"{name}.npz"
+    return out
+
+
+def _spec(mnist_onnx, sets, **over) -> dict:
+    spec = {"name": "mnist", "model": str(mnist_onnx), "calib": str(sets["mnist_calib"]),
+            "eval": str(sets["mnist_eval"]), "targets": ["host"],
+            "constraints": {"max_drop": 0.02, "max_p50_ms": 0.8},
+            "objectives": {"accuracy": "max", "p50_ms": "min", "size_mb": "min"},
+            "space": {"backend": ["onnxruntime"], "precision": ["fp32", "int8"], "prune_ratio": [0.0, 0.5]},
+            "trials": 3, "repeats": 2, "runs": 5, "warmup": 1, "threads": 1}
+    return spec | over
+
+
+def _summary(out) -> dict:
+    target = json.loads((out / "search.json").read_text())["targets"][0]
+    return {"front": sorted(json.dumps(r["point"], sort_keys=True) for r in target["front"]),
+            "chosen": target["chosen"] and target["chosen"]["point"],
+            "trials": [(r["trial"], json.dumps(r["point"], sort_keys=True), r["feasible"],
+                        round(r["values"].get("accuracy", -1), 6)) for r in target["trials"]]}
+
+
+@pytest.mark.slow
+def test_ray_and_the_process_pool_find_the_same_front(tmp_path, mnist_onnx, small_sets):
+    from edgepack.search import SearchSpec, search
+
+    spec = SearchSpec.model_validate(_spec(mnist_onnx, small_sets))
+    pool = search(spec, tmp_path / "pool", timing=PinnedLatency())[0]
+    ray = search(spec, tmp_path / "ray", executor="ray", timing=PinnedLatency())[0]
+    assert _summary(tmp_path / "pool") == _summary(tmp_path / "ray")
+    assert pool.feasible and ray.feasible
+    # the pinned p50s put fp32 unpruned (1.0 ms) past max_p50_ms 0.8: only INT8 or pruned points qualify
+    assert pool.chosen.point == ray.chosen.point and pool.chosen.point != {**pool.chosen.point, "precision": "fp32",
+                                                                           "prune_ratio": 0.0}
+    assert all(r.fig.values["drop"] <= 0.02 and r.fig.values["p50_ms"] <= 0.8 for r in pool.front)
+    for out in (tmp_path / "pool", tmp_path / "ray"):
+        assert (out / "host" / "pareto.png").stat().st_size > 10_000
+        assert "(chosen)" in (out / "host" / "pareto.md").read_text()
+        chosen = json.loads((out / "host" / "chosen" / "report.json").read_text())
+        assert chosen["artifacts"][0]["backend"] == "onnxruntime"
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path, mnist_onnx, small_sets):
+    spec_path, out = tmp_path / "search.yaml", tmp_path / "out"
+    spec = _spec(mnist_onnx, small_sets, trials=4, constraints={"max_drop": 0.02},
+                 space={"backend": ["onnxruntime"], "precision": ["fp32", "int8"], "prune_ratio": [0.0, 0.25, 0.5]})
+    spec_path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "edgepack", "search", str(spec_path), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("trials/*/figures.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/figures.json")}
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert 1 <= len(finished) < 4
+
+    again = run_cli("search", spec_path, "-o", out, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for path, mtime in finished.items():  # read back, never recomputed or rewritten
+        assert path.stat().st_mtime_ns == mtime
+    target = json.loads((out / "search.json").read_text())["targets"][0]
+    assert len({json.dumps(r["point"], sort_keys=True) for r in target["trials"]}) == 4  # only the rest ran
+    assert any(r["cached"] for r in target["trials"]) or len(finished) == 1 and target["trials"][0]["trial"] == 0
+    assert not list(out.rglob("*.staging*"))  # the killed compile left nothing half-written
+
+
+def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path, mnist_onnx, small_sets):
+    """max_macs below any point's: every trial stops after the cheap figures, nothing compiles."""
+    r = run_cli("search", mnist_onnx, "--calib", small_sets["mnist_calib"], "--eval", small_sets["mnist_eval"],
+                "--constraint", "max_macs=1000", "--constraint", "max_drop=0.01", "--prune", "0", "--prune", "0.5",
+                "--trials", "3", "--threads", "1", "-o", tmp_path / "out", timeout=600)
+    assert r.returncode == 3, r.stderr[-2000:]
+    lines = message_lines(r.stderr)
+    assert lines[0].startswith("edgepack: error: host: no point meets the constraints")
+    misses = [ln for ln in lines[1:] if ln.strip().startswith("trial ")]
+    assert misses and all("max_macs: macs" in ln and "> 1000" in ln for ln in misses)
+    assert not list((tmp_path / "out").glob("trials/*/out"))  # cheap figures first: no compile ran
+    summary = json.loads((tmp_path / "out" / "search.json").read_text())["targets"][0]
+    assert summary["chosen"] is None and {r["status"] for r in summary["trials"]} == {"cheap"}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"constraint": {"max_drop": 0.01}}, "constraint: unknown field (did you mean: constraints?)"),
+    ({"space": {"precision": ["int4"]}}, "space.precision[0]: Input should be"),
+    ({"constraints": {"max_drop": 2}}, "constraints.max_drop: Input should be less than or equal to 1"),
+    ({"objectives": {"latency": "min"}}, "unknown objective 'latency'"),
+    ({"eval": None}, "drop needs evaluation data"),
+    ({"eval": None, "objectives": {"accuracy": "max"}}, "accuracy, drop need evaluation data"),
+    ({"recipe": "r.yaml", "model": None}, "recipe searches"),
+    ({"space": {"backend": ["onnxruntme"]}}, "did you mean: onnxruntime"),
+])
+def test_spec_mistakes_are_one_line(tmp_path, change, expected):
+    from edgepack.errors import EdgepackError
+    from edgepack.search import load_spec
+
+    spec = {"model": "m.onnx", "eval": "e.npz", "constraints": {"max_drop": 0.01}} | change
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in spec.items() if v is not None}))
+    with pytest.raises(EdgepackError) as e:
+        load_spec(path)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_constraint_mistakes_are_one_line(capsys):
+    from edgepack.cli import main
+
+    assert main(["search", "m.onnx", "--eval", "e.npz", "--constraint", "max_dorp=0.01"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown constraint (did you mean: max_drop" in err
