@@ -164,12 +164,16 @@ def _check_commands(cwd: Path, run_id: str) -> None:
 
 def _check_bundle_promotion(cwd: Path) -> None:
     """promote --bundle: the bundle must hold the version's artifact; its digest is tagged and it
-    joins the lineage (artifact -> bundle). Verification runs where edgepack has bundles."""
-    import tarfile
-
-    for name, folder in (("good.tar.gz", cwd / "out-ov" / "openvino"), ("wrong.tar.gz", cwd / "out" / "onnxruntime")):
-        with tarfile.open(cwd / name, "w:gz") as tar:
-            tar.add(folder, arcname="artifact")
+    joins the lineage (artifact -> bundle). The bundle is verified first (a changed byte: refused)."""
+    for name, out, backend in (("good.tar.gz", "out-ov", "openvino"), ("wrong.tar.gz", "out", "onnxruntime")):
+        r = run_cli("package", out, "--artifact", backend, "-o", name, cwd=cwd)
+        assert r.returncode == 0, r.stderr[-2000:]
+    tampered = cwd / "tampered"
+    assert run_cli("package", "out-ov", "--artifact", "openvino", "-o", tampered, cwd=cwd).returncode == 0
+    xml = next(tampered.rglob("*.xml"))
+    xml.write_bytes(xml.read_bytes().replace(b"<net", b"<NET", 1))
+    r = cli("registry", "promote", "m-x86-vnni", "2", "production", "--bundle", str(tampered))
+    assert r.returncode == 1 and "failed verification (exit 5)" in r.stderr, r.stderr
     r = cli("registry", "promote", "m-x86-vnni", "2", "production", "--bundle", "wrong.tar.gz")
     assert r.returncode == 1 and "does not hold version 2's artifact" in r.stderr
     r = cli("registry", "promote", "m-x86-vnni", "2", "production", "--bundle", "good.tar.gz")

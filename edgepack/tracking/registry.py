@@ -10,10 +10,7 @@ hold the version's artifact, and its digest is tagged on the version.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -96,20 +93,15 @@ def bundle_digest(path: Path) -> tuple[str, set[str]]:
     return sha256_file(path), inside
 
 
-def verify_bundle(path: Path) -> str | None:
-    """Run `edgepack verify BUNDLE`; None when it passed, a note when bundles are not supported
-    by this install, EdgepackError when it failed."""
-    try:  # the bundle feature may not be in this install
-        found = importlib.util.find_spec("edgepack.bundle.verify") is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        return "this edgepack has no bundle verification (edgepack.bundle.verify): the bundle was not verified"
-    proc = subprocess.run([sys.executable, "-m", "edgepack", "verify", str(path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise EdgepackError(f"bundle {path} failed verification (exit {proc.returncode}): {last}")
-    return None
+def verify_bundle(path: Path) -> None:
+    """`edgepack verify BUNDLE` on this host (structure, hashes, runtime, golden replay), in this
+    process; EdgepackError naming the check that failed."""
+    from edgepack.bundle import verify
+
+    verdict = verify(path)
+    if verdict.failed is not None:
+        raise EdgepackError(f"bundle {path} failed verification (exit {verdict.exit_code}): "
+                            f"{verdict.failed['check']}: {verdict.failed['detail']}")
 
 
 def cmd_promote(args) -> int:
@@ -118,24 +110,21 @@ def cmd_promote(args) -> int:
     if not chosen:
         raise EdgepackError(f"{args.name} has no version {args.version} (see: edgepack registry show {args.name})")
     version = chosen[0]
-    note = None
     bundle = Path(args.bundle) if args.bundle else (Path(version.tags["bundle"]) if "bundle" in version.tags else None)
     if bundle is not None:
         if not bundle.exists():
             raise EdgepackError(f"bundle {bundle}: no such file or folder")
+        verify_bundle(bundle)  # first: it unpacks an archive safely and bounded
         digest, inside = bundle_digest(bundle)
         if version.tags.get("sha256") and version.tags["sha256"] not in inside:
             raise EdgepackError(f"bundle {bundle} does not hold version {args.version}'s artifact "
                                 f"(sha256 {version.tags['sha256'][:12]}...)")
-        note = verify_bundle(bundle)
-        if note:
-            print(f"edgepack: note: {note}", file=sys.stderr)
         store.set_model_version_tag(args.name, str(args.version), "bundle", str(bundle.resolve()))
         store.set_model_version_tag(args.name, str(args.version), "bundle_sha256", digest)
         if models.find(store, digest) is None:  # artifact -> bundle, in the lineage
             source = version.source.removeprefix("models:/") if version.source.startswith("models:/") else None
             models.log_bundle(store, bundle, digest, source, {"registered": f"{args.name}/{args.version}"})
     store.set_registered_model_alias(args.name, args.alias, str(args.version))
-    checked = "" if bundle is None else f" (bundle {bundle} {'recorded, not verified' if note else 'verified'})"
+    checked = "" if bundle is None else f" (bundle {bundle} verified)"
     print(f"{args.name}: {args.alias} -> version {args.version}{checked}")
     return 0
