@@ -57,6 +57,24 @@ def mnist_model():
     return model, accuracy(model, x[ev], y[ev])
 
 
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory) -> Path:
+    """Conv -> Relu -> global pool: small, but a real kernel with weights."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], rng.standard_normal(108).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])],
+        "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
+    path = tmp_path_factory.mktemp("small") / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 @pytest.fixture
 def tvm_cache(tmp_path, monkeypatch):
     """A private TVM tuning cache: never read or pollute the user's ~/.cache/edgepack/tvm."""

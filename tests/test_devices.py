@@ -10,29 +10,12 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from edgepack.backends import get_backend
 from edgepack.backends.sessions import FOLDER as SESSIONS
 from edgepack.devices import Device, LocalDevice, for_artifact
 from edgepack.devices.base import WORKER, read_outputs, write_job
-
-
-@pytest.fixture(scope="module")
-def small_onnx(tmp_path_factory):
-    """Conv -> Relu -> global pool: small, but a real kernel with weights."""
-    rng = np.random.default_rng(0)
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], rng.standard_normal(108).astype(np.float32))
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-         helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])],
-        "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
-    path = tmp_path_factory.mktemp("small") / "model.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
 
 
 def _feeds(n: int) -> list[dict]:

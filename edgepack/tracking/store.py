@@ -10,16 +10,15 @@ timeout first: MLflow's own client retries an unreachable host for minutes.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import random
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 from edgepack.errors import EdgepackError
+from edgepack.fsutil import file_lock
 from edgepack.tracking import EXPERIMENT, tracking_uri
 
 # how long writes keep retrying while the SQLite database is locked ($EDGEPACK_TRACK_LOCK_WAIT_S)
@@ -42,17 +41,6 @@ def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri.removeprefix("sqlite:///"))
-
-
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def check_server(uri: str, timeout_s: float = 3.0) -> None:
@@ -88,7 +76,8 @@ class Store:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         if db is not None:
-            with _file_lock(db.with_name(db.name + ".lock")):
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with file_lock(db.with_name(db.name + ".lock")):
                 self.client = mlflow.MlflowClient(self.uri, self.uri)
                 self.experiment_id = self._experiment(db.parent / "artifacts", create)
         else:
