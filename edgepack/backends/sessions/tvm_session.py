@@ -99,14 +99,14 @@ class Session:
         return [{"op": sym, "type": call_type(sym), "ms": v["ns"] / 1e6 / n, "calls": v["calls"] / n}
                 for sym, v in spans.items()]
 
+    def inputs(self) -> list[dict]:
+        return [{"name": s["name"], "shape": list(s["shape"]), "dtype": s["dtype"]} for s in self.meta["inputs"]]
+
 
 def call_type(symbol: str) -> str:
     """A VM call's kind: "vm.builtin" for the VM's own functions, else the kernel's name without
     the numeric suffix TVM adds to repeated fused functions (fused_conv2d_add_relu3 -> ..._relu)."""
     return "vm.builtin" if symbol.startswith("vm.builtin.") else re.sub(r"\d+$", "", symbol)
-
-    def inputs(self) -> list[dict]:
-        return [{"name": s["name"], "shape": list(s["shape"]), "dtype": s["dtype"]} for s in self.meta["inputs"]]
 
 
 def open_session(artifact: str, threads: int) -> Session:
