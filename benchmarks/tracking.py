@@ -43,11 +43,17 @@ def _env() -> dict:
 
 
 def _timed(argv: list[str], cwd: Path) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run([*EDGEPACK, *argv], cwd=cwd, env=_env(), capture_output=True, text=True)
-    if proc.returncode not in (0, 3):
-        raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr[-500:]}")
-    return time.perf_counter() - t0
+    """Seconds until the command exits (when a terminal gets its prompt back). Its output goes to
+    a file, not a pipe: the recorder it leaves behind inherits stderr, and reading a pipe to its
+    end would wait for the record too."""
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.run([*EDGEPACK, *argv], cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        seconds = time.perf_counter() - t0
+        if proc.returncode not in (0, 3):
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}: {err.read()[-500:]}")
+    return seconds
 
 
 def _paired(make_argv, cwd: Path, repeats: int, label: str) -> dict:

@@ -100,4 +100,5 @@ def backend_for_artifact(path: Path) -> Backend:
     for name, entry in REGISTRY.items():
         if path.suffix.lower() in entry.suffixes:
             return get_backend(name)
-    raise EdgepackError(f"{path}: no backend recognises {path.suffix or 'this'} files; pass --backend NAME")
+    kind = f"{path.suffix} files" if path.suffix else "files without a suffix"
+    raise EdgepackError(f"{path}: no backend recognises {kind}; pass --backend NAME")
