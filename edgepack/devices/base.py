@@ -97,15 +97,16 @@ def batch_of(feeds: list[dict[str, np.ndarray]]) -> int:
     return int(next(iter(feeds[0].values())).shape[0]) if feeds and feeds[0] else 1
 
 
-def read_probe(device: str, rc: int, stdout: str, stderr: str) -> dict:
-    """probe.py's JSON answer, or one line saying why the device gave none."""
+def read_probe(device: str, rc: int, stdout: str, stderr: str, key: str = "arch") -> dict:
+    """A probe's JSON answer (the last stdout line that is a JSON object holding `key`), or one
+    line saying why the device gave none. devices/probe.py's answers hold "arch"."""
     if rc == 0:
         for line in reversed(stdout.strip().splitlines()):
             try:
                 data = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(data, dict) and "arch" in data:
+            if isinstance(data, dict) and key in data:
                 return data
     lines = [ln for ln in (stderr or stdout or "").splitlines() if ln.strip()]
     raise EdgepackError(f"{device}: the device probe failed: {lines[-1][:300] if lines else f'exit {rc}'}")

@@ -16,7 +16,6 @@ The device is described by a shell probe (uname, getprop, /proc, /sys): no Pytho
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 import uuid
@@ -24,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from edgepack.bench.benchmark_model import command, parse
 from edgepack.bench.stats import device_run
-from edgepack.devices.base import batch_of
+from edgepack.devices.base import batch_of, read_probe
 from edgepack.devices.transports import last_line
 from edgepack.errors import EdgepackError
 
@@ -58,9 +57,7 @@ def environment(device) -> dict:
     """The device as DeviceEnv fields, from the shell probe; one line when the binary is missing."""
     lines: list[str] = []
     rc, err = device.transport.run(["sh", "-c", _ENV_SCRIPT, "sh", device.benchmark_model], 120, lines.append)
-    found = next((json.loads(ln) for ln in reversed(lines) if ln.startswith("{")), None)
-    if rc != 0 or found is None:
-        raise EdgepackError(f"{device.name}: probing the device failed: {last_line(err, f'exit {rc}')}")
+    found = read_probe(device.name, rc, "\n".join(lines), err, key="ok")
     if not found["ok"]:
         raise EdgepackError(f"{device.name}: no executable benchmark_model at {device.benchmark_model} on the device "
                             "(push LiteRT's benchmark_model there, or fix `benchmark_model:` in devices.yaml)")

@@ -28,7 +28,7 @@ import numpy as np
 from edgepack.backends import REGISTRY, get_backend
 from edgepack.bench.stats import device_run, summarize
 from edgepack.devices import litert_benchmark
-from edgepack.devices.base import PROBE, WORKER, batch_of, read_outputs, write_job
+from edgepack.devices.base import PROBE, WORKER, batch_of, read_outputs, read_probe, write_job
 from edgepack.devices.compat import refusal
 from edgepack.devices.local import STARTUP_S, runs_allowance
 from edgepack.devices.transports import last_line
@@ -167,10 +167,7 @@ class RemoteDevice:
         if rc == 127 or (rc != 0 and "not found" in err):
             raise EdgepackError(f"{self.name}: no Python at {' '.join(self.python)!r} on the device "
                                 "(set `python:` in devices.yaml)")
-        info = next((json.loads(ln) for ln in reversed(lines) if ln.startswith("{")), None)
-        if rc != 0 or info is None:
-            raise EdgepackError(f"{self.name}: probing the device failed: {last_line(err, f'exit {rc}')}")
-        return info
+        return read_probe(self.name, rc, "\n".join(lines), err)
 
     def check(self, backend: str, artifact: Path) -> dict:
         """The device's environment, after refusing an artifact it cannot run (one line)."""
