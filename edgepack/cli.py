@@ -172,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "runtimes, shipping the fastest within budget; default: the target's default runtimes")
     comp.add_argument("--calib", help="calibration/validation data (.npz, .npy or image folder)")
     comp.add_argument("--eval", help="labelled evaluation data: accuracy of source and artifacts")
-    comp.add_argument("--metric", help="top1|top5 (labels), agreement|cosine|mse (fidelity to FP32), "
-                      "or module:function taking a run(feeds) callable; default top1 with labels, else cosine")
+    comp.add_argument("--metric", help="top1|top5 (labels), agreement|agreement_non_near_ties|cosine|mse "
+                      "(fidelity to FP32), or module:function taking a run(feeds) callable; default top1 with labels, else cosine")
     comp.add_argument("--eval-output", metavar="NAME",
                       help="the model output the metric judges (default: the first; -o names the folder)")
     comp.add_argument("--precision", choices=["fp32", "fp16", "int8"],

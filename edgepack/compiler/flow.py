@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import onnx
@@ -28,7 +29,7 @@ from edgepack.fsutil import check_free, input_paths, output_lock, slug, staged_d
 from edgepack.ir.canonical import canonicalize
 from edgepack.ir.spec import fixed_batch, graph_inputs, graph_outputs
 from edgepack.ir.stats import model_stats
-from edgepack.passes.metrics import Evaluator, output_index
+from edgepack.passes.metrics import Evaluator, drop, output_index
 from edgepack.passes.prune import magnitude_prune
 from edgepack.passes.prune import prune as prune_channels
 from edgepack.passes.quantize import IgnoredScope
@@ -175,6 +176,21 @@ class Judge:
         judge = self.evaluator.against(self.compressed)
         return judge, judge.score(self.compressed)
 
+    def int8_gate(self, budget):
+        """run -> (score, within the budget) against the graph INT8 answers to, for runtimes that
+        choose among INT8 graphs themselves: each executes QDQ its own way (OpenVINO's INT8 kernels
+        are not ONNX Runtime's reference), so a graph within the budget in ONNX Runtime may not be
+        there. None without a metric; the reference is scored on first use only."""
+        if self.evaluator is None:
+            return None
+        reference = cache(self.for_int8)
+
+        def gate(run) -> tuple[float, bool]:
+            judge, base = reference()
+            score = judge.score(run)
+            return score, drop(base, score, budget.relative) <= budget.max_drop + 1e-12
+        return gate
+
     @property
     def reference(self) -> float | None:
         """The score each artifact's accuracy_drop counts from."""
@@ -218,11 +234,13 @@ def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: J
     """Each runtime's artifact, built and measured."""
     ops = set(model_stats(canonical)["op_histogram"])
     built, skipped, choices = [], [], {}
+    gate = judge.int8_gate(c.req.quant.budget) if plan.search is not None else None
     for name in c.backends:
         art_dir = stage / name
         art_dir.mkdir()
         try:
-            choice = plan.for_runtime(name, canonical, c.profile, c.bench.threads, data.parity_feeds[0], c.timing)
+            choice = plan.for_runtime(name, canonical, c.profile, c.bench.threads, data.parity_feeds[0], c.timing,
+                                      gate)
             if choice.evidence is not None:
                 choices[name] = choice.evidence
             artifact = build.emit(c, name, art_dir, canonical, choice, data.calib, ops, plan.how == "prequantized")

@@ -33,7 +33,7 @@ class Choice:
 
 
 def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threads: int, feeds,
-           timing) -> Choice:
+           timing, gate=None) -> Choice:
     """The graph runtime `name` ships after the INT8 search `plan` (see the module's docstring)."""
     backend = get_backend(name, profile.backend_options(name))
     if name == plan.timed_in or not backend.consumes_qdq:
@@ -48,11 +48,12 @@ def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threa
         return Choice(options[0][1], options[0][2])
     if not backend.times_int8_choice and plan.timed_in:  # slow builds follow the runtime that timed
         return Choice(plan.static[0]["model"], "int8") if plan.precision == "int8" else Choice(canonical, "fp32")
-    return _timed(backend, options, profile, threads, feeds, timing)
+    return _timed(backend, options, profile, threads, feeds, timing, gate)
 
 
-def _timed(backend, options: list[tuple], profile, threads: int, feeds, timing) -> Choice:
-    """Build every option in `backend` and keep the fastest there."""
+def _timed(backend, options: list[tuple], profile, threads: int, feeds, timing, gate=None) -> Choice:
+    """Build every option in `backend` and keep the fastest there among those within the budget
+    there (`gate`: run -> (score, met)); FP32 is within it by definition."""
     timings, runners = [{"graph": label} for label, _, _ in options], {}
     with tempfile.TemporaryDirectory(prefix="edgepack-int8-choice-") as tmp:
         for i, (label, graph, precision) in enumerate(options):
@@ -67,9 +68,32 @@ def _timed(backend, options: list[tuple], profile, threads: int, feeds, timing) 
     if not runners:
         raise EdgepackError(f"{backend.name} built none of the graphs: " +
                             "; ".join(f"{t['graph']}: {t['error']}" for t in timings))
-    best = min(runners, key=lambda i: timings[i]["ms"])
+    eligible, why = _within(runners, options, timings, gate)
+    best = min(eligible, key=lambda i: timings[i]["ms"])
     label, graph, precision = options[best]
-    evidence = RuntimeChoice(chosen=label, precision=precision, timings=timings,
+    evidence = RuntimeChoice(chosen=label, precision=precision, timings=timings, why=why,
                              timing=f"in-process, fastest median of interleaved rounds, {threads} threads, "
                                     f"each graph built for {backend.name}")
     return Choice(graph, precision, evidence)
+
+
+def _within(runners: dict, options: list[tuple], timings: list[dict], gate) -> tuple[list[int], str | None]:
+    """The options that may ship: every one without a gate; else FP32 and the INT8 graphs whose
+    score in this runtime is within the budget (each timing gets its score and verdict). When
+    none is (INT8 insisted on), the best-scoring INT8 graph, said in `why`."""
+    if gate is None:
+        return list(runners), None
+    eligible = []
+    for i, run in runners.items():
+        if options[i][2] == "fp32":
+            eligible.append(i)
+            continue
+        timings[i]["score"], timings[i]["met"] = gate(run)
+        if timings[i]["met"]:
+            eligible.append(i)
+    missed = [options[i][0] for i in runners if timings[i].get("met") is False]
+    why = f"outside the accuracy budget when run here: {', '.join(missed)}" if missed else None
+    if not eligible:
+        eligible = [max(runners, key=lambda i: timings[i]["score"])]
+        why += "; INT8 was asked for, so the best-scoring of them ships"
+    return eligible, why

@@ -63,11 +63,13 @@ class PrecisionPlan:
                 f"{a.backend} INT8 drop {a.accuracy_drop:.4f} > {max_drop}" for a in over))
         return self.section.model_copy(update=update)
 
-    def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing) -> Choice:
+    def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing, gate=None) -> Choice:
+        """The graph runtime `name` builds; `gate` (run -> (score, within budget)) judges the INT8
+        graphs a runtime chooses among in that runtime."""
         if self.search is None:
             return Choice(self.graph, self.precision)
         fallback = self.float_graph if self.float_graph is not None else canonical
-        return choose(name, self.search, fallback, profile, threads, feeds, timing)
+        return choose(name, self.search, fallback, profile, threads, feeds, timing, gate)
 
 
 def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: float = 0.0) -> PrecisionPlan:

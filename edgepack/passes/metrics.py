@@ -20,7 +20,10 @@ from edgepack.data import Dataset, check_labels
 from edgepack.errors import EdgepackError, close_names, first_line
 
 LABELLED = ("top1", "top5")
-FIDELITY = ("agreement", "cosine", "mse")
+# agreement_non_near_ties: top-1 agreement where FP32 is not a near-tie (all rows when every row is
+# one), the figure a fidelity constraint bounds: a budget on plain agreement would spend its
+# points on inputs any rounding flips
+FIDELITY = ("agreement", "agreement_non_near_ties", "cosine", "mse")
 METRICS = LABELLED + FIDELITY
 # FP32 top-1 minus top-2 logit below which an input is a near-tie: on MobileNetV2 and the bundled
 # photos, INT8's logit error is of this size, so a flip there says little about the model
@@ -127,8 +130,10 @@ class Evaluator:
             labels = check_labels(self.data.labels[: len(out)], out.shape[1], self.data.source)
             return float((np.argsort(-out, axis=1)[:, :k] == labels[:, None]).any(axis=1).mean())
         ref = self.reference
-        if self.metric == "agreement":
-            return float((out.argmax(1) == ref.argmax(1)).mean())
+        if self.metric in ("agreement", "agreement_non_near_ties"):
+            same = out.argmax(1) == ref.argmax(1)
+            clear = ~near_ties(ref) if self.metric != "agreement" and ref.shape[1] > 1 else np.ones(len(ref), bool)
+            return float(same[clear].mean() if clear.any() else same.mean())
         if self.metric == "cosine":
             return float(np.mean(cosines(out, ref)))
         return -float(np.mean((out - ref) ** 2))  # mse, negated: higher is better

@@ -123,10 +123,30 @@ def base_request(spec: SearchSpec, target: str) -> CompileRequest:
         path, sep, factory = p.partition(".py:")
         return str(Path(path).resolve()) + (sep + factory if sep else "") if sep else str(Path(p).resolve())
 
+    metric, max_drop = compile_budget(spec, target)
     return CompileRequest.from_kwargs(
         absolute(spec.model), target=target, input_shapes=parse_input_shapes(spec.input_shape) or None,
-        weights=absolute(spec.weights), calib=absolute(spec.calib), eval_data=absolute(spec.eval), metric=spec.metric,
-        runs=spec.runs, warmup=spec.warmup, threads=spec.threads)
+        weights=absolute(spec.weights), calib=absolute(spec.calib), eval_data=absolute(spec.eval), metric=metric,
+        max_drop=max_drop, runs=spec.runs, warmup=spec.warmup, threads=spec.threads)
+
+
+# fidelity constraint -> the compile metric that scores it (FP32 scores 1 against itself)
+FIDELITY_METRICS = {"min_agreement_non_near_ties": "agreement_non_near_ties", "min_cosine": "cosine"}
+
+
+def compile_budget(spec: SearchSpec, target: str) -> tuple[str | None, float | None]:
+    """(metric, max_drop) for every compile of `target`: the INT8 accuracy control inside a compile
+    spends the same budget the search's constraint allows. A max_drop constraint is the budget on
+    the spec's metric; without accuracy in the constraints or objectives, a fidelity bound
+    (agreement >= 0.99) becomes the metric with max_drop 1 - bound. Else the compile's defaults."""
+    bounds = next(t for t in spec.target_list() if t.name == target).constraints.bounds()
+    if "max_drop" in bounds:
+        return spec.metric, bounds["max_drop"]
+    judged = {"min_accuracy"} & set(bounds) or {"accuracy", "drop"} & set(spec.objectives)
+    fidelity = next((c for c in FIDELITY_METRICS if c in bounds), None)
+    if spec.metric is None and fidelity and not judged:
+        return FIDELITY_METRICS[fidelity], round(1.0 - bounds[fidelity], 12)
+    return spec.metric, None
 
 
 def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: Events, timing) -> TargetResult:
