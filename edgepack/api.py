@@ -72,7 +72,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
             sparsity: float | None = None, runs: int | None = None, warmup: int | None = None,
             threads: int | None = None, force: bool = False, progress: bool = True,
             timing: Timing = DEFAULT_TIMING, eval_output: str | None = None, devices: list[str] | None = None,
-            devices_file: str | Path | None = None, track: bool = True, tracking_uri: str | None = None) -> dict:
+            devices_file: str | Path | None = None, track: bool = True, tracking_uri: str | None = None,
+            quantizers: str | list[str] | None = None, calibration: str | None = None) -> dict:
     """Compile `model` for `target`; returns the report (also written to output_dir) as a dict.
 
     precision None = what the target rewards (its profile's `precision`) when calibration data
@@ -82,7 +83,8 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
     output the metric judges (default the first). `devices`: also measure every artifact there
     (names from `devices_file` / devices.yaml, ssh://user@host[:port], "local", "qemu"). The run is
     recorded in the tracking store (`tracking_uri`, $MLFLOW_TRACKING_URI or ./mlruns-edgepack/)
-    unless `track` is False.
+    unless `track` is False. `quantizers` limits the INT8 search's candidates ("onnxruntime",
+    "nncf", "dynamic"; default all); `calibration` replaces the profile's calibration method.
     The typed form: `edgepack.compiler.compile_request(CompileRequest(...))`.
     """
     request = CompileRequest.from_kwargs(
@@ -90,7 +92,7 @@ def compile(model, target: str | TargetProfile = "host", backends: list[str] | N
         weights=weights, calib=calib, precision=precision, eval_data=eval_data, metric=metric, max_drop=max_drop,
         keep_float=keep_float, prune=prune, prune_mode=prune_mode, prune_layers=prune_layers,
         prune_protect=prune_protect, sparsity=sparsity, runs=runs, warmup=warmup, threads=threads, force=force,
-        eval_output=eval_output,
+        eval_output=eval_output, quantizers=quantizers, calibration=calibration,
         devices=DeviceOptions(tuple(devices or ()), str(devices_file) if devices_file else None))
     kwargs = {k: v for k, v in locals().items() if k not in ("request", "timing", "track", "tracking_uri")}
     with _tracked("compile", f"compile {model} for {target}", kwargs, track, tracking_uri) as events:

@@ -176,8 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "(fidelity to FP32), or module:function taking a run(feeds) callable; default top1 with labels, else cosine")
     comp.add_argument("--eval-output", metavar="NAME",
                       help="the model output the metric judges (default: the first; -o names the folder)")
-    comp.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                      help="default: what the target rewards when --calib is given, else fp32")
+    comp.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                      help="default: what the target rewards when --calib is given, else fp32; bf16: FP32 weights "
+                      "computed in BF16 (openvino, on CPUs with avx512_bf16/amx_bf16)")
+    comp.add_argument("--quantizer", action="append", metavar="NAME",
+                      help="the INT8 search's candidates: onnxruntime, nncf, dynamic (repeat or comma-separate; "
+                      "default all)")
+    comp.add_argument("--calibration", metavar="METHOD",
+                      help="activation ranges: minmax, entropy or percentile (default: the target's)")
     comp.add_argument("--max-drop", help="accuracy budget for INT8: 0.01 absolute (default) or 1%% relative")
     comp.add_argument("--keep-float", action="append", metavar="name:N|pattern:RE|type:OP",
                       help="nodes to keep in float (repeat); type accepts ONNX ops and DepthwiseConv")
@@ -243,7 +249,12 @@ def _add_search_parser(sub) -> None:
                    help="max_drop, min_accuracy, max_p50_ms, max_size_mb, max_macs, max_peak_mb, "
                    "min_agreement_non_near_ties, min_cosine (repeat)")
     s.add_argument("--backend", "-b", action="append", help="runtimes to search over (repeat; default onnxruntime)")
-    s.add_argument("--precision", action="append", choices=["fp32", "fp16", "int8"], help="precisions to search over")
+    s.add_argument("--precision", action="append", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="precisions to search over")
+    s.add_argument("--quantizer", action="append", metavar="NAME",
+                   help="INT8 quantizers to search over: onnxruntime, nncf, dynamic (repeat)")
+    s.add_argument("--calibration", action="append", metavar="METHOD",
+                   help="calibration methods to search over: minmax, entropy, percentile (repeat)")
     s.add_argument("--prune", type=float, action="append", metavar="RATIO", help="pruning ratios to search over")
     s.add_argument("--trials", type=int, help="trials per target (default 20)")
     s.add_argument("--workers", type=int, help="trials run at once (default 1)")
@@ -280,6 +291,11 @@ def _shapes(args):
     from edgepack.ir.spec import parse_input_shapes
 
     return parse_input_shapes(args.input_shape)
+
+
+def _listed(items: list[str] | None) -> list[str] | None:
+    """Repeated and comma-separated values as one list (None when none were given)."""
+    return [x.strip() for item in items for x in item.split(",")] if items else None
 
 
 def _layer_ratios(items: list[str] | None) -> dict[str, float] | None:
@@ -340,7 +356,7 @@ def cmd_compile(args) -> int:
         max_drop=args.max_drop, keep_float=args.keep_float, prune=args.prune, prune_mode=args.prune_mode,
         prune_layers=_layer_ratios(args.prune_layer), prune_protect=args.prune_protect, sparsity=args.sparsity,
         runs=args.runs, warmup=args.warmup, threads=args.threads, force=args.force, eval_output=args.eval_output,
-        devices=_device_options(args))
+        devices=_device_options(args), quantizers=_listed(args.quantizer), calibration=args.calibration)
     start = {"name": f"compile {args.model} for {args.target}", "argv": args.argv}
     with tracking.session("compile", start, args.tracking_uri, not args.no_track) as rec:
         events = Events(ConsoleListener(), *tracking.listeners(rec), progress=not args.no_progress)

@@ -20,6 +20,10 @@ SIMD_FLAGS = (
     "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2",
 )
 
+# Flags that mean the CPU computes in BF16 natively, per architecture (any one suffices); without
+# them a runtime asked for BF16 converts in software, slower than FP32 and less exact.
+BF16_FLAGS = {"x86_64": ("avx512_bf16", "amx_bf16"), "aarch64": ("bf16",)}
+
 # Report key -> distribution name(s); versions come from metadata so nothing heavy is imported.
 _DISTRIBUTIONS = {
     "numpy": ("numpy",),
@@ -75,6 +79,19 @@ def cpu_info() -> dict:
         # psutil returns None where it cannot tell (some containers, some Arm boards).
         "physical_cores": psutil.cpu_count(logical=False) or logical,
     }
+
+
+def missing_bf16(info: dict | None = None) -> str | None:
+    """None where the CPU (`info`, default this one) runs BF16 natively; else one line saying
+    which flags it lacks."""
+    info = info or cpu_info()
+    wanted = BF16_FLAGS.get(info["arch"], ())
+    if set(wanted) & set(info["flags"]):
+        return None
+    if not wanted:
+        return f"--precision bf16: no native BF16 is known for {info['arch']} CPUs ({info['model']})"
+    return (f"--precision bf16: this CPU ({info['model']}) has none of the flags {', '.join(wanted)}, "
+            "so BF16 would be emulated (slower than FP32 and less exact): use fp32, fp16 or int8")
 
 
 def library_versions() -> dict[str, str]:

@@ -123,7 +123,7 @@ class PinnedLatency:
     ratio only, with a fixed spread, so which points are feasible and which is chosen never
     depend on the machine's load. Picklable: pool workers and Ray tasks use it too."""
 
-    MS = {"fp32": 1.0, "fp16": 0.8, "int8": 0.5}
+    MS = {"fp32": 1.0, "fp16": 0.8, "bf16": 0.7, "int8": 0.5}
 
     def __init__(self):
         self.compile_timing = PinnedTiming(int8_ms=0.5)

@@ -95,6 +95,15 @@ def get_backend(name: str, options: BackendOptions | Mapping | None = None) -> B
         raise EdgepackError(f"backend {name!r} is not installed ({e.name}): {hint}")
 
 
+def backend_class(name: str) -> type[Backend]:
+    """Backend `name`'s class, for what it declares (precisions, consumes_qdq) without its
+    runtime: backend modules import their runtime lazily, so this works where it is not installed."""
+    if name not in REGISTRY:
+        raise EdgepackError(unknown_backend(name))
+    entry = REGISTRY[name]
+    return getattr(importlib.import_module(entry.module), entry.cls)
+
+
 def backend_for_artifact(path: Path) -> Backend:
     """The backend whose artifact suffix matches `path` (its options come from the artifact)."""
     for name, entry in REGISTRY.items():

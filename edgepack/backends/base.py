@@ -50,7 +50,7 @@ class Backend(ABC):
              calib=None) -> Path:
         """Write the artifact for `model` into `outdir` and return its main file.
 
-        precision: "fp32" | "fp16" | "int8". calib: an edgepack.data.Dataset (only passed for
+        precision: "fp32" | "fp16" | "int8" (| "bf16" where `precisions` has it). calib: an edgepack.data.Dataset (only passed for
         INT8 when `consumes_qdq` is False). Failures raise EdgepackError naming op and node.
         """
 

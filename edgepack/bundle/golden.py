@@ -24,7 +24,7 @@ ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip header can say
 # |got - expected| <= atol + rtol * |expected|, atol scaled by the output's largest magnitude:
 # float32 differs across CPUs and thread counts in the last bits of long sums; int8 by a
 # quantization step or two where kernels round differently (VNNI vs plain AVX2, NEON)
-TOLERANCE = {"fp32": (1e-3, 1e-3), "fp16": (1e-2, 1e-2), "int8": (5e-2, 5e-2)}
+TOLERANCE = {"fp32": (1e-3, 1e-3), "fp16": (1e-2, 1e-2), "bf16": (5e-2, 5e-2), "int8": (5e-2, 5e-2)}
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -38,6 +38,8 @@ class Emitted:
 def emit(c, name: str, art_dir: Path, canonical, choice, calib, ops: set, prequantized: bool) -> Emitted:
     """Emit runtime `name`'s artifact of the graph `choice` picked for it."""
     backend = c.backend(name)
+    if choice.precision == "bf16" and "bf16" not in backend.precisions:  # left to build under --backend auto
+        raise EdgepackError(f"{name} cannot compute in BF16: it builds {', '.join(backend.precisions)}")
     # a runtime with its own quantizer gets the float graph and the calibration data instead of QDQ
     own_quantizer = choice.precision != "fp32" and not backend.consumes_qdq
     if own_quantizer and prequantized:

@@ -58,7 +58,7 @@ def _compile(c: Compilation, req: CompileRequest) -> CompileReport:
     model, canon_info = lower(c)
     model, compression = compress(c, model)
     data = Data.of(c, model)
-    how = precision.intent(req.quant.precision, model, data.calib is not None, c.profile, list(c.backends))
+    how = precision.intent(req.quant, model, data.calib is not None, c.profile, list(c.backends), c.exploring)
     # parity of the graph every artifact is built from (pruned, when --prune: one-shot pruning loses accuracy)
     canon_info["parity"] = measure_parity(c.source.run, ort_runner(model, optimize=False), data.parity_feeds)
     judge = evaluate(c, model, data, compressed=bool(compression), needed=how in ("search", "own"))
@@ -80,7 +80,8 @@ def _compile(c: Compilation, req: CompileRequest) -> CompileReport:
 
 def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
     """Everything checked before the slow part: target, runtimes, options, model, output folder."""
-    profile = req.target if isinstance(req.target, TargetProfile) else load_profile(req.target)
+    profile = with_calibration(req.target if isinstance(req.target, TargetProfile) else load_profile(req.target),
+                               req.quant.calibration)
     backends = tuple(choose_backends(profile, list(req.backends) if req.backends else None))
     scope = IgnoredScope.parse(list(req.quant.keep_float))
     source = load_source(req.model.value, req.shapes, req.weights)
@@ -93,6 +94,16 @@ def prepare(req: CompileRequest, events: Events, timing: Timing) -> Compilation:
     events.step(f"compile {source.name} for {profile.name}: {', '.join(backends)}")
     return Compilation(req, profile, backends, req.bench.resolve(profile), scope, source, outdir, events, timing,
                        devices)
+
+
+def with_calibration(profile: TargetProfile, method: str | None) -> TargetProfile:
+    """The profile with its quantization.calibration replaced by `method` (--calibration): the
+    override is a value of the target's data, so every quantizer that reads the profile sees it
+    and the report's target section says what was used."""
+    if method is None or method == profile.quantization.calibration:
+        return profile
+    quantization = profile.quantization.model_copy(update={"calibration": method})
+    return profile.model_copy(update={"quantization": quantization})
 
 
 def lower(c: Compilation) -> tuple[onnx.ModelProto, dict]:

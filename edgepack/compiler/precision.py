@@ -2,6 +2,8 @@
 
 `how` says how the shipped precision is made:
 - "fp32" / "fp16": float graphs (fp16 converted with float I/O);
+- "bf16": the FP32 graph, computed in BF16 by a runtime that can (OpenVINO's inference precision),
+  only where the CPU has BF16 instructions: emulated BF16 would be slower than FP32 and less exact;
 - "prequantized": the model is already QDQ (QAT or an earlier quantizer), shipped as INT8;
 - "own": every chosen runtime quantizes with its own converter (TFLite), from the float graph
   and the calibration data, judged after the fact against the budget;
@@ -17,28 +19,65 @@ import onnx
 
 from edgepack.backends import get_backend
 from edgepack.compiler.int8_choice import Choice, choose
+from edgepack.compiler.request import QUANTIZERS
 from edgepack.errors import EdgepackError
 from edgepack.ir.spec import fixed_batch, graph_inputs
 from edgepack.passes.precision import Int8Plan, Int8Search, quantize_for_target
 from edgepack.passes.quantize import quantized_nodes, to_fp16
 from edgepack.report.schema import Quantization
 
-How = Literal["fp32", "fp16", "prequantized", "own", "search"]
+How = Literal["fp32", "fp16", "bf16", "prequantized", "own", "search"]
 
 
-def intent(requested: str | None, model: onnx.ModelProto, has_calib: bool, profile, backends: list[str]) -> How:
-    """How the precision will be made, checked before any slow work."""
+def intent(quant, model: onnx.ModelProto, has_calib: bool, profile, backends: list[str],
+           exploring: bool = False) -> How:
+    """How the precision will be made (`quant`: the request's QuantOptions), checked before any
+    slow work."""
+    requested = quant.precision
     if quantized_nodes(model):
         if requested not in (None, "int8"):
             raise EdgepackError(f"the model is already INT8 (QuantizeLinear/DequantizeLinear); --precision "
                                 f"{requested} does not apply")
-        return "prequantized"
+        return _searched_only(quant, "prequantized", "the model is already INT8")
     wanted = requested or (profile.precision if has_calib else "fp32")
+    if wanted == "bf16":
+        check_bf16(backends, exploring)
     if wanted != "int8":
-        return wanted
+        return _searched_only(quant, wanted, f"{wanted} ships")
     if not has_calib:
         raise EdgepackError("INT8 needs calibration data: pass --calib DATA (a few hundred samples)")
-    return "search" if any(get_backend(n).consumes_qdq for n in backends) else "own"
+    if not any(get_backend(n).consumes_qdq for n in backends):
+        return _searched_only(quant, "own", f"{', '.join(backends)} quantize(s) with its own converter")
+    if quant.quantizers == ("dynamic",) and "onnxruntime" not in backends:
+        raise EdgepackError("--quantizer dynamic makes ONNX Runtime's dynamic INT8 format (MatMulInteger), "
+                            f"which only onnxruntime runs; the runtimes here are {', '.join(backends)}")
+    return "search"
+
+
+def _searched_only(quant, how: How, why: str) -> How:
+    """`how`, unless --quantizer was given: it picks the INT8 search's candidates, and there is
+    no search here (`why`); saying so beats ignoring it."""
+    if quant.quantizers:
+        raise EdgepackError(f"--quantizer {','.join(quant.quantizers)} chooses among edgepack's INT8 search "
+                            f"candidates, and this compile runs no INT8 search: {why}")
+    return how
+
+
+def check_bf16(backends: list[str], exploring: bool) -> None:
+    """BF16 needs a runtime that computes in it and a CPU with BF16 instructions (one line each
+    otherwise, never a silent FP32). Runtimes edgepack chose (`exploring`) that cannot run it are
+    skipped at build time; runtimes the user named must all run it."""
+    from edgepack.backends import REGISTRY, backend_class
+    from edgepack.hostinfo import missing_bf16
+
+    able = [n for n in REGISTRY if "bf16" in backend_class(n).precisions]
+    unable = [n for n in backends if n not in able]
+    if unable and (not exploring or len(unable) == len(backends)):
+        raise EdgepackError(f"{', '.join(unable)} cannot compute in BF16 (--precision bf16); "
+                            f"{', '.join(able)} can: pass --backend {able[0]}")
+    missing = missing_bf16()
+    if missing:
+        raise EdgepackError(missing)
 
 
 @dataclass(frozen=True)
@@ -76,6 +115,8 @@ def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: floa
     """The precision plan for `model` (the canonical, possibly pruned graph) in compilation `c`."""
     if how == "fp16":
         return PrecisionPlan(how, to_fp16(model), "fp16")
+    if how == "bf16":  # FP32 weights: the runtime computes in BF16 (its inference precision)
+        return PrecisionPlan(how, model, "bf16")
     if how == "prequantized":
         return _prequantized(model, c)
     budget = c.req.quant.budget
@@ -90,7 +131,7 @@ def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: floa
         c.events.step("INT8 search: calibrating, timing layer kinds, fitting the accuracy budget")
         search = Int8Search(c.profile, budget.as_tuple(), c.scope, c.bench.threads, fixed_batch(graph_inputs(model)),
                             insist=c.insist_int8, allow_dynamic="onnxruntime" in c.backends, timing=c.timing,
-                            say=c.events.step)
+                            say=c.events.step, quantizers=c.req.quant.quantizers or QUANTIZERS)
         found = quantize_for_target(model, calib, judge, base, search)
         return PrecisionPlan(how, found.model, found.precision, Quantization(**found.section), found)
     return PrecisionPlan("fp32", model, "fp32")

@@ -20,7 +20,11 @@ from typing import Any
 from edgepack.devices.config import DeviceOptions
 from edgepack.errors import EdgepackError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# the INT8 search's candidates, by quantizer (--quantizer): edgepack's static QDQ through
+# onnxruntime.quantization, NNCF's, and ONNX Runtime's dynamic format (MatMul/Gemm)
+QUANTIZERS = ("onnxruntime", "nncf", "dynamic")
+CALIBRATIONS = ("minmax", "entropy", "percentile")  # a profile's quantization.calibration values
 DEFAULT_MAX_DROP = 0.01
 # (lowest, highest) for each benchmark setting: a million timed runs is far past what any
 # statistic needs, and past it a typo (an extra zero or three) would keep the machine for days
@@ -143,10 +147,29 @@ class QuantOptions:
     # for a model already INT8: the float graph it came from, shipped instead by each runtime that
     # runs it faster (unless precision is "int8")
     fp32_model: Ref | None = None
+    quantizers: tuple[str, ...] | None = None  # the INT8 search's candidates (None: every one)
+    calibration: str | None = None  # overrides the profile's quantization.calibration
 
     def __post_init__(self):
         if self.precision not in (None, *PRECISIONS):
             raise EdgepackError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if isinstance(self.quantizers, str):  # one name is a choice of one, not of its letters
+            object.__setattr__(self, "quantizers", (self.quantizers,))
+        if self.quantizers is not None:
+            object.__setattr__(self, "quantizers", tuple(dict.fromkeys(
+                _choice(q, QUANTIZERS, "--quantizer") for q in self.quantizers)) or None)
+        if self.calibration is not None:
+            _choice(self.calibration, CALIBRATIONS, "--calibration")
+
+
+def _choice(value, allowed: tuple[str, ...], what: str) -> str:
+    """`value` when it is one of `allowed`; one line naming the closest and every allowed one otherwise."""
+    if value not in allowed:
+        from edgepack.errors import close_names, excerpt
+
+        raise EdgepackError(f"{what} {excerpt(value, 60)}: unknown{close_names(str(value), allowed)}; "
+                            f"use one of {', '.join(allowed)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -212,13 +235,15 @@ class CompileRequest:
                     weights=None, calib=None, precision=None, eval_data=None, metric=None, max_drop=None,
                     keep_float=None, prune=None, prune_mode="uniform", prune_layers=None, prune_protect=None,
                     sparsity=None, runs=None, warmup=None, threads=None, force=False,
-                    eval_output=None, fp32_model=None, devices=None) -> CompileRequest:
+                    eval_output=None, fp32_model=None, devices=None, quantizers=None,
+                    calibration=None) -> CompileRequest:
         """The flat keyword form of `edgepack.compile` (and the CLI), as a request."""
         return cls(
             model=Ref.of(model), target=target, backends=tuple(backends) if backends else None,
             output_dir=str(output_dir) if output_dir else None, input_shapes=_frozen_shapes(input_shapes),
             weights=str(weights) if weights else None,
-            quant=QuantOptions(precision, Ref.of(calib), tuple(keep_float or ()), Budget.parse(max_drop), Ref.of(fp32_model)),
+            quant=QuantOptions(precision, Ref.of(calib), tuple(keep_float or ()), Budget.parse(max_drop), Ref.of(fp32_model),
+                               _names(quantizers), calibration),
             evaluation=EvalOptions(Ref.of(eval_data), metric, eval_output),
             prune=PruneOptions(prune, prune_mode, tuple((prune_layers or {}).items()), tuple(prune_protect or ()),
                                sparsity),
@@ -250,6 +275,13 @@ class CompileRequest:
                                                          "output": self.evaluation.output}},
                           sort_keys=True, default=encode)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _names(value) -> tuple[str, ...] | None:
+    """None, one name, or several, as a tuple (a frozen request holds no lists)."""
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _frozen_shapes(shapes) -> tuple | None:

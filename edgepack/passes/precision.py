@@ -42,6 +42,9 @@ class Int8Search:
     timing: Any = DEFAULT_TIMING  # runtime.Timing: (runners, feeds) -> ms each
     rungs: tuple[str, ...] = RUNGS  # onnxruntime quantizer fallback rungs (passes.ladder), in order
     say: Any = None  # str -> None: progress lines (the compiler's events), so a long search shows life
+    # the candidates tried, by quantizer (--quantizer): "onnxruntime" (edgepack's static QDQ through
+    # onnxruntime.quantization), "nncf" (NNCF_CONFIGS), "dynamic" (where allow_dynamic)
+    quantizers: tuple[str, ...] = ("onnxruntime", "nncf", "dynamic")
 
     def step(self, message: str) -> None:
         if self.say is not None:
@@ -147,19 +150,21 @@ def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evalu
     with Quantizer(model, calib, search.profile, search.batch, search.rungs) as quantizer:
         feeds = next(calib.batches(search.batch))
         user_float = search.scope.resolve(model)
-        static = _clocked(_attempt, "static QDQ", _static, quantizer, evaluator, base_score, user_float, feeds,
-                          search)
-        # static's ranking: [] when it met the budget at once (NNCF's candidates then get one
-        # measured with edgepack's quantizer, once, only if one of them needs it), None when it failed
-        ranking = static.get("group_ranking")
-        if ranking == []:
-            ranking = cache(partial(rank, quantizer, evaluator, base_score, search.budget[1], user_float,
-                                    search.counter("measured layer group")))
+        static, ranking = None, None  # without edgepack's candidate, NNCF's own graph is ranked
+        if "onnxruntime" in search.quantizers:
+            static = _clocked(_attempt, "static QDQ", _static, quantizer, evaluator, base_score, user_float, feeds,
+                              search)
+            # static's ranking: [] when it met the budget at once (NNCF's candidates then get one
+            # measured with edgepack's quantizer, once, only if one of them needs it), None when it failed
+            ranking = static.get("group_ranking")
+            if ranking == []:
+                ranking = cache(partial(rank, quantizer, evaluator, base_score, search.budget[1], user_float,
+                                        search.counter("measured layer group")))
         candidates = [static]
-        for config in NNCF_CONFIGS:
+        for config in NNCF_CONFIGS if "nncf" in search.quantizers else ():
             candidates.append(_clocked(_nncf, quantizer, evaluator, base_score, user_float, feeds, search, ranking,
                                        config))
-        if search.allow_dynamic:
+        if search.allow_dynamic and "dynamic" in search.quantizers:
             candidates.append(_clocked(_attempt, "dynamic (MatMul/Gemm, ORT MatMulInteger)", _dynamic, quantizer,
                                        evaluator, base_score, user_float, feeds, search))
         failed = [c for c in candidates if c is not None and "error" in c]
@@ -189,7 +194,7 @@ def _decide(model, calib, evaluator, base_score, search: Int8Search, candidates:
     section = _section(calib, evaluator, base_score, search, best, candidates, failed)
     if "fp32_ms" not in section:  # no static candidate timed FP32 in its speed step
         section["fp32_ms"] = search.ms(model, feeds)
-    section.update(_fallback_section(ladder, best, candidates, failed))
+    section.update(_fallback_section(ladder, best, candidates, failed, search.quantizers))
     # the speed step and the accuracy control may float every layer: such a graph is FP32, and
     # no runtime is handed it as INT8
     static = sorted((c for c in candidates if c["format"].startswith("static") and c["int8_layers"]),
@@ -217,16 +222,19 @@ def _decide(model, calib, evaluator, base_score, search: Int8Search, candidates:
 def _none_quantized(model, calib, search: Int8Search, failed: list[dict], ladder) -> Int8Plan:
     """Every quantizer raised: one line saying why; FP32 ships with that note, or, where INT8 was
     insisted on, the line is the error."""
-    reason = "no quantizer produced an INT8 graph (" + "; ".join(f"{c['format']}: {c['error']}" for c in failed) + ")"
+    reason = ("no quantizer produced an INT8 graph (" + "; ".join(f"{c['format']}: {c['error']}" for c in failed) + ")"
+              if failed else f"no quantizer among {', '.join(search.quantizers)} produced an INT8 graph (the dynamic "
+              "format quantizes MatMul/Gemm only)")
     if search.insist:
         raise EdgepackError(f"--precision int8: {reason}")
     section = {"met": True, "decision": "fp32", "format_candidates": failed, "note": f"{reason}: shipping FP32",
-               "calibration": {"data": calib.source, "samples": len(calib)},
-               **_fallback_section(ladder, None, [], failed)}
+               "calibration": {"data": calib.source, "samples": len(calib)}, "quantizers": list(search.quantizers),
+               **_fallback_section(ladder, None, [], failed, search.quantizers)}
     return Int8Plan(model, "fp32", section, [], search.insist)
 
 
-def _fallback_section(ladder, best: dict | None, candidates: list[dict], failed: list[dict]) -> dict:
+def _fallback_section(ladder, best: dict | None, candidates: list[dict], failed: list[dict],
+                      quantizers: tuple[str, ...] = ("nncf",)) -> dict:
     """The report's `fallback`: present when onnxruntime's quantizer raised. Each rung tried,
     in order, with the first line of its error; the rung that made onnxruntime's graph (when one
     did); NNCF's graph as the last rung; and which of them the shipped graph came from."""
@@ -238,7 +246,8 @@ def _fallback_section(ladder, best: dict | None, candidates: list[dict], failed:
                                                                if ladder.rung == FLOAT_FAILING else {})})
     nncf_error = next((c["error"] for c in failed if "NNCF" in c["format"]), None)
     if nncf_error is None and not any("NNCF" in c["format"] for c in candidates):
-        nncf_error = "nncf is not installed (the openvino extra)"
+        nncf_error = ("nncf is not installed (the openvino extra)" if "nncf" in quantizers
+                      else "not tried (--quantizer)")
     rungs.append({"rung": NNCF_RUNG, **({"error": nncf_error} if nncf_error else {})})
     shipped = None if best is None else (NNCF_RUNG if "NNCF" in best["format"] else
                                          f"onnxruntime: {ladder.rung}" if best["format"].startswith("static")
@@ -258,7 +267,7 @@ def _section(calib, evaluator, base_score, search: Int8Search, best: dict, candi
     section = {
         "scheme": {"format": q.format, "weights": q.weights.model_dump(), "activations": q.activations.model_dump(),
                    "reduce_range": q.reduce_range, "calibration": q.calibration, "op_types": list(q.op_types)},
-        "calibration": {"data": calib.source, "samples": len(calib)},
+        "calibration": {"data": calib.source, "samples": len(calib)}, "quantizers": list(search.quantizers),
         "metric": evaluator.metric, "fp32_score": base_score, "int8_score": best["score"],
         "fidelity": best["fidelity"], "drop": best["drop"],
         "max_drop": max_drop, "relative": relative, "met": best["met"], "format": best["format"],

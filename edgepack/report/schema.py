@@ -294,6 +294,7 @@ class Quantization(Section):
     format: Opt[str]
     scheme: Opt[JSON]
     calibration: Opt[JSON]
+    quantizers: Opt[list[str]]  # the INT8 search's candidates by quantizer (--quantizer; default every one)
     metric: Opt[str]
     fp32_score: Opt[float]
     int8_score: Opt[float]

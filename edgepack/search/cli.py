@@ -20,7 +20,8 @@ def spec_of(args) -> SearchSpec:
     if Path(args.spec).suffix in (".yaml", ".yml"):
         spec = load_spec(args.spec)
         return SearchSpec.model_validate(spec.model_dump() | {k: v for k, v in settings.items() if v is not None})
-    space = {"backend": args.backend, "precision": args.precision, "prune_ratio": args.prune}
+    space = {"backend": args.backend, "precision": args.precision, "prune_ratio": args.prune,
+             "quantizer": args.quantizer, "calibration": args.calibration}
     return from_args({"name": Path(args.spec).stem.replace(".py:", "-")[:64] or "search", "model": args.spec,
                       "input_shape": args.input_shape, "weights": args.weights, "calib": args.calib,
                       "eval": args.eval, "metric": args.metric, "targets": args.target,

@@ -59,8 +59,23 @@ def request_for(base: CompileRequest, point: dict) -> CompileRequest:
     from dataclasses import replace
 
     prune = replace(base.prune, ratio=point.get("prune_ratio") or None, mode=point.get("prune_mode", "uniform"))
-    quant = replace(base.quant, precision=point["precision"], keep_float=tuple(point.get("keep_float", ())))
+    quant = replace(base.quant, precision=point["precision"], keep_float=tuple(point.get("keep_float", ())),
+                    **int8_knobs(point))
     return base.with_options(backends=(point["backend"],), prune=prune, quant=quant, output_dir=None)
+
+
+def int8_knobs(point: dict) -> dict:
+    """The point's quantizer and calibration as QuantOptions fields. They shape INT8 only, so for
+    other precisions they are dropped: such points are one request (one key, computed once), and
+    a compile is never refused for a --quantizer it has no INT8 search for. A runtime with its own
+    converter (TFLite) takes neither: its INT8 is its converter's."""
+    from edgepack.backends import backend_class
+
+    if point["precision"] != "int8" or not backend_class(point["backend"]).consumes_qdq:
+        return {"quantizers": None, "calibration": None}
+    quantizer, calibration = point.get("quantizer", "all"), point.get("calibration", "profile")
+    return {"quantizers": None if quantizer == "all" else (quantizer,),
+            "calibration": None if calibration == "profile" else calibration}
 
 
 def evaluate(job: Job) -> dict:

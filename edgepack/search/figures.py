@@ -13,7 +13,7 @@ from edgepack.search.spec import CONSTRAINTS, Constraints
 
 MB = 1e6
 # bytes each weight takes at least, per precision: a sound lower bound of an artifact's size
-WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 4, "int8": 1}  # bf16: FP32 weights, BF16 compute
 
 
 @dataclass

@@ -28,6 +28,12 @@ def write_target(folder: Path, res, spec, bounds: Constraints) -> None:
         shutil.copytree(Path(res.chosen.fig.report).parent, chosen)
 
 
+def _precision(point: dict) -> str:
+    """The point's precision, with the INT8 knobs it varied (quantizer, calibration) after it."""
+    knobs = [point[k] for k in ("quantizer", "calibration") if k in point] if point["precision"] == "int8" else []
+    return point["precision"] + (f" ({', '.join(knobs)})" if knobs else "")
+
+
 def table(res) -> str:
     """The front (chosen point marked) as a markdown table, then the reason."""
     cols = [c for c in COLUMNS if any(c in r.fig.values for r in res.rows)]
@@ -42,7 +48,7 @@ def table(res) -> str:
     for r in sorted(res.front, key=lambda r: r.fig.values.get("p50_ms", 0.0)):
         mark = " (chosen)" if r is res.chosen else ""
         cells = [_cell(c, r) for c in cols]
-        lines.append(f"| {r.number}{mark} | {r.point['backend']} | {r.point['precision']} | "
+        lines.append(f"| {r.number}{mark} | {r.point['backend']} | {_precision(r.point)} | "
                      f"{r.point['prune_ratio'] or 0:.3g} {r.point['prune_mode']} | "
                      f"{'|'.join(r.point['keep_float']) or '-'} | " + " | ".join(cells) + " |")
     lines += ["", f"Chosen: trial {res.chosen.number}: {res.reason}", ""]

@@ -13,6 +13,8 @@
       prune_ratio: {low: 0.0, high: 0.5, step: 0.125}
       prune_mode: [uniform]
       keep_float: [[], ["type:Gemm"]]
+      quantizer: [all, nncf]          # INT8 points: the search's candidates (all, onnxruntime, nncf, dynamic)
+      calibration: [profile, entropy] # INT8 points: the target's method, minmax, entropy or percentile
     trials: 20
     choose: fastest                   # or knee
 
@@ -27,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgepack.compiler.request import PRECISIONS
+from edgepack.compiler.request import CALIBRATIONS, PRECISIONS, QUANTIZERS
 from edgepack.errors import EdgepackError
 from edgepack.schema import read_yaml_mapping, validate
 
@@ -93,6 +95,10 @@ class Space(_Strict):
     prune_ratio: Range | list[float] = Field(default_factory=lambda: [0.0])
     prune_mode: list[Literal["uniform", "global"]] = Field(default_factory=lambda: ["uniform"], min_length=1)
     keep_float: list[list[str]] = Field(default_factory=lambda: [[]], min_length=1)
+    # INT8 knobs (other precisions ignore them): "all" = every candidate of the INT8 search,
+    # "profile" = the target profile's calibration method
+    quantizer: list[Literal[("all", *QUANTIZERS)]] = Field(default_factory=lambda: ["all"], min_length=1)  # type: ignore[valid-type]
+    calibration: list[Literal[("profile", *CALIBRATIONS)]] = Field(default_factory=lambda: ["profile"], min_length=1)  # type: ignore[valid-type]
 
     @field_validator("prune_ratio")
     @classmethod

@@ -78,7 +78,8 @@ def waiting(study: optuna.Study) -> int:
 
 
 def ask(study: optuna.Study, space: Space):
-    """A new trial and its point: {backend, precision, prune_ratio, prune_mode, keep_float}."""
+    """A new trial and its point: {backend, precision, prune_ratio, prune_mode, keep_float}, and
+    quantizer and calibration where the space varies them."""
     ratio = space.prune_ratio
     sets = {"|".join(s) or "none": s for s in space.keep_float}
     with _whole():
@@ -89,7 +90,7 @@ def ask(study: optuna.Study, space: Space):
 
 
 def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
-    return {
+    point = {
         "backend": trial.suggest_categorical("backend", space.backend),
         "precision": trial.suggest_categorical("precision", space.precision),
         "prune_ratio": (trial.suggest_categorical("prune_ratio", ratio) if isinstance(ratio, list)
@@ -97,6 +98,13 @@ def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
         "prune_mode": trial.suggest_categorical("prune_mode", space.prune_mode),
         "keep_float": sets[trial.suggest_categorical("keep_float", list(sets))],
     }
+    # the INT8 knobs join a point only when the space varies them: points (and the studies
+    # that hold them) of searches without them stay as they were
+    for knob, default in (("quantizer", "all"), ("calibration", "profile")):
+        choices = getattr(space, knob)
+        if choices != [default]:
+            point[knob] = trial.suggest_categorical(knob, choices)
+    return point
 
 
 def tell(study: optuna.Study, trial, fig: Figures, objectives: dict, misses: dict) -> None:
