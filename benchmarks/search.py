@@ -28,7 +28,7 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (add_timing_args, export, host, logits, measure, ort_default,  # noqa: E402
+from benchmarks.common import (add_timing_args, export, host, measure, ort_default,  # noqa: E402
                                photos_dir, source_module, write_report)
 from edgepack.passes.metrics import fidelity  # noqa: E402
 

@@ -64,7 +64,7 @@ def test_bad_knobs_are_one_line(tmp_path, small_onnx, calib, args, expected):
     assert not (tmp_path / "out").exists()
 
 
-def test_bf16_is_refused_on_a_cpu_without_bf16_instructions():
+def test_bf16_is_refused_on_a_cpu_without_bf16_instructions(small_onnx):
     """What the check says on CPUs this test machine is not (the flags as /proc/cpuinfo gives them)."""
     avx512 = {"model": "Intel Xeon Gold 6230", "arch": "x86_64", "flags": ["avx2", "avx512f", "avx512_vnni"]}
     assert missing_bf16(avx512) == ("--precision bf16: this CPU (Intel Xeon Gold 6230) has none of the flags "
