@@ -1,14 +1,20 @@
-"""Does `edgepack search` beat the peers' INT8 defaults on MobileNetV2 at equal or better fidelity?
+"""Does `edgepack search` beat the peers' defaults on MobileNetV2 at equal or better fidelity?
 
-MobileNetV2 (ImageNet weights); the bundled photos split BY PHOTO (a photo, its flip and its crop
+MobileNetV2 (ImageNet weights); the bundled photos split BY PHOTO (a photo and every view of it
 stay together): the first --calib-photos photos calibrate, the rest judge fidelity (top-1
-agreement on non-near-ties against FP32). The search (ONNX Runtime and OpenVINO; fp32, fp16,
-int8; with and without depthwise convolutions kept float) must keep agreement >= --min-agreement;
-its chosen artifact is then timed side by side, interleaved in fresh processes, with
+agreement on non-near-ties against FP32). Each photo also gives --views seeded crops (and their
+mirror images), so the judged set holds enough clear inputs for a 0.99 bound to mean something
+(22 inputs, as before, made it "no flip at all"). The search (ONNX Runtime and OpenVINO; fp32,
+fp16, int8, and bf16 where the CPU runs it natively; with and without depthwise convolutions kept
+float) must keep agreement >= --min-agreement; its chosen artifact is then timed side by side,
+interleaved in fresh processes, with the peers' defaults:
+  ort_fp32      plain ONNX Runtime (the reference)
+  ov_fp32       plain OpenVINO
   ort_int8      onnxruntime quantize_static with every default (QDQ, per-tensor, MinMax)
   ov_nncf_int8  OpenVINO + nncf.quantize with every default
-  ort_fp32      the reference
-all calibrated on the same photos and judged on the same held-out ones.
+all calibrated on the same photos and judged on the same held-out ones. Two verdicts: the chosen
+point against the fastest peer default at equal or better fidelity, and against the fastest
+peer default whatever its fidelity.
 
     python benchmarks/search.py [--trials 10] [--threads 2] [--out benchmarks/results/search.md]
 """
@@ -33,19 +39,38 @@ from benchmarks.common import (add_timing_args, export, host, measure, ort_defau
 from edgepack.passes.metrics import fidelity  # noqa: E402
 
 
-def split_photos(folder: Path, work: Path, n_calib: int) -> tuple[Path, Path]:
-    """calib/ and judge/ folders of image links: the first n_calib photos (with their variants), the rest."""
+def split_photos(folder: Path, work: Path, n_calib: int, views: int = 0) -> tuple[Path, Path]:
+    """calib/ and judge/ folders: the first n_calib photos (with their variants), the rest; each
+    photo also gives `views` seeded crops and their mirror images (written here, as PNG)."""
+    from PIL import Image
+
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     bases = sorted({p.stem.removesuffix("_flip").removesuffix("_crop") for p in images})
     out = {"calib": work / "calib", "judge": work / "judge"}
     for d in out.values():
         d.mkdir(parents=True)
-    for d in out.values():
         shutil.copy(folder / "preprocess.yaml", d)
+    rng = np.random.default_rng(0)
     for p in images:
         base = p.stem.removesuffix("_flip").removesuffix("_crop")
-        (out["calib" if bases.index(base) < n_calib else "judge"] / p.name).symlink_to(p)
+        dest = out["calib" if bases.index(base) < n_calib else "judge"]
+        (dest / p.name).symlink_to(p)
+        if p.stem != base:
+            continue
+        with Image.open(p) as img:
+            for k in range(views):
+                crop = _crop(img.convert("RGB"), rng)
+                crop.save(dest / f"{base}_view{k}.png")
+                crop.transpose(Image.FLIP_LEFT_RIGHT).save(dest / f"{base}_view{k}_flip.png")
     return out["calib"], out["judge"]
+
+
+def _crop(img, rng):
+    """A crop of 45-90% of each side at a random place: another view of the same scene."""
+    w, h = img.size
+    cw, ch = int(w * rng.uniform(0.45, 0.9)), int(h * rng.uniform(0.45, 0.9))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return img.crop((x, y, x + cw, y + ch))
 
 
 def ov_nncf_default(fp32_path: Path, out: Path, calib: np.ndarray) -> Path:
@@ -59,6 +84,21 @@ def ov_nncf_default(fp32_path: Path, out: Path, calib: np.ndarray) -> Path:
     return out
 
 
+def precisions() -> list[str]:
+    """fp32, fp16, int8, and bf16 where this CPU computes it natively (edgepack refuses it elsewhere)."""
+    from edgepack.hostinfo import missing_bf16
+
+    return ["fp32", "fp16", "int8"] + ([] if missing_bf16() else ["bf16"])
+
+
+def ov_default(fp32_path: Path, out: Path) -> Path:
+    """OpenVINO's converter with its defaults (FP32 weights; the CPU's default inference precision)."""
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(fp32_path)), str(out), compress_to_fp16=False)
+    return out
+
+
 def run_search(fp32_path: Path, calib: Path, judge: Path, work: Path, args) -> dict:
     from edgepack.events import console_events
     from edgepack.search import SearchSpec, search
@@ -67,7 +107,7 @@ def run_search(fp32_path: Path, calib: Path, judge: Path, work: Path, args) -> d
         name="mobilenet_v2", model=str(fp32_path), calib=str(calib), eval=str(judge), targets=["host"],
         constraints={"min_agreement_non_near_ties": args.min_agreement},
         objectives={"p50_ms": "min", "agreement_non_near_ties": "max", "size_mb": "min"},
-        space={"backend": ["onnxruntime", "openvino"], "precision": ["fp32", "fp16", "int8"],
+        space={"backend": ["onnxruntime", "openvino"], "precision": precisions(),
                "keep_float": [[], ["type:DepthwiseConv"]]},
         trials=args.trials, repeats=args.repeats, runs=args.runs, warmup=args.warmup, threads=args.threads)
     t0 = time.time()
@@ -75,11 +115,35 @@ def run_search(fp32_path: Path, calib: Path, judge: Path, work: Path, args) -> d
     return {"result": result, "seconds": time.time() - t0}
 
 
+PEERS = ("ort_fp32", "ov_fp32", "ort_int8", "ov_nncf_int8")
+
+
+def goal_lines(rows: dict) -> list[str]:
+    """The chosen point's speed-up over the fastest peer default at equal or better fidelity
+    (agreement on non-near-ties, as judged here side by side), and over the fastest peer at all."""
+    mine = rows["search"]["fidelity"]["agreement_non_near_ties"]
+    p50 = rows["search"]["p50"]
+    fair = [k for k in PEERS if rows[k]["fidelity"]["agreement_non_near_ties"] >= mine]
+    fastest = min(PEERS, key=lambda k: rows[k]["p50"])
+    out = []
+    if fair:
+        best = min(fair, key=lambda k: rows[k]["p50"])
+        out.append(f"- speed-up over the fastest peer default at equal or better fidelity ({best}, agreement "
+                   f"{rows[best]['fidelity']['agreement_non_near_ties']:.3f} vs {mine:.3f}): "
+                   f"**{rows[best]['p50'] / p50:.2f}x**")
+    else:
+        out.append(f"- no peer default reaches the chosen point's fidelity ({mine:.3f})")
+    out.append(f"- against the fastest peer default whatever its fidelity ({fastest}, agreement "
+               f"{rows[fastest]['fidelity']['agreement_non_near_ties']:.3f}): **{rows[fastest]['p50'] / p50:.2f}x**")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_timing_args(ap, "search.md")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--calib-photos", type=int, default=12, help="photos (of 20) that calibrate; the rest judge")
+    ap.add_argument("--views", type=int, default=4, help="extra crops (each also mirrored) per photo")
     ap.add_argument("--min-agreement", type=float, default=0.99)
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -89,7 +153,7 @@ def main(argv=None) -> int:
     model = export(module, work / "mobilenet_v2.onnx")
     fp32_path = work / "fp32.onnx"
     onnx.save(model, str(fp32_path))
-    calib_dir, judge_dir = split_photos(photos_dir(), work / "photos", args.calib_photos)
+    calib_dir, judge_dir = split_photos(photos_dir(), work / "photos", args.calib_photos, args.views)
     from benchmarks.common import load_photos
 
     calib, judged = load_photos(calib_dir, model), load_photos(judge_dir, model)
@@ -98,7 +162,7 @@ def main(argv=None) -> int:
     if not r.feasible:
         print(f"search found no point with agreement >= {args.min_agreement}", file=sys.stderr)
         return 3
-    arts = {"ort_fp32": ("onnxruntime", fp32_path),
+    arts = {"ort_fp32": ("onnxruntime", fp32_path), "ov_fp32": ("openvino", ov_default(fp32_path, work / "ov_fp32.xml")),
             "ort_int8": ("onnxruntime", ort_default(fp32_path, work / "ort_int8.onnx", calib)),
             "ov_nncf_int8": ("openvino", ov_nncf_default(fp32_path, work / "ov_nncf_int8.xml", calib.inputs["input"])),
             "search": (r.chosen.fig.backend, Path(r.chosen.fig.artifact))}
@@ -111,16 +175,8 @@ def main(argv=None) -> int:
         rows[key]["fidelity"] = f
         lines.append(f"| {key} | {row['p50']:.2f} | {', '.join(f'{t:.2f}' for t in row['p50_rounds'])} | "
                      f"{f['agreement_non_near_ties']:.3f} (n={f['non_near_ties']}) | {f['agreement']:.3f} | {f['cosine']:.4f} |")
-    peers = [k for k in ("ort_int8", "ov_nncf_int8") if rows[k]["fidelity"]["agreement_non_near_ties"]
-             <= rows["search"]["fidelity"]["agreement_non_near_ties"]]
-    best = min(peers or ("ort_int8", "ov_nncf_int8"), key=lambda k: rows[k]["p50"])
-    chosen = r.chosen
-    verdicts = [f"- search: {len(r.rows)} trials in {found['seconds']:.0f} s; chose {chosen.fig.backend} "
-                f"{chosen.fig.precision} {chosen.point}: {r.reason}",
-                f"- speed-up of the chosen point over the fastest peer default at equal or better fidelity "
-                f"({best}): {rows[best]['p50'] / rows['search']['p50']:.2f}x" if peers else
-                f"- no peer default reaches the search's fidelity; fastest peer {best}: "
-                f"{rows[best]['p50'] / rows['search']['p50']:.2f}x the chosen point's p50"]
+    verdicts = [f"- search: {len(r.rows)} trials in {found['seconds']:.0f} s; chose {r.chosen.fig.backend} "
+                f"{r.chosen.fig.precision} {r.chosen.point}: {r.reason}", *goal_lines(rows)]
     intro = (f"{label}, host: {host(args.threads)}; calibrated on {len(calib)} images, judged on {len(photos)} "
              f"(photos never calibrated on); constraint: agreement on non-near-ties >= {args.min_agreement}.")
     write_report(args.out, "# Search vs peer INT8 defaults (MobileNetV2)", intro, "\n".join(lines), verdicts)
