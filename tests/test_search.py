@@ -172,14 +172,17 @@ def test_only_points_that_can_reach_the_front_are_timed_on_the_device(tmp_path, 
     assert missed["device"] is None and missed["device_skipped"] == "not timed on local: misses max_peak_mb"
 
 
-def test_a_search_sends_its_front_so_far_to_each_trial(tmp_path, conv_search):
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_a_search_sends_its_front_so_far_to_each_trial(tmp_path, conv_search, executor):
     """Through the loop: the first point is timed on the device (nothing known yet); the second
     only if the first does not dominate it on this host (INT8 first: FP32 is skipped, saying so
-    in search.json and in what it misses)."""
+    in search.json). Under Ray the board's timing is a task of its own holding the board."""
     from edgepack.search import SearchSpec, search
 
+    if executor == "ray":
+        pytest.importorskip("ray")
     spec = SearchSpec.model_validate(conv_search | {"space": {"precision": ["fp32", "int8"]}, "trials": 2})
-    result = search(spec, tmp_path / "out", timing=PinnedLatency())[0]
+    result = search(spec, tmp_path / "out", executor=executor, timing=PinnedLatency())[0]
     first, second = sorted({json.dumps(r.point, sort_keys=True): r for r in reversed(result.rows)}.values(),
                            key=lambda r: r.number)
     assert first.fig.device == "local" and first.feasible

@@ -74,8 +74,11 @@ def request_for(base: CompileRequest, point: dict) -> CompileRequest:
     return base.with_options(backends=(point["backend"],), prune=prune, quant=quant, output_dir=None)
 
 
-def evaluate(job: Job) -> dict:
-    """The point's figures (as JSON-safe dict), computed or read back from an earlier run."""
+def evaluate(job: Job, claim_device=None) -> dict:
+    """The point's figures (as JSON-safe dict), computed or read back from an earlier run.
+    `claim_device(fn)` runs the device timings `fn` once the device is free (Ray: a task that
+    holds the board's resource; default: at once), so a trial holds the board only while it
+    times on it, never while it compiles or is timed here."""
     req = request_for(job.base, job.point)
     folder = Path(job.trials_dir) / req.key()
     done = folder / FIGURES
@@ -87,7 +90,7 @@ def evaluate(job: Job) -> dict:
     try:
         fig = _cheap(req, job.point, job.constraints)
         if fig is None:
-            fig = _build(req, job)
+            fig = _build(req, job, claim_device or _now)
     except EdgepackError as e:
         fig = Figures("failed", error=first_line(e))
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +116,11 @@ def _cheap(req: CompileRequest, point: dict, bounds: Constraints) -> Figures | N
     return fig if missed else None
 
 
-def _build(req: CompileRequest, job: Job) -> Figures:
+def _now(fn):
+    return fn()
+
+
+def _build(req: CompileRequest, job: Job, claim_device) -> Figures:
     """Compile, read the selected artifact's figures, and time it again when it can be feasible:
     here, then on the named device when it can still reach the front."""
     from edgepack.compiler import compile_request
@@ -140,7 +147,10 @@ def _build(req: CompileRequest, job: Job) -> Figures:
         def on_device() -> float:
             return _retime(req, art, path, job.device)
 
-        _set_p50(fig, job.timing.p50s(on_device(), job.point, fig.values, on_device, job.repeats), 0.0)
+        def samples() -> list:
+            return job.timing.p50s(on_device(), job.point, fig.values, on_device, job.repeats)
+
+        _set_p50(fig, claim_device(samples), 0.0)
         fig.device = job.device
     return fig
 
