@@ -8,7 +8,9 @@ feasible front and the chosen point are written out.
     OUT/search.json             everything above as data
 
 Each finished trial is emitted as a `stage_done` event whose data carry what a tracking listener
-needs (search, target, trial number, params, values, feasible, misses, the trial's report path).
+needs (search, target, trial number, the point's key, params, values, feasible, misses, the
+trial's report path); a resumed search emits its finished points again (`earlier`), and the final
+`report` event names search.json and each target's folder.
 """
 
 from __future__ import annotations
