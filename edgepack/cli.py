@@ -263,6 +263,7 @@ def _add_search_parser(sub) -> None:
     s.add_argument("--executor", default="local", help="local (a process pool, default), ray, or ray://ADDRESS")
     s.add_argument("--json", action="store_true", help="print search.json to stdout")
     _add_bench_args(s)
+    _add_track_args(s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,9 +433,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from edgepack.search.cli import run_search
+    from edgepack import tracking
+    from edgepack.search.cli import run_search, spec_of, tracking_start
 
-    return run_search(args)
+    spec = spec_of(args)
+    with tracking.session("search", tracking_start(args, spec), args.tracking_uri, not args.no_track) as rec:
+        return run_search(args, spec, tracking.listeners(rec))
 
 
 def cmd_data(args) -> int:

@@ -128,6 +128,73 @@ def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path
     assert summary["chosen"] is None and {r["status"] for r in summary["trials"]} == {"cheap"}
 
 
+@pytest.fixture
+def conv_search(tmp_path):
+    """A Conv graph whose INT8 artifact is smaller than its FP32 one, and calibration data."""
+    import numpy as np
+    import onnx
+
+    from edgepack.data import save_npz
+    from helpers import conv_relu
+
+    onnx.save(conv_relu(16, 32, 8), str(tmp_path / "conv.onnx"))
+    save_npz(tmp_path / "calib.npz", {"x": np.random.default_rng(0).standard_normal((8, 16, 8, 8)).astype(np.float32)})
+    return {"model": str(tmp_path / "conv.onnx"), "calib": str(tmp_path / "calib.npz"), "runs": 5, "warmup": 1,
+            "threads": 1, "repeats": 2, "constraints": {"max_p50_ms": 50, "device": "local"}}
+
+
+def test_only_points_that_can_reach_the_front_are_timed_on_the_device(tmp_path, conv_search):
+    """Pinned host timings (INT8 0.5 ms, FP32 1.0 ms): the INT8 point, first, is timed on the
+    `local` device; the FP32 one, slower and larger on this host than INT8 already on the front,
+    is not; nor is a point that misses another constraint (peak memory), whatever the front."""
+    from edgepack.search.evaluate import Job, evaluate
+    from edgepack.search.run import base_request
+    from edgepack.search.spec import Constraints, SearchSpec
+
+    spec = SearchSpec.model_validate(conv_search)
+    base, bounds = base_request(spec, "host"), spec.target_list()[0].constraints
+
+    def job(precision, front=(), constraints=bounds, folder="trials"):
+        point = {"backend": "onnxruntime", "precision": precision, "prune_ratio": 0.0, "prune_mode": "uniform",
+                 "keep_float": []}
+        return Job(base, point, constraints, str(tmp_path / folder), 2, PinnedLatency(), spec.objectives, front)
+
+    int8 = evaluate(job("int8"))
+    assert int8["device"] == "local" and int8["device_skipped"] is None
+    assert int8["values"]["host_p50_ms"] == pytest.approx(0.495) and int8["values"]["p50_ms"] == pytest.approx(0.495)
+    alone = evaluate(job("fp32", folder="alone"))  # nothing known yet: worth the device's time
+    assert alone["device"] == "local" and int8["values"]["size_mb"] < 0.5 * alone["values"]["size_mb"]
+    fp32 = evaluate(job("fp32", front=((0, int8),)))
+    assert fp32["device"] is None and "p50_ms" not in fp32["values"] and fp32["values"]["host_p50_ms"] == pytest.approx(0.995)
+    assert fp32["device_skipped"] == "not timed on local: trial 0 dominates it on this host's figures, beyond the noise"
+    tight = Constraints(**(bounds.model_dump() | {"max_peak_mb": 1}))
+    missed = evaluate(job("fp32", constraints=tight, folder="tight"))
+    assert missed["device"] is None and missed["device_skipped"] == "not timed on local: misses max_peak_mb"
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_a_search_sends_its_front_so_far_to_each_trial(tmp_path, conv_search, executor):
+    """Through the loop: the first point is timed on the device (nothing known yet); the second
+    only if the first does not dominate it on this host (INT8 first: FP32 is skipped, saying so
+    in search.json). Under Ray the board's timing is a task of its own holding the board."""
+    from edgepack.search import SearchSpec, search
+
+    if executor == "ray":
+        pytest.importorskip("ray")
+    spec = SearchSpec.model_validate(conv_search | {"space": {"precision": ["fp32", "int8"]}, "trials": 2})
+    result = search(spec, tmp_path / "out", executor=executor, timing=PinnedLatency())[0]
+    first, second = sorted({json.dumps(r.point, sort_keys=True): r for r in reversed(result.rows)}.values(),
+                           key=lambda r: r.number)
+    assert first.fig.device == "local" and first.feasible
+    if first.point["precision"] == "int8":
+        assert second.fig.device is None and f"trial {first.number} dominates it" in second.fig.device_skipped
+        assert not second.feasible and result.front == [first]
+        rows = json.loads((tmp_path / "out" / "search.json").read_text())["targets"][0]["trials"]
+        assert any(r["device_skipped"] and r["point"]["precision"] == "fp32" for r in rows)
+    else:
+        assert second.fig.device == "local"
+
+
 @pytest.mark.parametrize("change, expected", [
     ({"constraint": {"max_drop": 0.01}}, "constraint: unknown field (did you mean: constraints?)"),
     ({"space": {"precision": ["int4"]}}, "space.precision[0]: Input should be"),

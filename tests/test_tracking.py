@@ -217,6 +217,51 @@ def test_unreachable_or_locked_store_costs_one_warning(tracked, monkeypatch):
     assert len(lines) == 1 and "locked" in lines[0], r.stderr
 
 
+def test_a_search_is_one_run_with_a_child_run_per_point_and_a_resume_adds_none(tracked):
+    """Two points of the small graph: the search's run holds the spec and the chosen point, each
+    point is a child run with its knobs, figures and verdict; running the finished search again
+    reopens the same run and records no trial twice."""
+    import numpy as np
+
+    pytest.importorskip("optuna")
+    cwd = tracked
+    save_npz(cwd / "calib.npz", {"x": np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)})
+    args = ("search", "m.onnx", "--calib", "calib.npz", "--precision", "fp32", "--precision", "int8", "--trials", "2",
+            "--repeats", "1", "--threads", "1", "-o", "out", *QUICK)
+    r = run_cli(*args, cwd=cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    client, exp = _client(_sqlite(cwd))
+    (parent,) = _runs(client, exp, "parent")
+    children = _runs(client, exp, "trial")
+    target = json.loads((cwd / "out" / "search.json").read_text())["targets"][0]
+    firsts = {}
+    for row in target["trials"]:  # a point's first trial computed it; a repeat proposal is cached
+        firsts.setdefault(json.dumps(row["point"], sort_keys=True), row)
+    assert len(children) == len(firsts) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    for child in children:
+        row = next(r for r in firsts.values() if r["trial"] == int(child.data.tags["edgepack.trial"]))
+        assert child.data.params["precision"] == row["point"]["precision"] and child.data.params["backend"] == "onnxruntime"
+        assert child.data.metrics["p50_ms"] == pytest.approx(row["values"]["p50_ms"])
+        assert child.data.metrics["p50_ci95_ms"] == pytest.approx(row["ci95_ms"])
+        assert child.data.metrics["size_mb"] == pytest.approx(row["values"]["size_mb"])
+        assert child.data.tags["edgepack.feasible"] == str(row["feasible"]) and child.data.tags["edgepack.target"] == "host"
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "edgepack")] == ["edgepack/report.json"]
+    assert parent.info.status == "FINISHED" and parent.data.params["space.precision"] == '["fp32", "int8"]'
+    assert parent.data.tags["edgepack.chosen.host"] == str(target["chosen"]["trial"])
+    assert parent.data.metrics["front_size"] == len(target["front"])
+    assert parent.data.metrics["chosen.p50_ms"] == pytest.approx(target["chosen"]["values"]["p50_ms"])
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "search/host")} >= {
+        "search/host/pareto.md", "search/host/pareto.png"}
+
+    again = run_cli(*args, cwd=cwd)
+    assert again.returncode == 0 and "from an earlier run" in again.stderr, again.stderr[-2000:]
+    client, exp = _client(_sqlite(cwd))
+    (same,) = _runs(client, exp, "parent")
+    assert same.info.run_id == parent.info.run_id and same.info.status == "FINISHED"
+    assert sorted(c.info.run_id for c in _runs(client, exp, "trial")) == sorted(c.info.run_id for c in children)
+
+
 def test_killed_compile_leaves_no_run_marked_finished(tracked):
     cwd = tracked
     cmd = [sys.executable, "-m", "edgepack", "compile", "m.onnx", "-t", "x86-vnni", "-b", "onnxruntime", "-o", "out",

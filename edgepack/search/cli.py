@@ -29,8 +29,25 @@ def spec_of(args) -> SearchSpec:
                       "space": {k: v for k, v in space.items() if v} or None, **settings})
 
 
-def run_search(args) -> int:
-    from edgepack.events import console_events
+def output_of(args, spec: SearchSpec) -> str:
+    return args.output or f"edgepack-out/search-{spec.name}"
+
+
+def tracking_start(args, spec: SearchSpec) -> dict:
+    """What the tracking session's parent run is made of: the spec (params and an artifact), and
+    the search's identity (its output folder and spec), so a resumed search adds to the same run."""
+    import hashlib
+
+    out = str(Path(output_of(args, spec)).resolve())
+    return {"name": f"search {spec.name}", "argv": getattr(args, "argv", None),
+            "search": {"key": hashlib.sha256(f"{out}\n{spec.key()}".encode()).hexdigest()[:32], "output_dir": out,
+                       "spec": json.loads(spec.model_dump_json()), "trials": spec.trials}}
+
+
+def run_search(args, spec: SearchSpec | None = None, listeners: tuple = ()) -> int:
+    """Run the search of `args` (its spec already read, or read now); `listeners`: more event
+    listeners beside the console's (the tracking recorder)."""
+    from edgepack.events import ConsoleListener, Events
 
     try:
         from edgepack.search.run import misses_line, search
@@ -39,9 +56,10 @@ def run_search(args) -> int:
 
         raise EdgepackError(f"edgepack search needs {e.name}: pip install 'edgepack[search]'") from None
 
-    spec = spec_of(args)
-    out = args.output or f"edgepack-out/search-{spec.name}"
-    results = search(spec, out, executor=args.executor, events=console_events(not args.no_progress))
+    spec = spec or spec_of(args)
+    out = output_of(args, spec)
+    events = Events(ConsoleListener(), *listeners, progress=not args.no_progress)
+    results = search(spec, out, executor=args.executor, events=events)
     if args.json:
         print((Path(out) / "search.json").read_text())
     code = 0

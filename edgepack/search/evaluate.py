@@ -5,6 +5,12 @@ a point they already rule out is never compiled or timed. A compiled point is ti
 times in fresh processes only when everything else meets the constraints (latency is the one
 noisy figure, and only points that can reach the front need its confidence interval).
 
+With `max_p50_ms` on a named device, every built point is timed on this host first; only a point
+that can still reach the feasible front (it meets every other constraint and no point of the
+front known so far beats it beyond the noise on this host's figures) is timed on the device.
+Device time is the scarce one (a board is shared, a Ray trial waits for it); a skipped point
+says why in its figures (`device_skipped`).
+
 The same point is never computed twice: the compile request's content hash names the trial's
 folder, and its figures.json is written last, atomically; a point found there is read back.
 """
@@ -21,6 +27,7 @@ from edgepack.errors import EdgepackError, first_line
 from edgepack.fsutil import atomic_write
 from edgepack.runtime import DEFAULT_TIMING
 from edgepack.search.figures import MB, WEIGHT_BYTES, Figures, from_report, violations
+from edgepack.search.pareto import Row, dominates
 from edgepack.search.spec import Constraints
 
 FIGURES = "figures.json"
@@ -39,7 +46,9 @@ class MeasuredLatency:
 @dataclass(frozen=True)
 class Job:
     """Everything a worker needs, picklable: the base request (no output folder), the point's
-    knobs, the target's constraints, where trials live, the timing strategy."""
+    knobs, the target's constraints, where trials live, the timing strategy; and, for device
+    timing, the objectives and the feasible front known when the trial was sent
+    ((trial number, figures as JSON) pairs)."""
 
     base: CompileRequest
     point: dict
@@ -47,6 +56,8 @@ class Job:
     trials_dir: str
     repeats: int = 3
     timing: object = field(default_factory=MeasuredLatency)
+    objectives: dict = field(default_factory=dict)
+    front: tuple = ()
 
     @property
     def device(self) -> str | None:
@@ -78,8 +89,11 @@ def int8_knobs(point: dict) -> dict:
             "calibration": None if calibration == "profile" else calibration}
 
 
-def evaluate(job: Job) -> dict:
-    """The point's figures (as JSON-safe dict), computed or read back from an earlier run."""
+def evaluate(job: Job, claim_device=None) -> dict:
+    """The point's figures (as JSON-safe dict), computed or read back from an earlier run.
+    `claim_device(fn)` runs the device timings `fn` once the device is free (Ray: a task that
+    holds the board's resource; default: at once), so a trial holds the board only while it
+    times on it, never while it compiles or is timed here."""
     req = request_for(job.base, job.point)
     folder = Path(job.trials_dir) / req.key()
     done = folder / FIGURES
@@ -91,7 +105,7 @@ def evaluate(job: Job) -> dict:
     try:
         fig = _cheap(req, job.point, job.constraints)
         if fig is None:
-            fig = _build(req, job)
+            fig = _build(req, job, claim_device or _now)
     except EdgepackError as e:
         fig = Figures("failed", error=first_line(e))
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,8 +131,13 @@ def _cheap(req: CompileRequest, point: dict, bounds: Constraints) -> Figures | N
     return fig if missed else None
 
 
-def _build(req: CompileRequest, job: Job) -> Figures:
-    """Compile, read the selected artifact's figures, and time it again when it can be feasible."""
+def _now(fn):
+    return fn()
+
+
+def _build(req: CompileRequest, job: Job, claim_device) -> Figures:
+    """Compile, read the selected artifact's figures, and time it again when it can be feasible:
+    here, then on the named device when it can still reach the front."""
     from edgepack.compiler import compile_request
 
     report = compile_request(req, timing=job.timing.compile_timing)
@@ -130,18 +149,48 @@ def _build(req: CompileRequest, job: Job) -> Figures:
         return fig
     others = {k: v for k, v in violations(fig, job.constraints).items() if k != "max_p50_ms"}
     repeats = job.repeats if all(v <= 0 for v in others.values()) else 1
-
-    def rerun() -> float:
-        return _retime(req, art, path, job.device)
-
-    # on a board every p50 is the board's: the compile's own was this host's
-    first = rerun() if job.device else fig.values["p50_ms"]
-    samples = job.timing.p50s(first, job.point, fig.values, rerun, repeats)
-    fig.p50_samples = [float(s) for s in samples]
-    fig.values["p50_ms"] = statistics.median(samples)
+    samples = job.timing.p50s(fig.values["p50_ms"], job.point, fig.values,
+                              lambda: _retime(req, art, path, None), repeats)
     # one timing: the worker's own interval of its median, where it reports one
-    fig.ci95_ms = ci95_of_median(samples) if len(samples) > 1 else float(getattr(art.latency_ms, "ci95_ms", 0) or 0)
+    _set_p50(fig, samples, float(getattr(art.latency_ms, "ci95_ms", 0) or 0))
+    if not job.device:
+        return fig
+    fig.values["host_p50_ms"] = fig.values.pop("p50_ms")
+    fig.host_ci95_ms, fig.host_p50_samples, fig.ci95_ms, fig.p50_samples = fig.ci95_ms, fig.p50_samples, 0.0, []
+    fig.device_skipped = skip_device(fig, job, others)
+    if fig.device_skipped is None:
+        def on_device() -> float:
+            return _retime(req, art, path, job.device)
+
+        def samples() -> list:
+            return job.timing.p50s(on_device(), job.point, fig.values, on_device, job.repeats)
+
+        _set_p50(fig, claim_device(samples), 0.0)
+        fig.device = job.device
     return fig
+
+
+def _set_p50(fig: Figures, samples: list, single_ci: float) -> None:
+    fig.p50_samples = [float(s) for s in samples]
+    fig.values["p50_ms"] = statistics.median(fig.p50_samples)
+    fig.ci95_ms = ci95_of_median(fig.p50_samples) if len(fig.p50_samples) > 1 else single_ci
+
+
+def skip_device(fig: Figures, job: Job, others: dict) -> str | None:
+    """Why a built point is not worth the device's time (None: time it there): it misses
+    another constraint, or a point of the feasible front known so far dominates it beyond the
+    noise on this host's figures (host latency stands in for the device's: the device can only
+    be judged by timing on it, and a point slower here and no better elsewhere is not expected to
+    overtake there)."""
+    missed = [k for k, v in others.items() if v > 0]
+    if missed:
+        return f"not timed on {job.device}: misses {', '.join(missed)}"
+    me = Row(-1, job.point, fig.on_host(), {})
+    for number, data in job.front:
+        other = Figures.from_json(data)
+        if "host_p50_ms" in other.values and dominates(Row(number, {}, other.on_host(), {}), me, job.objectives):
+            return f"not timed on {job.device}: trial {number} dominates it on this host's figures, beyond the noise"
+    return None
 
 
 def ci95_of_median(samples: list[float]) -> float:

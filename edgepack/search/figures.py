@@ -31,6 +31,19 @@ class Figures:
     precision: str | None = None
     error: str | None = None
     cached: bool = False  # read back from an earlier run of this point
+    # with max_p50_ms on a named device: p50_ms is the device's; this host's p50 is host_p50_ms
+    host_ci95_ms: float = 0.0
+    host_p50_samples: list = field(default_factory=list)
+    device: str | None = None  # the device p50_ms was timed on (None: this host)
+    device_skipped: str | None = None  # why this point was not timed on the device
+
+    def on_host(self) -> Figures:
+        """These figures with this host's latency as p50_ms: what points are compared by
+        before any of them is timed on the device."""
+        if "host_p50_ms" not in self.values:
+            return self
+        values = {k: v for k, v in self.values.items() if k != "host_p50_ms"} | {"p50_ms": self.values["host_p50_ms"]}
+        return Figures(self.status, values, self.host_ci95_ms, list(self.host_p50_samples))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -60,7 +73,7 @@ def describe_miss(name: str, fig: Figures, bounds: Constraints) -> str:
     figure, sense = CONSTRAINTS[name]
     value = fig.values.get(figure)
     if value is None:
-        return f"{name}: not measured ({fig.error or fig.status})"
+        return f"{name}: not measured ({fig.error or fig.device_skipped or fig.status})"
     return f"{name}: {figure} {value:.4g} {'>' if sense == 'max' else '<'} {getattr(bounds, name):.4g}"
 
 

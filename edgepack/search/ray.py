@@ -2,8 +2,10 @@
 
 `ray` alone starts a local instance with `ray.init(num_cpus=workers)` (Ray removed `local_mode`);
 `ray://ADDRESS` joins a cluster. Boards are Ray custom resources named `device:NAME`, one unit
-each: a trial whose latency is measured on a board asks for that resource, so it waits until the
-board is free instead of two trials timing on it at once.
+each: a trial compiles and is timed on this host without it, and only the timing on the board
+runs as a task of its own that asks for that resource, so it waits until the board is free
+instead of two trials timing on it at once, and a trial not worth the board's time never asks
+(the waiting trial's CPU is lent back while it waits: Ray does so for a task blocked in get).
 """
 
 from __future__ import annotations
@@ -40,13 +42,11 @@ class RayExecutor:
                      runtime_env={"env_vars": {"PYTHONPATH": path}})
         elif self.started:
             ray.init(address=address, log_to_driver=False)
-        self.task = ray.remote(evaluate)
+        self.task = ray.remote(_evaluate)
         self.pending: dict = {}  # ObjectRef -> ticket
 
     def submit(self, ticket: int, job: Job) -> None:
-        device = job.constraints.device if job.constraints.max_p50_ms is not None else None
-        resources = {device_resource(device): 1} if device else {}
-        ref = self.task.options(num_cpus=1, resources=resources).remote(job)
+        ref = self.task.options(num_cpus=1).remote(job)
         self.pending[ref] = ticket
 
     def next_done(self) -> tuple[int, dict]:
@@ -59,3 +59,18 @@ class RayExecutor:
             self.ray.cancel(ref, force=True)
         if self.started:
             self.ray.shutdown()
+
+
+def _evaluate(job: Job) -> dict:
+    """A trial as a Ray task: its device timings, if any, as a task holding the board."""
+    ray = _ray()
+
+    def claim_device(fn):
+        board = ray.remote(_call).options(num_cpus=1, resources={device_resource(job.device): 1})
+        return ray.get(board.remote(fn))
+
+    return evaluate(job, claim_device)
+
+
+def _call(fn):
+    return fn()

@@ -8,7 +8,9 @@ feasible front and the chosen point are written out.
     OUT/search.json             everything above as data
 
 Each finished trial is emitted as a `stage_done` event whose data carry what a tracking listener
-needs (search, target, trial number, params, values, feasible, misses, the trial's report path).
+needs (search, target, trial number, the point's key, params, values, feasible, misses, the
+trial's report path); a resumed search emits its finished points again (`earlier`), and the final
+`report` event names search.json and each target's folder.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class TargetResult:
         def row(r: Row) -> dict:
             return {"trial": r.number, "point": r.point, "status": r.fig.status, "values": r.fig.values,
                     "ci95_ms": r.fig.ci95_ms, "feasible": r.feasible, "cached": r.fig.cached,
+                    "device": r.fig.device, "device_skipped": r.fig.device_skipped,
                     "misses": {k: v for k, v in r.misses.items() if v > 0}, "report": r.fig.report,
                     "error": r.fig.error}
         return {"target": self.target, "constraints": self.constraints, "feasible": self.feasible,
@@ -76,7 +79,8 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
         runner.close()
     atomic_write(out / "search.json", json.dumps({"name": spec.name, "executor": executor,
                                                   "targets": [r.summary() for r in results]}, indent=1, default=str))
-    events.emit("report", f"search: {out}/search.json", path=str(out / "search.json"), search=spec.name)
+    events.emit("report", f"search: {out}/search.json", path=str(out / "search.json"), search=spec.name,
+                folders={t.name: str(out / _safe(t.name)) for t in spec.target_list()})
     return results
 
 
@@ -91,7 +95,7 @@ def _check_inputs(spec: SearchSpec) -> None:
 
 def _claim(out: Path, spec: SearchSpec) -> None:
     """`out` is new, or holds this same search (resume); never someone else's folder."""
-    key = json.dumps(spec.model_dump(exclude={"trials", "workers"}), sort_keys=True, default=str)
+    key = spec.key()
     marker = out / SPEC_FILE
     if out.exists() and any(out.iterdir()):
         if not marker.is_file():
@@ -156,6 +160,11 @@ def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: 
     study = studies.open_study(out, f"{spec.name}-{target.name}", spec.objectives, spec.seed)
     base = base_request(spec, target.name)
     known = {_key(t.user_attrs["point"]): Figures.from_json(t.user_attrs["figures"]) for t in studies.finished(study)}
+    told = set()
+    for row in _rows(study, target):  # told again: a tracking listener records the points it has not yet
+        if _key(row.point) not in told:
+            told.add(_key(row.point))
+            _emit_trial(events, spec, target, row, earlier=True)
     todo, asks = spec.trials - len(known), 4 * spec.trials
     in_flight: dict = {}  # point key -> [(trial, point), ...]: the first is computing, the rest wait on it
     while (todo > 0 and asks > 0) or in_flight:
@@ -168,9 +177,11 @@ def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: 
                 in_flight[key].append((trial, point))
             else:
                 in_flight[key] = [(trial, point)]
-                runner.submit(trial.number, Job(base, point, target.constraints, str(out / "trials"),
-                                                spec.repeats, timing))
+                runner.submit(trial.number, Job(base, point, target.constraints, str(out / "trials"), spec.repeats,
+                                                timing, spec.objectives, _front_known(study, spec, target)))
                 todo -= 1
+        if not in_flight:  # every ask was a point already known: the space is used up
+            break
         number, data = runner.next_done()
         key = next(k for k, waiting in in_flight.items() if waiting[0][0].number == number)
         known[key] = Figures.from_json(data)
@@ -183,6 +194,12 @@ def _key(point: dict) -> str:
     return json.dumps(point, sort_keys=True)
 
 
+def _digest(point: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(_key(point).encode()).hexdigest()[:16]
+
+
 def _cached(fig: Figures) -> Figures:
     return Figures.from_json(fig.to_json() | {"cached": True})
 
@@ -193,15 +210,19 @@ def _tell(study, spec: SearchSpec, target: Target, events: Events, trial, point:
     _emit_trial(events, spec, target, Row(trial.number, point, fig, misses))
 
 
-def _emit_trial(events: Events, spec: SearchSpec, target: Target, row: Row) -> None:
+def _emit_trial(events: Events, spec: SearchSpec, target: Target, row: Row, earlier: bool = False) -> None:
+    """One `stage_done` per trial; `earlier`: a trial a previous run of this search finished,
+    told again on resume. `key` names the target's point (a repeat proposal of a point is a
+    cached trial with the same key), so a tracking listener records each point once."""
     values = ", ".join(f"{k} {v:.4g}" for k, v in row.fig.values.items())
     verdict = "feasible" if row.feasible else "misses " + ", ".join(k for k, v in row.misses.items() if v > 0) \
         if row.fig.status != "failed" else f"failed: {row.fig.error}"
     events.emit("stage_done", f"trial {row.number} [{target.name}] {_label(row.point)}: {values or '-'} "
-                f"({verdict}{', cached' if row.fig.cached else ''})",
-                search=spec.name, target=target.name, trial=row.number, params=row.point, values=row.fig.values,
-                ci95_ms=row.fig.ci95_ms, feasible=row.feasible, status=row.fig.status,
-                misses={k: v for k, v in row.misses.items() if v > 0}, report=row.fig.report, cached=row.fig.cached)
+                f"({verdict}{', cached' if row.fig.cached else ''}{', from an earlier run' if earlier else ''})",
+                search=spec.name, target=target.name, trial=row.number, key=f"{target.name}#{_digest(row.point)}", params=row.point, values=row.fig.values, ci95_ms=row.fig.ci95_ms,
+                host_ci95_ms=row.fig.host_ci95_ms, device=row.fig.device, device_skipped=row.fig.device_skipped,
+                feasible=row.feasible, status=row.fig.status, misses={k: v for k, v in row.misses.items() if v > 0},
+                report=row.fig.report, cached=row.fig.cached, earlier=earlier)
 
 
 def _label(point: dict) -> str:
@@ -212,9 +233,7 @@ def _label(point: dict) -> str:
 
 def _result(spec: SearchSpec, target: Target, study, out: Path) -> TargetResult:
     """The target's rows, front, chosen point (or closest misses), written under OUT/TARGET."""
-    rows = [Row(t.number, t.user_attrs["point"], Figures.from_json(t.user_attrs["figures"]),
-                violations(Figures.from_json(t.user_attrs["figures"]), target.constraints))
-            for t in studies.finished(study)]
+    rows = _rows(study, target)
     res = TargetResult(target.name, target.constraints.model_dump(exclude_none=True), rows)
     res.front = front(rows, spec.objectives)
     if res.front:
@@ -223,6 +242,20 @@ def _result(spec: SearchSpec, target: Target, study, out: Path) -> TargetResult:
         res.closest = closest(rows)
     write_target(out / _safe(target.name), res, spec, target.constraints)
     return res
+
+
+def _rows(study, target: Target) -> list[Row]:
+    """The target's finished trials, each with what it misses."""
+    figs = [(t, Figures.from_json(t.user_attrs["figures"])) for t in studies.finished(study)]
+    return [Row(t.number, t.user_attrs["point"], fig, violations(fig, target.constraints)) for t, fig in figs]
+
+
+def _front_known(study, spec: SearchSpec, target: Target) -> tuple:
+    """The feasible front so far, as (trial number, figures) pairs a worker can take: what a
+    point must not be dominated by to be timed on the device (empty without device timing)."""
+    if target.constraints.device is None or target.constraints.max_p50_ms is None:
+        return ()
+    return tuple((r.number, r.fig.to_json()) for r in front(_rows(study, target), spec.objectives))
 
 
 def _safe(name: str) -> str:

@@ -170,6 +170,13 @@ class SearchSpec(_Strict):
                              "give eval (--eval DATA)")
         return self
 
+    def key(self) -> str:
+        """What makes two runs the same search (a resume): everything but how many trials and
+        workers; the output folder holds it, and tracking finds the search's run by it."""
+        import json
+
+        return json.dumps(self.model_dump(exclude={"trials", "workers"}), sort_keys=True, default=str)
+
     def target_list(self) -> list[Target]:
         """Every target with its constraints resolved (its own over the spec's defaults)."""
         out = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgepack.tracking import models
+from edgepack.tracking import models, search
 from edgepack.tracking.record import (COMMAND, LEVEL, PARENT, _ms, artifact_metrics, clean, compile_params,
                                       dataset_inputs, flat, registry_name, row_metrics)
 
@@ -21,6 +21,7 @@ class RunRecorder:
         self.prev_model: str | None = None  # the last stage's output model (what the next stage takes)
         self.pending: dict | None = None  # a compile's report event inside a recipe, waiting for its stage
         self.datasets: list[dict] = []
+        self.recorded: set[str] = set()  # a search's trial keys already under its run
         self.ended = False
 
     # -- messages --------------------------------------------------------------------------
@@ -38,8 +39,12 @@ class RunRecorder:
         self.start = m
         tags = {COMMAND: m["command"], LEVEL: "parent", "mlflow.source.name": "edgepack",
                 "mlflow.source.type": "LOCAL", "edgepack.cwd": m.get("cwd", "")}
-        self.parent = self.run(m.get("name") or m["command"], tags)
-        request = {k: m.get(k) for k in ("command", "argv", "cwd", "request", "recipe") if m.get(k) is not None}
+        if m.get("search"):  # one run per search, reopened when it resumes
+            self.parent = search.open_parent(self, m, tags)
+        else:
+            self.parent = self.run(m.get("name") or m["command"], tags)
+        request = {k: m.get(k) for k in ("command", "argv", "cwd", "request", "recipe", "search")
+                   if m.get(k) is not None}
         self.s.log_dict(self.parent, request, "edgepack/request.json")
         if m.get("params"):
             self.s.log_batch(self.parent, params=_params(clean(m["params"])))
@@ -56,6 +61,10 @@ class RunRecorder:
             self.log_flow(data)
         elif kind == "stage_done" and data.get("folder"):
             self.log_stage(data)
+        elif kind == "stage_done" and data.get("search") and data.get("key"):
+            search.log_trial(self, data)
+        elif kind == "report" and data.get("search"):
+            search.log_result(self, data)
 
     def end(self, status: str, error: str | None) -> None:
         """Terminate every run still open: FINISHED only when the command finished."""
