@@ -223,3 +223,19 @@ def test_cli_constraint_mistakes_are_one_line(capsys):
     assert main(["search", "m.onnx", "--eval", "e.npz", "--constraint", "max_dorp=0.01"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown constraint (did you mean: max_drop" in err
+
+
+def test_points_no_runtime_can_build_are_skipped_not_spent(tmp_path, mnist_onnx, small_sets):
+    """ONNX Runtime does not compute in BF16: those points are skipped with the reason, never
+    compiled, and no trial is spent on them (the space then holds one point: the search ends)."""
+    from edgepack.events import Events
+    from edgepack.search import SearchSpec, search
+
+    steps = []
+    spec = SearchSpec.model_validate(_spec(mnist_onnx, small_sets, constraints={"max_drop": 0.05},
+                                           space={"backend": ["onnxruntime"], "precision": ["bf16", "fp32"]},
+                                           trials=2, repeats=1))
+    res = search(spec, tmp_path / "out", events=Events(lambda e: steps.append(e.message)), timing=PinnedLatency())[0]
+    assert {r.point["precision"] for r in res.rows} == {"fp32"} and all(r.fig.status == "built" for r in res.rows)
+    assert any(line.startswith("skipped onnxruntime bf16: onnxruntime builds") for line in steps), steps
+    assert len(list((tmp_path / "out" / "trials").iterdir())) == 1  # one compile: the FP32 point

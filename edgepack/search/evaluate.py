@@ -89,6 +89,23 @@ def int8_knobs(point: dict) -> dict:
             "calibration": None if calibration == "profile" else calibration}
 
 
+def unusable(point: dict) -> str | None:
+    """Why no compile can build `point` (None: one may): a precision its runtime does not build,
+    BF16 on a CPU without it, ONNX Runtime's dynamic format on another runtime. Known without a
+    compile, so such points are skipped, not spent as failed trials."""
+    from edgepack.backends import backend_class
+    from edgepack.hostinfo import missing_bf16
+
+    backend, precision = point["backend"], point["precision"]
+    if precision not in backend_class(backend).precisions:
+        return f"{backend} builds {', '.join(backend_class(backend).precisions)}, not {precision}"
+    if precision == "bf16":
+        return missing_bf16()
+    if point.get("quantizer") == "dynamic" and precision == "int8" and backend != "onnxruntime":
+        return f"the dynamic INT8 format runs in onnxruntime only, not {backend}"
+    return None
+
+
 def evaluate(job: Job, claim_device=None) -> dict:
     """The point's figures (as JSON-safe dict), computed or read back from an earlier run.
     `claim_device(fn)` runs the device timings `fn` once the device is free (Ray: a task that

@@ -24,7 +24,7 @@ from edgepack.errors import EdgepackError
 from edgepack.events import Events, silent
 from edgepack.fsutil import atomic_write
 from edgepack.search import study as studies
-from edgepack.search.evaluate import Job, MeasuredLatency
+from edgepack.search.evaluate import Job, MeasuredLatency, unusable
 from edgepack.search.executors import make_executor
 from edgepack.search.figures import Figures, describe_miss, violations
 from edgepack.search.output import write_target
@@ -171,7 +171,11 @@ def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: 
         while todo > 0 and asks > 0 and len(in_flight) < spec.workers:
             trial, point = studies.ask(study, spec.space)
             asks, key = asks - 1, _key(point)
-            if key in known:
+            why = unusable(point)
+            if why:  # not a trial: nothing to build
+                studies.skip(study, trial, why)
+                events.step(f"skipped {_label(point)}: {why}")
+            elif key in known:
                 _tell(study, spec, target, events, trial, point, _cached(known[key]))
             elif key in in_flight:
                 in_flight[key].append((trial, point))

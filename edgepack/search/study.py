@@ -107,6 +107,13 @@ def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
     return point
 
 
+def skip(study: optuna.Study, trial, why: str) -> None:
+    """A point no compile can build: recorded as failed (samplers leave it out), with the reason."""
+    with _whole():
+        trial.set_user_attr("skipped", why)
+        study.tell(trial, state=TrialState.FAIL)
+
+
 def tell(study: optuna.Study, trial, fig: Figures, objectives: dict, misses: dict) -> None:
     """Record the trial: its figures (user attrs), constraints, and objective values."""
     values = [fig.values.get(n, MISSING if s == "min" else -MISSING) for n, s in objectives.items()]
