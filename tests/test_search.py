@@ -135,7 +135,10 @@ def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path
     ({"objectives": {"latency": "min"}}, "unknown objective 'latency'"),
     ({"eval": None}, "drop needs evaluation data"),
     ({"eval": None, "objectives": {"accuracy": "max"}}, "accuracy, drop need evaluation data"),
-    ({"recipe": "r.yaml", "model": None}, "recipe searches"),
+    ({"recipe": "r.yaml", "model": None}, "a recipe search needs space.recipe"),
+    ({"recipe": "r.yaml", "model": None, "space": {"recipe": {"distill.temperature": [2, 4]}}},
+     "eval: a recipe search takes its model and data from the recipe"),
+    ({"space": {"recipe": {"distill.temperature": [2, 4]}}}, "recipe knobs need a recipe"),
     ({"space": {"backend": ["onnxruntme"]}}, "did you mean: onnxruntime"),
 ])
 def test_spec_mistakes_are_one_line(tmp_path, change, expected):

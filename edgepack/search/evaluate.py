@@ -53,6 +53,26 @@ class Job:
         """The board max_p50_ms is measured on (None: this host, in the compile's fresh processes)."""
         return self.constraints.device if self.constraints.max_p50_ms is not None else None
 
+    def evaluate(self) -> dict:
+        """The point's figures (as JSON-safe dict), computed or read back from an earlier run."""
+        req = request_for(self.base, self.point)
+        folder = Path(self.trials_dir) / req.key()
+        done = folder / FIGURES
+        if done.is_file():
+            fig = Figures.from_json(json.loads(done.read_text()))
+            fig.cached = True
+            return fig.to_json()
+        req = req.with_options(output_dir=str(folder / "out"), force=True)
+        try:
+            fig = _cheap(req, self.point, self.constraints)
+            if fig is None:
+                fig = _build(req, self)
+        except EdgepackError as e:
+            fig = Figures("failed", error=first_line(e))
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(done, json.dumps(fig.to_json(), indent=1))
+        return fig.to_json()
+
 
 def request_for(base: CompileRequest, point: dict) -> CompileRequest:
     """The compile request of one point of the search space."""
@@ -63,25 +83,11 @@ def request_for(base: CompileRequest, point: dict) -> CompileRequest:
     return base.with_options(backends=(point["backend"],), prune=prune, quant=quant, output_dir=None)
 
 
-def evaluate(job: Job) -> dict:
-    """The point's figures (as JSON-safe dict), computed or read back from an earlier run."""
-    req = request_for(job.base, job.point)
-    folder = Path(job.trials_dir) / req.key()
-    done = folder / FIGURES
-    if done.is_file():
-        fig = Figures.from_json(json.loads(done.read_text()))
-        fig.cached = True
-        return fig.to_json()
-    req = req.with_options(output_dir=str(folder / "out"), force=True)
-    try:
-        fig = _cheap(req, job.point, job.constraints)
-        if fig is None:
-            fig = _build(req, job)
-    except EdgepackError as e:
-        fig = Figures("failed", error=first_line(e))
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(done, json.dumps(fig.to_json(), indent=1))
-    return fig.to_json()
+def evaluate(job) -> dict:
+    """Run one trial in whichever process: every kind of job (a model's compile, `Job`; a
+    recipe's flow, search.recipe.RecipeJob) knows how to evaluate itself and returns the same
+    figures, so executors, the study and the front never ask which kind it was."""
+    return job.evaluate()
 
 
 def _cheap(req: CompileRequest, point: dict, bounds: Constraints) -> Figures | None:
@@ -113,12 +119,15 @@ def _build(req: CompileRequest, job: Job) -> Figures:
                   artifact=str(path), backend=art.backend, precision=art.precision)
     if "p50_ms" not in fig.values:
         return fig
+    calib = req.quant.calib.value if req.quant.calib else None
+    return timed(fig, job, art, lambda: retime(calib, art, path, job.device))
+
+
+def timed(fig: Figures, job, art, rerun) -> Figures:
+    """`fig` with its p50 the median of `job.repeats` timings (one when another constraint
+    already misses: only points that can reach the front need the interval) and its 95% CI."""
     others = {k: v for k, v in violations(fig, job.constraints).items() if k != "max_p50_ms"}
     repeats = job.repeats if all(v <= 0 for v in others.values()) else 1
-
-    def rerun() -> float:
-        return _retime(req, art, path, job.device)
-
     # on a board every p50 is the board's: the compile's own was this host's
     first = rerun() if job.device else fig.values["p50_ms"]
     samples = job.timing.p50s(first, job.point, fig.values, rerun, repeats)
@@ -139,7 +148,7 @@ def ci95_of_median(samples: list[float]) -> float:
     return float(t.ppf(0.975, len(samples) - 1) * statistics.stdev(samples) / len(samples) ** 0.5)
 
 
-def _retime(req: CompileRequest, art, path: Path, device: str | None) -> float:
+def retime(calib, art, path: Path, device: str | None) -> float:
     """One more p50 of the artifact with the compile's settings: in a fresh process here, or on
     the named board."""
     from edgepack.backends import get_backend
@@ -149,7 +158,7 @@ def _retime(req: CompileRequest, art, path: Path, device: str | None) -> float:
 
     runtime = get_backend(art.backend)
     specs = runtime.inputs(runtime.load(path, 1))
-    data = dataset(req.quant.calib.value if req.quant.calib else None, specs)
+    data = dataset(calib, specs)  # None: seeded random inputs (a latency does not depend on values)
     if device:
         from edgepack.devices import resolve  # checked before the search started (run._device)
 

@@ -31,6 +31,7 @@ class Figures:
     precision: str | None = None
     error: str | None = None
     cached: bool = False  # read back from an earlier run of this point
+    stages: dict = field(default_factory=dict)  # a recipe trial's stages: "computed" here or "reused" (shared)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -82,3 +83,13 @@ def from_report(report, source_accuracy_key: str = "source") -> dict:
         if a.fidelity.agreement_non_near_ties is not None:
             values["agreement_non_near_ties"] = a.fidelity.agreement_non_near_ties
     return values
+
+
+def label(point: dict) -> str:
+    """A point in a few words: 'onnxruntime int8 prune 0.5 uniform' for a model's, 'knob=value ...'
+    for a recipe's."""
+    if "backend" not in point:
+        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+    prune = f" prune {point['prune_ratio']:.3g} {point['prune_mode']}" if point.get("prune_ratio") else ""
+    keep = f" keep {'|'.join(point['keep_float'])}" if point.get("keep_float") else ""
+    return f"{point['backend']} {point['precision']}{prune}{keep}"
