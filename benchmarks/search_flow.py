@@ -56,7 +56,7 @@ def baseline(recipe: dict, work: Path, repeats: int) -> dict:
     searched["stages"][0] = {"distill": {**recipe["stages"][0]["distill"], "baseline": False}}
     _claim((work / "search").resolve(), spec_for(searched, 1, repeats))
     try:
-        report = run(recipe, work / "demo", cache=work / "search" / "stages")
+        report = run(recipe, work / "demo", resume=True, cache=work / "search" / "stages")
     except GateFailed as e:
         report = e.report
     final = report.rows[-1]

@@ -110,3 +110,24 @@ def test_model_args_build_the_factory_with_them(recipe):
     built = load_recipe(recipe | {"student": {"model": MnistStudent(4), "args": {"width": 4}}})
     with pytest.raises(EdgepackError, match="only a file.py:factory or callable model takes arguments"):
         _build(built, built.student)
+
+
+def test_recipe_knobs_are_suggested_and_written_at_their_paths(recipe):
+    """Lists are categorical; a range of integers suggests integers, of floats floats on its step."""
+    import optuna
+
+    from edgepack.search import recipe as recipes
+    from edgepack.search import study as studies
+    from edgepack.search.spec import Space
+
+    space = Space(recipe={"student.args.width": [4, 8], "distill.epochs": {"low": 1, "high": 3},
+                          "distill.temperature": {"low": 1.0, "high": 2.0, "step": 0.5}})
+    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    points = [studies.ask(study, space)[1] for _ in range(8)]
+    assert {p["student.args.width"] for p in points} <= {4, 8}
+    assert all(isinstance(p["distill.epochs"], int) and 1 <= p["distill.epochs"] <= 3 for p in points)
+    assert {p["distill.temperature"] for p in points} <= {1.0, 1.5, 2.0}
+    applied = recipes.apply(recipes.load(recipe), points[0])
+    assert applied["student"]["args"] == {"width": points[0]["student.args.width"]}
+    assert applied["stages"][0]["distill"]["temperature"] == points[0]["distill.temperature"]
+    assert recipe["stages"][0]["distill"] == {"epochs": 1, "lr": 5e-3}  # the spec's recipe is untouched

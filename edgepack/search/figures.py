@@ -70,7 +70,7 @@ def from_report(report, source_accuracy_key: str = "source") -> dict:
     score (the report's own accuracy_drop counts from the pruned FP32 graph, which would hide
     what pruning cost)."""
     a = report.artifacts[report.selected.index]
-    values = {"size_mb": a.size_bytes / MB, "macs": report.canonical.macs}
+    values = {"size_mb": a.size_bytes / MB, "macs": report.canonical.macs, "params": report.canonical.params}
     if a.latency_ms is not None:
         values["p50_ms"] = a.latency_ms.p50
     if a.memory_mb is not None:

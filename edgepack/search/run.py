@@ -52,7 +52,7 @@ class TargetResult:
             return {"trial": r.number, "point": r.point, "status": r.fig.status, "values": r.fig.values,
                     "ci95_ms": r.fig.ci95_ms, "feasible": r.feasible, "cached": r.fig.cached,
                     "misses": {k: v for k, v in r.misses.items() if v > 0}, "report": r.fig.report,
-                    "error": r.fig.error}
+                    "error": r.fig.error, **({"stages": r.fig.stages} if r.fig.stages else {})}
         return {"target": self.target, "constraints": self.constraints, "feasible": self.feasible,
                 "front": [row(r) for r in self.front], "chosen": row(self.chosen) if self.chosen else None,
                 "reason": self.reason, "closest": [row(r) for r in self.closest], "trials": [row(r) for r in self.rows]}
