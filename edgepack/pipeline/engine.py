@@ -397,6 +397,7 @@ class Flow:
             return
         self.cache.mkdir(parents=True, exist_ok=True)
         tmp = self.cache / f".{self.key}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftover under a reused pid
         shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(PID_FILE))
         try:
             tmp.rename(self.cache / self.key)
