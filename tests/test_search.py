@@ -139,6 +139,8 @@ def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path
     ({"recipe": "r.yaml", "model": None, "space": {"recipe": {"distill.temperature": [2, 4]}}},
      "eval: a recipe search takes its model and data from the recipe"),
     ({"space": {"recipe": {"distill.temperature": [2, 4]}}}, "recipe knobs need a recipe"),
+    ({"recipe": "r.yaml", "model": None, "eval": None, "constraints": {"min_cosine": 0.9},
+      "space": {"recipe": {"distill.temperature": [2, 4]}}}, "min_cosine: a recipe trial reports accuracy"),
     ({"space": {"backend": ["onnxruntme"]}}, "did you mean: onnxruntime"),
 ])
 def test_spec_mistakes_are_one_line(tmp_path, change, expected):

@@ -69,9 +69,10 @@ def _check_path(recipe: dict, path: str) -> None:
     head, *rest = path.split(".")
     kinds = [Recipe.kind(s) for s in recipe["stages"]]
     heads = kinds + [r for r in MODEL_REFS if recipe.get(r)] + ["measure"]
-    if head not in heads or not rest:
-        hint = close_names(head, heads) if head not in heads else f": name a setting of {head}, e.g. {head}.…"
-        raise EdgepackError(f"space.recipe {path!r}: the recipe has no {head!r}{hint}; "
+    if head in heads and not rest:
+        raise EdgepackError(f"space.recipe {path!r}: name one of its settings ({head}.SETTING)")
+    if head not in heads:
+        raise EdgepackError(f"space.recipe {path!r}: the recipe has no {head!r}{close_names(head, heads)}; "
                             f"knobs are STAGE.SETTING or teacher/student.args.NAME over {', '.join(heads)}")
     model = KINDS.get(head) or (ModelRef if head in MODEL_REFS else Recipe.model_fields["measure"].annotation)
     for i, part in enumerate(rest):

@@ -53,6 +53,8 @@ CONSTRAINTS = {
 }
 # figures an objective may name; accuracy-like ones need labelled or judged data (spec.eval)
 OBJECTIVES = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "params", "peak_mb", "agreement_non_near_ties", "cosine")
+# what a recipe trial measures: its flow report's final row
+RECIPE_FIGURES = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "params")
 NEEDS_EVAL = {"accuracy", "drop", "agreement_non_near_ties", "cosine"}
 
 
@@ -199,7 +201,9 @@ class SearchSpec(_Strict):
     def _consistent(self):
         if self.objectives is None:
             default = {"accuracy": "max", "p50_ms": "min", "size_mb": "min"}
-            object.__setattr__(self, "objectives", default if self.eval else {"p50_ms": "min", "size_mb": "min"})
+            # a recipe scores every trial on its own test split
+            labelled = self.eval or self.recipe is not None
+            object.__setattr__(self, "objectives", default if labelled else {"p50_ms": "min", "size_mb": "min"})
         if (self.model is None) == (self.recipe is None):
             raise ValueError("give exactly one of model or recipe")
         if self.recipe is not None:
@@ -218,6 +222,11 @@ class SearchSpec(_Strict):
         if not self.space.recipe:
             raise ValueError("a recipe search needs space.recipe: {KNOB.PATH: [values]}, e.g. "
                              "{distill.temperature: [2, 4, 8]}")
+        unmeasured = sorted({n for n in self.objectives if n not in RECIPE_FIGURES} | {
+            c for t in self.target_list() for c in t.constraints.bounds() if CONSTRAINTS[c][0] not in RECIPE_FIGURES})
+        if unmeasured:
+            raise ValueError(f"{', '.join(unmeasured)}: a recipe trial reports {', '.join(RECIPE_FIGURES)} "
+                             "(its flow's final row), not this")
         model_knobs = sorted(self.space.model_fields_set - {"recipe"})
         own = [k for k in ("input_shape", "weights", "calib", "eval", "metric") if getattr(self, k) is not None]
         if model_knobs or own:
