@@ -134,7 +134,7 @@ def write(out: Path, base: dict, res, work: Path, load: tuple) -> None:
 
     front = {r.number for r in res.front}
     winners = [r for r in distinct(res.rows) if r.fig.status == "built" and dominates(r.fig, r.fig.ci95_ms, base)]
-    lines = [f"# Recipe search on the MNIST flow vs the demo recipe", "",
+    lines = ["# Recipe search on the MNIST flow vs the demo recipe", "",
              f"`python benchmarks/search_flow.py` on {time.strftime('%Y-%m-%d')}; host target (x86-vnni), "
              f"{os.cpu_count()} CPUs shared with other jobs (load average {load[0]:.1f} before, {load[1]:.1f} after); "
              f"the search ran {len(distinct(res.rows))} distinct points one at a time in {span:.1f} min (first trial "
