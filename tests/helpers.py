@@ -129,5 +129,7 @@ class PinnedLatency:
         self.compile_timing = PinnedTiming(int8_ms=0.5)
 
     def p50s(self, first: float, point: dict, figures: dict, rerun, repeats: int) -> list[float]:
+        if "precision" not in point:  # a recipe search's point: its own p50, with the fixed spread
+            return [first + 0.01 * (i % 3 - 1) for i in range(repeats)]
         ms = self.MS[point["precision"]] * (1.0 - 0.5 * (point.get("prune_ratio") or 0.0))
         return [ms + 0.01 * (i % 3 - 1) for i in range(repeats)]

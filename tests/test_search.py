@@ -202,7 +202,12 @@ def test_a_search_sends_its_front_so_far_to_each_trial(tmp_path, conv_search, ex
     ({"objectives": {"latency": "min"}}, "unknown objective 'latency'"),
     ({"eval": None}, "drop needs evaluation data"),
     ({"eval": None, "objectives": {"accuracy": "max"}}, "accuracy, drop need evaluation data"),
-    ({"recipe": "r.yaml", "model": None}, "recipe searches"),
+    ({"recipe": "r.yaml", "model": None}, "a recipe search needs space.recipe"),
+    ({"recipe": "r.yaml", "model": None, "space": {"recipe": {"distill.temperature": [2, 4]}}},
+     "eval: a recipe search takes its model and data from the recipe"),
+    ({"space": {"recipe": {"distill.temperature": [2, 4]}}}, "recipe knobs need a recipe"),
+    ({"recipe": "r.yaml", "model": None, "eval": None, "constraints": {"min_cosine": 0.9},
+      "space": {"recipe": {"distill.temperature": [2, 4]}}}, "min_cosine: a recipe trial reports accuracy"),
     ({"space": {"backend": ["onnxruntme"]}}, "did you mean: onnxruntime"),
 ])
 def test_spec_mistakes_are_one_line(tmp_path, change, expected):

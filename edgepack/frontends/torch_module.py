@@ -71,8 +71,8 @@ def from_factory(text: str, input_shapes: dict | None, weights: str | None) -> S
     return from_module(module, input_shapes, name=text.rpartition(":")[2], digest=digest, path=text)
 
 
-def load_factory(text: str, weights: str | None = None):
-    """(nn.Module built by `file.py:factory`, sha256 of the file and weights)."""
+def load_factory(text: str, weights: str | None = None, args: dict | None = None):
+    """(nn.Module built by `file.py:factory(**args)`, sha256 of the file and weights)."""
     import torch
 
     file, _, attr = text.rpartition(":")
@@ -87,7 +87,7 @@ def load_factory(text: str, weights: str | None = None):
         factory = getattr(mod, attr, None)
         if not callable(factory):
             raise EdgepackError(f"{file} has no callable {attr!r}")
-        module = factory()
+        module = factory(**(args or {}))
     except EdgepackError:
         raise
     except (Exception, SystemExit) as e:  # user code: sys.exit() in a factory must not end edgepack silently

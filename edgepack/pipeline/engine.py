@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -55,14 +56,18 @@ class GateFailed(EdgepackError):
 
 
 def run(recipe, output_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        events: Events | None = None, timing: Timing = DEFAULT_TIMING) -> FlowReport:
+        events: Events | None = None, timing: Timing = DEFAULT_TIMING, cache: str | Path | None = None) -> FlowReport:
     """Run `recipe` (YAML path, dict or Recipe); returns the report, also written to the folder.
-    Raises GateFailed (carrying the report) when a stage misses its gate."""
+    Raises GateFailed (carrying the report) when a stage misses its gate.
+
+    `cache`: a folder of finished stages shared by several runs (a recipe search's trials), each
+    under its resume key: a stage whose key is there is copied in instead of computed, and every
+    stage computed here (but emit, whose record names its own folder) is added to it."""
     recipe = load_recipe(recipe)
     outdir = Path(output_dir) if output_dir else Path("runs") / recipe.name
     with output_lock(outdir):  # a second run into this folder refuses at once
         stages_made = _claim(outdir, recipe, force, resume)
-        flow = Flow(recipe, outdir, events or silent(), timing)  # data, target, models checked before any folder is made
+        flow = Flow(recipe, outdir, events or silent(), timing, cache)  # data, target, models checked before any folder is made
         if outdir.exists() and force and not resume:
             shutil.rmtree(outdir)
         outdir.mkdir(parents=True, exist_ok=True)
@@ -109,8 +114,10 @@ def _recipe_inputs(recipe: Recipe) -> list[Path]:
 class Flow:
     """What the stages share: data splits, the teacher, the target, and how to measure."""
 
-    def __init__(self, recipe: Recipe, outdir: Path, events: Events, timing: Timing = DEFAULT_TIMING):
+    def __init__(self, recipe: Recipe, outdir: Path, events: Events, timing: Timing = DEFAULT_TIMING,
+                 cache: str | Path | None = None):
         self.recipe, self.outdir, self.events, self.timing = recipe, outdir, events, timing
+        self.cache = Path(cache) if cache is not None else None
         self.marker = marker_data("run", recipe=recipe.name, stages=[])  # what this run may touch in outdir
         self.profile = load_profile(recipe.target)
         data = recipe.data
@@ -130,9 +137,11 @@ class Flow:
         self.soft_targets = SoftTargets()  # the teacher's logits, reused by every stage of this flow
         seen = {k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in ("teacher", "student", "data")}
         self.seen = seen  # what listeners (tracking) record as the run's inputs
-        # the profile's contents: `host` resolves per machine, and a target YAML can be edited
-        self.key = _digest({"edgepack": __version__, "target": self.profile.to_dict(), **seen, "input_shape": shape,
-                            "measure": m.model_dump()})
+        # the profile's contents: `host` resolves per machine, and a target YAML can be edited. The
+        # student joins the chain after the teacher (run): the teacher does not depend on it, so
+        # runs that differ only in their student share the teacher's key (and a cache's teacher)
+        self.key = _digest({"edgepack": __version__, "target": self.profile.to_dict(), "teacher": seen["teacher"],
+                            "data": seen["data"], "input_shape": shape, "measure": m.model_dump()})
         self.teacher = _build(recipe, recipe.teacher)
         check_classes(self.teacher, self.example, {"train": self.train, "val": self.val, "test": self.test,
                                                    "calib": self.calib})
@@ -169,13 +178,15 @@ class Flow:
         report = {**header("run"), "recipe": self.recipe.name, "target": self.profile.name,
                   "output_dir": str(self.outdir), "rows": self.rows, "stages": []}
         module, model = self._teacher()
+        self.key = _digest({"previous": self.key, "student": self.seen["student"]})
         self.float_model = model  # the last float graph: what emit ships where INT8 runs slower
         for i in range(len(self.recipe.stages)):
             kind, cfg = self.recipe.stage(i)
             self.key = _digest({"previous": self.key, kind: self.recipe.stages[i][kind]})
             folder = self.outdir / f"{i + 1:02d}-{kind}"
             saved = self._saved(folder, f"stage {i + 1} ({kind})")
-            if saved is not None and saved["passed"]:
+            reused = saved is not None and saved["passed"]
+            if reused:
                 self.events.step(f"stage {i + 1} ({kind}): unchanged, reusing {folder}")
                 record = saved
                 if kind != "emit":
@@ -195,7 +206,7 @@ class Flow:
             self.rows.extend(record["rows"])
             report["stages"].append({k: v for k, v in record.items() if k not in ("rows", "files")})
             self.events.emit("stage_done", f"stage {i + 1} ({kind}): {'passed' if record['passed'] else 'missed its gate'}",
-                             stage=kind, passed=record["passed"], index=i + 1, folder=str(folder),
+                             stage=kind, passed=record["passed"], index=i + 1, folder=str(folder), reused=reused,
                              settings=_jsonable(cfg.model_dump()))  # with defaults: seeds, schedules
             if not record["passed"]:
                 report["stopped"] = {"stage": kind, "reasons": record["gate_failures"]}
@@ -240,6 +251,7 @@ class Flow:
         self.rows.extend(record["rows"])
         self.events.emit("stage_done", f"teacher: {100 * self.teacher_accuracy:.2f}% on the test split",
                          stage="teacher", passed=True, index=0, folder=str(folder), datasets=self._datasets(),
+                         reused=saved is not None,
                          teacher=_jsonable(self.seen["teacher"]), recipe=self.recipe.name,
                          settings=_jsonable(self.recipe.teacher.train.model_dump()) if self.recipe.teacher.train else {})
         # what flows on is a copy: pruning the teacher in place would change the soft labels it gives
@@ -284,6 +296,7 @@ class Flow:
             record = self._record(kind, rows, row, gate, out.details)
             record["files"] = _file_digests(stage)
             _write_json(stage / STAGE_FILE, record)
+        self._publish(folder)
         return record
 
     def _keep_float(self, kind: str, model: onnx.ModelProto) -> None:
@@ -347,8 +360,10 @@ class Flow:
     def _saved(self, folder: Path, label: str) -> dict | None:
         """A finished stage's record if it was made from the same settings and inputs, by this
         run, and every file it wrote is still as it was saved (else one line says why not)."""
-        if folder.name not in self.marker["stages"]:
-            return None
+        record = self._valid(folder, label) if folder.name in self.marker["stages"] else None
+        return record if record is not None else self._from_cache(folder, label)
+
+    def _valid(self, folder: Path, label: str) -> dict | None:
         try:
             record = json.loads((folder / STAGE_FILE).read_text())
         except (OSError, ValueError):
@@ -360,6 +375,34 @@ class Flow:
             self.events.emit("note", f"{label}: {problem}: redoing it", stage=folder.name)
             return None
         return record
+
+    def _from_cache(self, folder: Path, label: str) -> dict | None:
+        """The shared cache's copy of this stage (same resume key, files intact), copied into
+        `folder` through a staging folder; None when the cache has none."""
+        cached = self.cache / self.key if self.cache is not None else None
+        if cached is None or self._valid(cached, label) is None:
+            return None
+        self._own(folder)
+        with staged_dir(folder, force=True, marker=marker_data("run-stage", stage=folder.name)) as stage:
+            for item in cached.iterdir():
+                if item.name not in (MARKER, PID_FILE):
+                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, stage / item.name)
+        self.events.step(f"{label}: reusing the shared stage {cached}")
+        return self._valid(folder, label)
+
+    def _publish(self, folder: Path) -> None:
+        """Add a stage just saved to the shared cache under its key (renamed into place whole:
+        readers never see half a copy; when two runs publish the same key, the first stays)."""
+        if self.cache is None or (self.cache / self.key).exists():
+            return
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache / f".{self.key}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftover under a reused pid
+        shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(PID_FILE))
+        try:
+            tmp.rename(self.cache / self.key)
+        except OSError:  # published meanwhile by another run
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _reload(self, folder: Path, module: nn.Module | None) -> nn.Module | None:
         """A saved torch stage, loaded into a fresh copy of its architecture (student or teacher)."""
@@ -381,17 +424,20 @@ def _construct(recipe: Recipe, ref) -> nn.Module:
     from edgepack.frontends.torch_module import load_factory, load_torchscript, load_weights
 
     model = ref.model
+    built = isinstance(model, nn.Module) or isinstance(model, str) and not is_factory(recipe.resolve(model))
+    if ref.args and built:
+        raise EdgepackError(f"args {sorted(ref.args)}: only a file.py:factory or callable model takes arguments")
     if isinstance(model, nn.Module):
         module = copy.deepcopy(model)
     elif isinstance(model, str):
         text = recipe.resolve(model)
         if is_factory(text):
-            return load_factory(text, recipe.resolve(ref.weights) if ref.weights else None)[0]
+            return load_factory(text, recipe.resolve(ref.weights) if ref.weights else None, ref.args)[0]
         if not Path(text).is_file():
             raise EdgepackError(f"{text}: no such model file (expected file.py:factory or a TorchScript file)")
         module = load_torchscript(Path(text))
     elif callable(model):
-        module = model()
+        module = model(**ref.args)
     else:
         raise EdgepackError(f"cannot use a {type(model).__name__} as a model: give file.py:factory or an nn.Module")
     if ref.weights:

@@ -96,6 +96,9 @@ class Emit(_Strict):
 class ModelRef(_Strict):
     model: Any  # "file.py:factory", a TorchScript file, an nn.Module or a callable returning one
     weights: str | None = None  # state_dict for a file.py:factory model
+    # keyword arguments of a file.py:factory (or callable) model, e.g. {width: 16}: a recipe search
+    # varies them as knobs (`student.args.width`) without a factory per size
+    args: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig | None = None  # train it first (labels only): for a teacher without weights
 
 

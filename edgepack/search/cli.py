@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from edgepack.search.figures import label
 from edgepack.search.spec import SearchSpec, from_args, load_spec, parse_constraints
 
 
@@ -19,7 +20,9 @@ def spec_of(args) -> SearchSpec:
                 "runs": args.runs, "warmup": args.warmup, "threads": args.threads}
     if Path(args.spec).suffix in (".yaml", ".yml"):
         spec = load_spec(args.spec)
-        return SearchSpec.model_validate(spec.model_dump() | {k: v for k, v in settings.items() if v is not None})
+        # only what the file set: a recipe search must not gain the model search's default knobs
+        return SearchSpec.model_validate(spec.model_dump(exclude_unset=True) |
+                                         {k: v for k, v in settings.items() if v is not None})
     space = {"backend": args.backend, "precision": args.precision, "prune_ratio": args.prune,
              "quantizer": args.quantizer, "calibration": args.calibration}
     return from_args({"name": Path(args.spec).stem.replace(".py:", "-")[:64] or "search", "model": args.spec,
@@ -67,7 +70,7 @@ def run_search(args, spec: SearchSpec | None = None, listeners: tuple = ()) -> i
         target = next(t for t in spec.target_list() if t.name == r.target)
         if r.feasible:
             c = r.chosen
-            print(f"{r.target}: chose trial {c.number} ({c.point['backend']} {c.fig.precision}): {r.reason}; "
+            print(f"{r.target}: chose trial {c.number} ({label(c.point)}): {r.reason}; "
                   f"{len(r.front)} point(s) on the feasible front; see {out}/{Path(r.target).stem}/pareto.md",
                   file=sys.stderr if args.json else sys.stdout)
             continue

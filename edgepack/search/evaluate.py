@@ -64,6 +64,27 @@ class Job:
         """The board max_p50_ms is measured on (None: this host, in the compile's fresh processes)."""
         return self.constraints.device if self.constraints.max_p50_ms is not None else None
 
+    def evaluate(self, claim_device=None) -> dict:
+        """The point's figures (as JSON-safe dict), computed or read back from an earlier run.
+        `claim_device(fn)` runs the device timings `fn` once the device is free (see `evaluate`)."""
+        req = request_for(self.base, self.point)
+        folder = Path(self.trials_dir) / req.key()
+        done = folder / FIGURES
+        if done.is_file():
+            fig = Figures.from_json(json.loads(done.read_text()))
+            fig.cached = True
+            return fig.to_json()
+        req = req.with_options(output_dir=str(folder / "out"), force=True)
+        try:
+            fig = _cheap(req, self.point, self.constraints)
+            if fig is None:
+                fig = _build(req, self, claim_device or _now)
+        except EdgepackError as e:
+            fig = Figures("failed", error=first_line(e))
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(done, json.dumps(fig.to_json(), indent=1))
+        return fig.to_json()
+
 
 def request_for(base: CompileRequest, point: dict) -> CompileRequest:
     """The compile request of one point of the search space."""
@@ -96,6 +117,8 @@ def unusable(point: dict) -> str | None:
     from edgepack.backends import backend_class
     from edgepack.hostinfo import missing_bf16
 
+    if "backend" not in point:  # a recipe's point: its flow decides what it builds
+        return None
     backend, precision = point["backend"], point["precision"]
     if precision not in backend_class(backend).precisions:
         return f"{backend} builds {', '.join(backend_class(backend).precisions)}, not {precision}"
@@ -106,28 +129,15 @@ def unusable(point: dict) -> str | None:
     return None
 
 
-def evaluate(job: Job, claim_device=None) -> dict:
-    """The point's figures (as JSON-safe dict), computed or read back from an earlier run.
+
+def evaluate(job, claim_device=None) -> dict:
+    """Run one trial in whichever process: every kind of job (a model's compile, `Job`; a
+    recipe's flow, search.recipe.RecipeJob) knows how to evaluate itself and returns the same
+    figures, so executors, the study and the front never ask which kind it was.
     `claim_device(fn)` runs the device timings `fn` once the device is free (Ray: a task that
     holds the board's resource; default: at once), so a trial holds the board only while it
     times on it, never while it compiles or is timed here."""
-    req = request_for(job.base, job.point)
-    folder = Path(job.trials_dir) / req.key()
-    done = folder / FIGURES
-    if done.is_file():
-        fig = Figures.from_json(json.loads(done.read_text()))
-        fig.cached = True
-        return fig.to_json()
-    req = req.with_options(output_dir=str(folder / "out"), force=True)
-    try:
-        fig = _cheap(req, job.point, job.constraints)
-        if fig is None:
-            fig = _build(req, job, claim_device or _now)
-    except EdgepackError as e:
-        fig = Figures("failed", error=first_line(e))
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(done, json.dumps(fig.to_json(), indent=1))
-    return fig.to_json()
+    return job.evaluate(claim_device)
 
 
 def _cheap(req: CompileRequest, point: dict, bounds: Constraints) -> Figures | None:
@@ -164,10 +174,18 @@ def _build(req: CompileRequest, job: Job, claim_device) -> Figures:
                   artifact=str(path), backend=art.backend, precision=art.precision)
     if "p50_ms" not in fig.values:
         return fig
+    calib = req.quant.calib.value if req.quant.calib else None
+    return timed(fig, job, art, lambda device: retime(calib, art, path, device), claim_device)
+
+
+def timed(fig: Figures, job, art, retime_at, claim_device=None) -> Figures:
+    """`fig` with its p50 the median of `job.repeats` timings here (one when another constraint
+    already misses: only points that can reach the front need the interval) and its 95% CI; with
+    a device, the host's figures kept as host_p50_ms and the device's timings, when the point can
+    still reach the front (`retime_at(device)`: one more p50 there, None = this host)."""
     others = {k: v for k, v in violations(fig, job.constraints).items() if k != "max_p50_ms"}
     repeats = job.repeats if all(v <= 0 for v in others.values()) else 1
-    samples = job.timing.p50s(fig.values["p50_ms"], job.point, fig.values,
-                              lambda: _retime(req, art, path, None), repeats)
+    samples = job.timing.p50s(fig.values["p50_ms"], job.point, fig.values, lambda: retime_at(None), repeats)
     # one timing: the worker's own interval of its median, where it reports one
     _set_p50(fig, samples, float(getattr(art.latency_ms, "ci95_ms", 0) or 0))
     if not job.device:
@@ -177,12 +195,12 @@ def _build(req: CompileRequest, job: Job, claim_device) -> Figures:
     fig.device_skipped = skip_device(fig, job, others)
     if fig.device_skipped is None:
         def on_device() -> float:
-            return _retime(req, art, path, job.device)
+            return retime_at(job.device)
 
         def samples() -> list:
             return job.timing.p50s(on_device(), job.point, fig.values, on_device, job.repeats)
 
-        _set_p50(fig, claim_device(samples), 0.0)
+        _set_p50(fig, (claim_device or _now)(samples), 0.0)
         fig.device = job.device
     return fig
 
@@ -220,7 +238,7 @@ def ci95_of_median(samples: list[float]) -> float:
     return float(t.ppf(0.975, len(samples) - 1) * statistics.stdev(samples) / len(samples) ** 0.5)
 
 
-def _retime(req: CompileRequest, art, path: Path, device: str | None) -> float:
+def retime(calib, art, path: Path, device: str | None) -> float:
     """One more p50 of the artifact with the compile's settings: in a fresh process here, or on
     the named board."""
     from edgepack.backends import get_backend
@@ -230,7 +248,7 @@ def _retime(req: CompileRequest, art, path: Path, device: str | None) -> float:
 
     runtime = get_backend(art.backend)
     specs = runtime.inputs(runtime.load(path, 1))
-    data = dataset(req.quant.calib.value if req.quant.calib else None, specs)
+    data = dataset(calib, specs)  # None: seeded random inputs (a latency does not depend on values)
     if device:
         from edgepack.devices import resolve  # checked before the search started (run._device)
 

@@ -36,6 +36,7 @@ class Figures:
     host_p50_samples: list = field(default_factory=list)
     device: str | None = None  # the device p50_ms was timed on (None: this host)
     device_skipped: str | None = None  # why this point was not timed on the device
+    stages: dict = field(default_factory=dict)  # a recipe trial's stages: "computed" here or "reused" (shared)
 
     def on_host(self) -> Figures:
         """These figures with this host's latency as p50_ms: what points are compared by
@@ -82,7 +83,7 @@ def from_report(report, source_accuracy_key: str = "source") -> dict:
     score (the report's own accuracy_drop counts from the pruned FP32 graph, which would hide
     what pruning cost)."""
     a = report.artifacts[report.selected.index]
-    values = {"size_mb": a.size_bytes / MB, "macs": report.canonical.macs}
+    values = {"size_mb": a.size_bytes / MB, "macs": report.canonical.macs, "params": report.canonical.params}
     if a.latency_ms is not None:
         values["p50_ms"] = a.latency_ms.p50
     if a.memory_mb is not None:
@@ -95,3 +96,13 @@ def from_report(report, source_accuracy_key: str = "source") -> dict:
         if a.fidelity.agreement_non_near_ties is not None:
             values["agreement_non_near_ties"] = a.fidelity.agreement_non_near_ties
     return values
+
+
+def label(point: dict) -> str:
+    """A point in a few words: 'onnxruntime int8 prune 0.5 uniform' for a model's, 'knob=value ...'
+    for a recipe's."""
+    if "backend" not in point:
+        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+    prune = f" prune {point['prune_ratio']:.3g} {point['prune_mode']}" if point.get("prune_ratio") else ""
+    keep = f" keep {'|'.join(point['keep_float'])}" if point.get("keep_float") else ""
+    return f"{point['backend']} {point['precision']}{prune}{keep}"

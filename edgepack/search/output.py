@@ -13,7 +13,7 @@ from pathlib import Path
 from edgepack.fsutil import atomic_write
 from edgepack.search.spec import CONSTRAINTS, Constraints
 
-COLUMNS = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "agreement_non_near_ties", "cosine")
+COLUMNS = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "params", "agreement_non_near_ties", "cosine")
 
 
 def write_target(folder: Path, res, spec, bounds: Constraints) -> None:
@@ -43,16 +43,24 @@ def table(res) -> str:
                                                                    f"{', '.join(k for k, v in r.misses.items() if v > 0)}"
                                                                    for r in res.closest]
         return "\n".join(lines) + "\n"
-    lines += ["| trial | backend | precision | prune | keep float | " + " | ".join(cols) + " |",
-              "|" + "---|" * (5 + len(cols))]
+    knobs = _knobs(res.front[0].point)
+    lines += ["| trial | " + " | ".join(knobs) + " | " + " | ".join(cols) + " |",
+              "|" + "---|" * (1 + len(knobs) + len(cols))]
     for r in sorted(res.front, key=lambda r: r.fig.values.get("p50_ms", 0.0)):
         mark = " (chosen)" if r is res.chosen else ""
-        cells = [_cell(c, r) for c in cols]
-        lines.append(f"| {r.number}{mark} | {r.point['backend']} | {_precision(r.point)} | "
-                     f"{r.point['prune_ratio'] or 0:.3g} {r.point['prune_mode']} | "
-                     f"{'|'.join(r.point['keep_float']) or '-'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r.number}{mark} | " + " | ".join(f(r.point) for f in knobs.values()) + " | "
+                     + " | ".join(_cell(c, r) for c in cols) + " |")
     lines += ["", f"Chosen: trial {res.chosen.number}: {res.reason}", ""]
     return "\n".join(lines)
+
+
+def _knobs(point: dict) -> dict:
+    """{column: point -> text}: a model search's five knobs, or a recipe search's paths."""
+    if "backend" not in point:
+        return {k: (lambda p, k=k: f"{p[k]:.4g}" if isinstance(p[k], float) else str(p[k])) for k in point}
+    return {"backend": lambda p: p["backend"], "precision": _precision,
+            "prune": lambda p: f"{p['prune_ratio'] or 0:.3g} {p['prune_mode']}",
+            "keep float": lambda p: "|".join(p["keep_float"]) or "-"}
 
 
 def _cell(col: str, r) -> str:

@@ -2,7 +2,8 @@
 feasible front and the chosen point are written out.
 
     OUT/study.journal           every target's study (a killed search resumes from it)
-    OUT/trials/KEY/             one compile per distinct point (KEY: the request's content hash)
+    OUT/trials/KEY/             one compile (or recipe flow) per distinct point (KEY: its content hash)
+    OUT/stages/KEY/             a recipe search's stages shared by its trials (KEY: the stage's resume key)
     OUT/TARGET/pareto.md|png    the feasible front (table; plot with the constraints drawn)
     OUT/TARGET/chosen/          the chosen point's compile output (artifact, report)
     OUT/search.json             everything above as data
@@ -26,7 +27,7 @@ from edgepack.fsutil import atomic_write
 from edgepack.search import study as studies
 from edgepack.search.evaluate import Job, MeasuredLatency, unusable
 from edgepack.search.executors import make_executor
-from edgepack.search.figures import Figures, describe_miss, violations
+from edgepack.search.figures import Figures, describe_miss, label, violations
 from edgepack.search.output import write_target
 from edgepack.search.pareto import Row, choose, closest, front
 from edgepack.search.spec import SearchSpec, Target
@@ -54,7 +55,7 @@ class TargetResult:
                     "ci95_ms": r.fig.ci95_ms, "feasible": r.feasible, "cached": r.fig.cached,
                     "device": r.fig.device, "device_skipped": r.fig.device_skipped,
                     "misses": {k: v for k, v in r.misses.items() if v > 0}, "report": r.fig.report,
-                    "error": r.fig.error}
+                    "error": r.fig.error, **({"stages": r.fig.stages} if r.fig.stages else {})}
         return {"target": self.target, "constraints": self.constraints, "feasible": self.feasible,
                 "front": [row(r) for r in self.front], "chosen": row(self.chosen) if self.chosen else None,
                 "reason": self.reason, "closest": [row(r) for r in self.closest], "trials": [row(r) for r in self.rows]}
@@ -66,6 +67,12 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
     out = Path(out).resolve()
     events = events or silent()
     _check_inputs(spec)
+    recipe = None
+    if spec.recipe is not None:
+        from edgepack.search import recipe as recipes
+
+        recipe = recipes.load(spec.recipe)
+        recipes.check_knobs(recipe, spec.space.recipe)  # a bad knob fails now, in one line
     _claim(out, spec)
     devices = {t.constraints.device for t in spec.target_list() if t.constraints.device}
     for name in devices:
@@ -74,7 +81,8 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
     runner = make_executor(executor, spec.workers, devices)
     try:
         for target in spec.target_list():
-            results.append(_search_target(spec, target, out, runner, events, timing or MeasuredLatency()))
+            jobs = _jobs(spec, target, out, timing or MeasuredLatency(), recipe)
+            results.append(_search_target(spec, target, out, runner, events, jobs))
     finally:
         runner.close()
     atomic_write(out / "search.json", json.dumps({"name": spec.name, "executor": executor,
@@ -86,8 +94,10 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
 
 def _check_inputs(spec: SearchSpec) -> None:
     """Files the spec names exist: a typo must fail now, not as every trial's failure."""
-    for what in ("model", "weights", "calib", "eval"):
+    for what in ("model", "recipe", "weights", "calib", "eval"):
         value = getattr(spec, what)
+        if not isinstance(value, str):
+            continue
         path = value.partition(".py:")[0] + ".py" if value and ".py:" in value else value
         if path and not Path(path).exists():
             raise EdgepackError(f"{what}: {path[:300]}: no such file or folder")
@@ -153,12 +163,25 @@ def compile_budget(spec: SearchSpec, target: str) -> tuple[str | None, float | N
     return spec.metric, None
 
 
-def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: Events, timing) -> TargetResult:
+def _jobs(spec: SearchSpec, target: Target, out: Path, timing, recipe: dict | None):
+    """point -> the job that evaluates it: a compile of the model, or a run of the recipe."""
+    if recipe is not None:
+        from edgepack.search.recipe import RecipeJob
+
+        return lambda point, front: RecipeJob(recipe, point, target.constraints, str(out / "trials"),
+                                              str(out / "stages"), target.name, spec.repeats, timing,
+                                              spec.objectives, front)
+    base = base_request(spec, target.name)
+    return lambda point, front: Job(base, point, target.constraints, str(out / "trials"), spec.repeats, timing,
+                                    spec.objectives, front)
+
+
+def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: Events, jobs) -> TargetResult:
     """Ask, run and tell until the target's study holds `spec.trials` distinct points. A point the
     sampler proposes again is told the figures it already has (no compile, not counted); asks are
-    capped, so a space smaller than `trials` ends the search instead of looping."""
+    capped, so a space smaller than `trials` ends the search instead of looping. A recipe search's
+    first trial runs alone: the stages trials share (the teacher) are then cached before others start."""
     study = studies.open_study(out, f"{spec.name}-{target.name}", spec.objectives, spec.seed)
-    base = base_request(spec, target.name)
     known = {_key(t.user_attrs["point"]): Figures.from_json(t.user_attrs["figures"]) for t in studies.finished(study)}
     told = set()
     for row in _rows(study, target):  # told again: a tracking listener records the points it has not yet
@@ -168,21 +191,20 @@ def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: 
     todo, asks = spec.trials - len(known), 4 * spec.trials
     in_flight: dict = {}  # point key -> [(trial, point), ...]: the first is computing, the rest wait on it
     while (todo > 0 and asks > 0) or in_flight:
-        while todo > 0 and asks > 0 and len(in_flight) < spec.workers:
+        while todo > 0 and asks > 0 and len(in_flight) < (spec.workers if known or not spec.recipe else 1):
             trial, point = studies.ask(study, spec.space)
             asks, key = asks - 1, _key(point)
             why = unusable(point)
             if why:  # not a trial: nothing to build
                 studies.skip(study, trial, why)
-                events.step(f"skipped {_label(point)}: {why}")
+                events.step(f"skipped {label(point)}: {why}")
             elif key in known:
                 _tell(study, spec, target, events, trial, point, _cached(known[key]))
             elif key in in_flight:
                 in_flight[key].append((trial, point))
             else:
                 in_flight[key] = [(trial, point)]
-                runner.submit(trial.number, Job(base, point, target.constraints, str(out / "trials"), spec.repeats,
-                                                timing, spec.objectives, _front_known(study, spec, target)))
+                runner.submit(trial.number, jobs(point, _front_known(study, spec, target)))
                 todo -= 1
         if not in_flight:  # every ask was a point already known: the space is used up
             break
@@ -221,18 +243,13 @@ def _emit_trial(events: Events, spec: SearchSpec, target: Target, row: Row, earl
     values = ", ".join(f"{k} {v:.4g}" for k, v in row.fig.values.items())
     verdict = "feasible" if row.feasible else "misses " + ", ".join(k for k, v in row.misses.items() if v > 0) \
         if row.fig.status != "failed" else f"failed: {row.fig.error}"
-    events.emit("stage_done", f"trial {row.number} [{target.name}] {_label(row.point)}: {values or '-'} "
+    events.emit("stage_done", f"trial {row.number} [{target.name}] {label(row.point)}: {values or '-'} "
                 f"({verdict}{', cached' if row.fig.cached else ''}{', from an earlier run' if earlier else ''})",
-                search=spec.name, target=target.name, trial=row.number, key=f"{target.name}#{_digest(row.point)}", params=row.point, values=row.fig.values, ci95_ms=row.fig.ci95_ms,
+                search=spec.name, target=target.name, trial=row.number, key=f"{target.name}#{_digest(row.point)}",
+                params=row.point, values=row.fig.values, ci95_ms=row.fig.ci95_ms,
                 host_ci95_ms=row.fig.host_ci95_ms, device=row.fig.device, device_skipped=row.fig.device_skipped,
                 feasible=row.feasible, status=row.fig.status, misses={k: v for k, v in row.misses.items() if v > 0},
                 report=row.fig.report, cached=row.fig.cached, earlier=earlier)
-
-
-def _label(point: dict) -> str:
-    prune = f" prune {point['prune_ratio']:.3g} {point['prune_mode']}" if point.get("prune_ratio") else ""
-    keep = f" keep {'|'.join(point['keep_float'])}" if point.get("keep_float") else ""
-    return f"{point['backend']} {point['precision']}{prune}{keep}"
 
 
 def _result(spec: SearchSpec, target: Target, study, out: Path) -> TargetResult:
@@ -273,4 +290,4 @@ def misses_line(row: Row, target: Target) -> str:
     missed = [describe_miss(k, row.fig, target.constraints) for k, v in row.misses.items() if v > 0]
     if row.fig.status == "failed":
         missed = [f"failed: {row.fig.error}"]
-    return f"trial {row.number} ({_label(row.point)}): {'; '.join(missed) or 'not built'}"
+    return f"trial {row.number} ({label(row.point)}): {'; '.join(missed) or 'not built'}"

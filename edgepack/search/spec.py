@@ -18,6 +18,20 @@
     trials: 20
     choose: fastest                   # or knee
 
+A recipe search names a recipe instead of a model, and searches over the recipe's own knobs
+(dotted paths: a stage kind then its setting, or `student.args.NAME` for the student factory's
+keyword arguments); each trial runs the whole flow (search/recipe.py):
+
+    recipe: recipe.yaml
+    targets: [host]
+    objectives: {accuracy: max, p50_ms: min, size_mb: min}
+    space:
+      recipe:
+        student.args.width: [16, 24, 32]
+        distill.temperature: [2, 4, 8]
+        quantize.mode: [qat, ptq]
+        prune.ratio: {low: 0.25, high: 0.625, step: 0.125}
+
 Relative paths are read from the spec's folder. The same spec can be built from Python
 (`SearchSpec(...)`) or from the short form of the command line (`from_args`).
 """
@@ -40,7 +54,9 @@ CONSTRAINTS = {
     "min_agreement_non_near_ties": ("agreement_non_near_ties", "min"), "min_cosine": ("cosine", "min"),
 }
 # figures an objective may name; accuracy-like ones need labelled or judged data (spec.eval)
-OBJECTIVES = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "peak_mb", "agreement_non_near_ties", "cosine")
+OBJECTIVES = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "params", "peak_mb", "agreement_non_near_ties", "cosine")
+# what a recipe trial measures: its flow report's final row
+RECIPE_FIGURES = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "params")
 NEEDS_EVAL = {"accuracy", "drop", "agreement_non_near_ties", "cosine"}
 
 
@@ -87,8 +103,28 @@ class Range(_Strict):
         return self
 
 
+class KnobRange(_Strict):
+    """A numeric recipe knob: integers when low, high and step are all integers, else floats."""
+
+    low: float | int
+    high: float | int
+    step: float | int | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+
 class Space(_Strict):
-    """The knobs a trial picks from. One value = fixed; a list = a categorical choice."""
+    """The knobs a trial picks from. One value = fixed; a list = a categorical choice. A recipe
+    search's knobs are under `recipe` (dotted path -> values), the others are a model search's."""
 
     backend: list[str] = Field(default_factory=lambda: ["onnxruntime"], min_length=1)
     precision: list[Literal[PRECISIONS]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)  # type: ignore[valid-type]
@@ -99,6 +135,15 @@ class Space(_Strict):
     # "profile" = the target profile's calibration method
     quantizer: list[Literal[("all", *QUANTIZERS)]] = Field(default_factory=lambda: ["all"], min_length=1)  # type: ignore[valid-type]
     calibration: list[Literal[("profile", *CALIBRATIONS)]] = Field(default_factory=lambda: ["profile"], min_length=1)  # type: ignore[valid-type]
+    recipe: dict[str, list[bool | int | float | str] | KnobRange] | None = Field(None, min_length=1)
+
+    @field_validator("recipe")
+    @classmethod
+    def _knob_lists(cls, v):
+        for path, values in (v or {}).items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"{path}: give at least one value")
+        return v
 
     @field_validator("prune_ratio")
     @classmethod
@@ -123,7 +168,7 @@ class Space(_Strict):
 class SearchSpec(_Strict):
     name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     model: str | None = None
-    recipe: str | None = None
+    recipe: str | dict | None = None  # RECIPE.yaml, or (from Python) a dict or a Recipe
     input_shape: list[str] | None = None
     weights: str | None = None
     calib: str | None = None
@@ -143,6 +188,11 @@ class SearchSpec(_Strict):
     threads: int | None = Field(None, ge=1, le=4096)
     seed: int = 0
 
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _recipe_as_data(cls, v):
+        return v.model_dump() if hasattr(v, "model_dump") else v
+
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v):
@@ -157,12 +207,15 @@ class SearchSpec(_Strict):
     def _consistent(self):
         if self.objectives is None:
             default = {"accuracy": "max", "p50_ms": "min", "size_mb": "min"}
-            object.__setattr__(self, "objectives", default if self.eval else {"p50_ms": "min", "size_mb": "min"})
+            # a recipe scores every trial on its own test split
+            labelled = self.eval or self.recipe is not None
+            object.__setattr__(self, "objectives", default if labelled else {"p50_ms": "min", "size_mb": "min"})
         if (self.model is None) == (self.recipe is None):
             raise ValueError("give exactly one of model or recipe")
         if self.recipe is not None:
-            raise ValueError("recipe searches (student width, temperature, PTQ vs QAT) are not supported yet: "
-                             "search a model")
+            return self._recipe_search()
+        if self.space.recipe is not None:
+            raise ValueError("space.recipe: recipe knobs need a recipe (give recipe: RECIPE.yaml instead of model)")
         needs = {n for n in self.objectives if n in NEEDS_EVAL} | {
             CONSTRAINTS[c][0] for t in self.target_list() for c in t.constraints.bounds() if CONSTRAINTS[c][0] in NEEDS_EVAL}
         if needs and self.eval is None:
@@ -176,6 +229,23 @@ class SearchSpec(_Strict):
         import json
 
         return json.dumps(self.model_dump(exclude={"trials", "workers"}), sort_keys=True, default=str)
+
+    def _recipe_search(self):
+        """A recipe search varies the recipe's knobs only; its data, model and weights are the recipe's."""
+        if not self.space.recipe:
+            raise ValueError("a recipe search needs space.recipe: {KNOB.PATH: [values]}, e.g. "
+                             "{distill.temperature: [2, 4, 8]}")
+        unmeasured = sorted({n for n in self.objectives if n not in RECIPE_FIGURES} | {
+            c for t in self.target_list() for c in t.constraints.bounds() if CONSTRAINTS[c][0] not in RECIPE_FIGURES})
+        if unmeasured:
+            raise ValueError(f"{', '.join(unmeasured)}: a recipe trial reports {', '.join(RECIPE_FIGURES)} "
+                             "(its flow's final row), not this")
+        model_knobs = sorted(self.space.model_fields_set - {"recipe"})
+        own = [k for k in ("input_shape", "weights", "calib", "eval", "metric") if getattr(self, k) is not None]
+        if model_knobs or own:
+            raise ValueError(f"{', '.join(f'space.{k}' for k in model_knobs) or ', '.join(own)}: a recipe search "
+                             "takes its model and data from the recipe; vary the recipe's knobs under space.recipe")
+        return self
 
     def target_list(self) -> list[Target]:
         """Every target with its constraints resolved (its own over the spec's defaults)."""

@@ -78,15 +78,28 @@ def waiting(study: optuna.Study) -> int:
 
 
 def ask(study: optuna.Study, space: Space):
-    """A new trial and its point: {backend, precision, prune_ratio, prune_mode, keep_float}, and
-    quantizer and calibration where the space varies them."""
+    """A new trial and its point: {backend, precision, prune_ratio, prune_mode, keep_float} (and
+    quantizer and calibration where the space varies them) for a model search, {knob path: value}
+    for a recipe search."""
     ratio = space.prune_ratio
     sets = {"|".join(s) or "none": s for s in space.keep_float}
     with _whole():
         trial = study.ask()
-        point = _suggest(trial, space, ratio, sets)
+        point = _suggest_recipe(trial, space.recipe) if space.recipe else _suggest(trial, space, ratio, sets)
         trial.set_user_attr("point", point)
     return trial, point
+
+
+def _suggest_recipe(trial, knobs: dict) -> dict:
+    point = {}
+    for path, values in knobs.items():
+        if isinstance(values, list):
+            point[path] = trial.suggest_categorical(path, values)
+        elif values.integer:
+            point[path] = trial.suggest_int(path, values.low, values.high, step=values.step or 1, log=values.log)
+        else:
+            point[path] = trial.suggest_float(path, values.low, values.high, step=values.step, log=values.log)
+    return point
 
 
 def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
