@@ -228,7 +228,9 @@ def test_int8_graph_for_openvino_is_chosen_by_openvino_timing(mnist_model, sampl
     # each INT8 graph is judged in OpenVINO too: the fastest of those within the budget there ships
     assert all(isinstance(t["met"], bool) and 0 <= t["score"] <= 1 for t in choice["timings"]), choice
     within = {t["graph"]: t["ms"] for t in choice["timings"] if t["met"]} or timed
-    assert set(timed) == {c["format"] for c in static} and choice["chosen"] == min(within, key=within.get)
+    # and OpenVINO's own accuracy-controlled NNCF INT8 competes beside them
+    assert set(timed) == {c["format"] for c in static} | {"NNCF accuracy control in openvino"}, timed
+    assert choice["chosen"] == min(within, key=within.get)
     art = r["artifacts"][0]
     assert art["precision"] == "int8" and art["runtime"]["int8_layers"] > 0 and art["accuracy_drop"] <= 0.1
 

@@ -32,6 +32,9 @@ class Backend(ABC):
     # and the FP32 graph are built and timed in this runtime, and the fastest ships (runtimes fuse
     # QDQ patterns differently; INT8 slower than FP32 in ONNX Runtime can be faster here).
     times_int8_choice: ClassVar[bool] = False
+    # emit_controlled(model, outdir, profile, calib, control): the runtime's own INT8 quantizer
+    # with accuracy control, judged in the runtime; one more candidate of its INT8 choice
+    controls_int8: ClassVar[bool] = False
     # what emit() builds: a precision the target defaults to but a runtime lacks gets FP32 there
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     # the module in backends/sessions/ that opens and runs this runtime's artifacts

@@ -25,6 +25,7 @@ are backends/sessions/openvino_session.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -64,6 +65,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     consumes_qdq = True
     times_int8_choice = True  # NNCF's QDQ graph, slow in ONNX Runtime, can be the fastest here
+    controls_int8 = True  # emit_controlled: its own accuracy-controlled INT8 competes in its choice
     precisions = PRECISIONS
     options: OpenVinoOptions
     session_module = "openvino_session"
@@ -111,6 +113,40 @@ class OpenVinoBackend(Backend):
         _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
                   plugin_config=self._plugin_config(),
                   extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(subset_size, len(feeds)))})
+        return _save(quantized, Path(outdir), compress_to_fp16=False)
+
+    def emit_controlled(self, model: onnx.ModelProto, outdir: Path, profile, calib, control) -> Path:
+        """INT8 IR by NNCF's accuracy-controlled quantization of the float `model` in OpenVINO
+        itself (nncf.quantize_with_accuracy_control): layers go back to float, most harmful
+        first as NNCF ranks them on OpenVINO's own outputs, until the compile's metric is within
+        its budget. It keeps OpenVINO's own quantization scheme (fast) and judges where the
+        artifact runs, which edgepack's QDQ graphs, judged in ONNX Runtime, cannot. `control`:
+        an Int8Control (the metric of a run callable, the judged feeds, the budget)."""
+        import nncf
+
+        feeds = _calibration_feeds(calib, model)
+        if not feeds:
+            raise EdgepackError("openvino: NNCF quantization needs at least one calibration sample")
+        ov_model = _convert(model)
+
+        def validate(compiled, items) -> float:
+            # the compile's metric on the judged batches NNCF asks for (it scores single ones to rank)
+            return control.score(lambda feed: [compiled(feed)[o] for o in compiled.outputs], items)
+
+        drop_type = nncf.DropType.RELATIVE if control.relative else nncf.DropType.ABSOLUTE
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), quiet("nncf"):
+                quantized = nncf.quantize_with_accuracy_control(
+                    ov_model, nncf.Dataset(feeds), nncf.Dataset(range(len(control.feeds)), control.feeds.__getitem__),
+                    validation_fn=validate,
+                    max_drop=control.max_drop, drop_type=drop_type, subset_size=min(300, len(feeds)))
+        except Exception as e:
+            interrupt.check()
+            raise EdgepackError(f"openvino: NNCF accuracy-controlled quantization failed: {first_line(e)}") from None
+        interrupt.check()
+        _annotate(quantized, model, "int8", int8_route="nncf-accuracy-control", profile=profile,
+                  plugin_config=self._plugin_config(),
+                  extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(300, len(feeds)))})
         return _save(quantized, Path(outdir), compress_to_fp16=False)
 
     def _plugin_config(self) -> dict:

@@ -45,8 +45,11 @@ def emit(c, name: str, art_dir: Path, canonical, choice, calib, ops: set, prequa
     if own_quantizer and prequantized:
         raise EdgepackError(f"{name} quantizes with its own converter and cannot take an already-INT8 (QDQ) "
                             "model: give it the float model and --calib")
-    path = backend.emit(canonical if own_quantizer else choice.graph, art_dir, c.profile, precision=choice.precision,
-                        calib=calib if own_quantizer else None)
+    if choice.prebuilt is not None:  # built (and judged) while the runtime chose: shipped as it is
+        path = _move_built(choice.prebuilt, art_dir)
+    else:
+        path = backend.emit(canonical if own_quantizer else choice.graph, art_dir, c.profile,
+                            precision=choice.precision, calib=calib if own_quantizer else None)
     profile = c.profile
     deploys = name in profile.backends
     device = for_artifact(name, path)
@@ -57,6 +60,17 @@ def emit(c, name: str, art_dir: Path, canonical, choice, calib, ops: set, prequa
                      "here, they are not the target's latency")
     return Emitted(name, choice.precision, path, backend.describe(path), notes,
                    profile.unsupported_ops(ops, name) if deploys else [], device)
+
+
+def _move_built(artifact: Path, art_dir: Path) -> Path:
+    """Move the folder holding `artifact` (and its companions) into `art_dir`, and drop every
+    other build the choice left beside it (their folder is the choice's own work folder)."""
+    import shutil
+
+    for item in artifact.parent.iterdir():
+        shutil.move(str(item), art_dir / item.name)
+    shutil.rmtree(artifact.parent.parent, ignore_errors=True)
+    return art_dir / artifact.name
 
 
 def measure(c, e: Emitted, stage: Path, data, judge) -> Artifact:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from edgepack import interrupt
@@ -187,20 +188,29 @@ class Judge:
         judge = self.evaluator.against(self.compressed)
         return judge, judge.score(self.compressed)
 
-    def int8_gate(self, budget):
-        """run -> (score, within the budget) against the graph INT8 answers to, for runtimes that
-        choose among INT8 graphs themselves: each executes QDQ its own way (OpenVINO's INT8 kernels
-        are not ONNX Runtime's reference), so a graph within the budget in ONNX Runtime may not be
-        there. None without a metric; the reference is scored on first use only."""
+    def int8_control(self, budget):
+        """int8_choice.Int8Control against the graph INT8 answers to, for runtimes that choose
+        among INT8 graphs themselves: each executes QDQ its own way (OpenVINO's INT8 kernels are
+        not ONNX Runtime's reference), so a graph within the budget in ONNX Runtime may not be
+        there, and a runtime's own quantizer is judged by the same metric. None without a metric;
+        the reference is scored on first use only."""
         if self.evaluator is None:
             return None
+        from edgepack.compiler.int8_choice import Int8Control
+
         reference = cache(self.for_int8)
 
+        def score(run, batches=None) -> float:
+            """The metric of `run`; on the given batch numbers only, where a quantizer asks."""
+            judge = reference()[0]
+            return (judge if batches is None else _batches_of(judge, list(batches))).score(run)
+
         def gate(run) -> tuple[float, bool]:
-            judge, base = reference()
-            score = judge.score(run)
-            return score, drop(base, score, budget.relative) <= budget.max_drop + 1e-12
-        return gate
+            value = score(run)
+            return value, drop(reference()[1], value, budget.relative) <= budget.max_drop + 1e-12
+
+        feeds = tuple(self.evaluator.data.batches(self.evaluator.batch))
+        return Int8Control(score, feeds, budget.max_drop, budget.relative, gate)
 
     @property
     def reference(self) -> float | None:
@@ -208,6 +218,21 @@ class Judge:
         if self.section is None:
             return None
         return self.section.compressed_fp32 if self.section.compressed_fp32 is not None else self.section.source
+
+
+def _batches_of(judge: Evaluator, batches: list[int]) -> Evaluator:
+    """`judge` on some of its batches only (their samples, labels and FP32 outputs): NNCF's
+    accuracy control scores single items to rank layers."""
+    from dataclasses import replace
+
+    from edgepack.data import Dataset
+
+    n, b = len(judge.data), judge.batch
+    rows = np.concatenate([np.arange(i * b, min((i + 1) * b, n)) for i in batches]) if batches else np.arange(0)
+    data = judge.data
+    subset = Dataset({k: v[rows] for k, v in data.inputs.items()}, None if data.labels is None else data.labels[rows],
+                     data.source)
+    return replace(judge, data=subset, reference=judge.reference[rows])
 
 
 def evaluate(c: Compilation, model: onnx.ModelProto, data: Data, compressed: bool, needed: bool) -> Judge:
@@ -245,13 +270,13 @@ def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: J
     """Each runtime's artifact, built and measured."""
     ops = set(model_stats(canonical)["op_histogram"])
     built, skipped, choices = [], [], {}
-    gate = judge.int8_gate(c.req.quant.budget) if plan.search is not None else None
+    control = judge.int8_control(c.req.quant.budget) if plan.search is not None else None
     for name in c.backends:
         art_dir = stage / name
         art_dir.mkdir()
         try:
             choice = plan.for_runtime(name, canonical, c.profile, c.bench.threads, data.parity_feeds[0], c.timing,
-                                      gate)
+                                      control, data.calib, stage / f".{name}-int8-choice")
             if choice.evidence is not None:
                 choices[name] = choice.evidence
             artifact = build.emit(c, name, art_dir, canonical, choice, data.calib, ops, plan.how == "prequantized")

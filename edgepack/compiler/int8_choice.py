@@ -12,6 +12,7 @@ from) was timed nowhere: every runtime that can, ONNX Runtime included, times th
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,23 @@ class Choice:
     graph: onnx.ModelProto
     precision: str
     evidence: RuntimeChoice | None = None
+    prebuilt: Path | None = None  # the artifact the choice already built (shipped as it is)
+
+
+@dataclass(frozen=True)
+class Int8Control:
+    """What a runtime's own accuracy-controlled quantizer needs: the compile's metric of a run
+    callable, the judged feeds, the budget; and `gate`, run -> (score, within the budget)."""
+
+    score: Callable
+    feeds: tuple
+    max_drop: float
+    relative: bool
+    gate: Callable
 
 
 def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threads: int, feeds,
-           timing, gate=None) -> Choice:
+           timing, control: Int8Control | None = None, calib=None, workdir: Path | None = None) -> Choice:
     """The graph runtime `name` ships after the INT8 search `plan` (see the module's docstring)."""
     backend = get_backend(name, profile.backend_options(name))
     if name == plan.timed_in or not backend.consumes_qdq:
@@ -41,26 +55,37 @@ def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threa
     if "int8" not in backend.precisions and not plan.insisted:  # asked for INT8: emit() says it cannot
         why = f"{name} builds {', '.join(backend.precisions)} only"
         return Choice(canonical, "fp32", RuntimeChoice(chosen="FP32", precision="fp32", why=why))
-    options = [(o["format"], o["model"], "int8") for o in plan.static]
+    options = [(o["format"], o["model"], "int8", _emitter(backend, o["model"], profile, "int8")) for o in plan.static]
+    if backend.controls_int8 and control is not None and calib is not None and plan.float_source:
+        options.append((f"NNCF accuracy control in {name}", canonical, "int8",
+                        lambda folder: backend.emit_controlled(canonical, folder, profile, calib, control)))
     if not plan.insisted or not options:
-        options.append(("FP32", canonical, "fp32"))
+        options.append(("FP32", canonical, "fp32", _emitter(backend, canonical, profile, "fp32")))
     if len(options) == 1:
         return Choice(options[0][1], options[0][2])
     if not backend.times_int8_choice and plan.timed_in:  # slow builds follow the runtime that timed
         return Choice(plan.static[0]["model"], "int8") if plan.precision == "int8" else Choice(canonical, "fp32")
-    return _timed(backend, options, profile, threads, feeds, timing, gate)
+    return _timed(backend, options, threads, feeds, timing, control and control.gate, workdir)
 
 
-def _timed(backend, options: list[tuple], profile, threads: int, feeds, timing, gate=None) -> Choice:
+def _emitter(backend, graph, profile, precision: str):
+    return lambda folder: backend.emit(graph, folder, profile, precision=precision)
+
+
+def _timed(backend, options: list[tuple], threads: int, feeds, timing, gate=None, workdir: Path | None = None) -> Choice:
     """Build every option in `backend` and keep the fastest there among those within the budget
-    there (`gate`: run -> (score, met)); FP32 is within it by definition."""
-    timings, runners = [{"graph": label} for label, _, _ in options], {}
+    there (`gate`: run -> (score, met)); FP32 is within it by definition. With `workdir`, the
+    builds are kept there and the winner ships as built (`prebuilt`): a runtime's own quantizer
+    is not run twice."""
+    timings, runners, paths = [{"graph": label} for label, *_ in options], {}, {}
     with tempfile.TemporaryDirectory(prefix="edgepack-int8-choice-") as tmp:
-        for i, (label, graph, precision) in enumerate(options):
-            folder = Path(tmp) / str(i)
-            folder.mkdir()
+        root = Path(workdir) if workdir is not None else Path(tmp)
+        for i, (label, _graph, _precision, build) in enumerate(options):
+            folder = root / str(i)
+            folder.mkdir(parents=True)
             try:
-                runners[i] = backend.runner(backend.emit(graph, folder, profile, precision=precision), threads)
+                paths[i] = build(folder)
+                runners[i] = backend.runner(paths[i], threads)
             except EdgepackError as e:  # a candidate this runtime cannot build is reported, not fatal
                 timings[i]["error"] = str(e)
         for i, ms in zip(runners, timing(list(runners.values()), feeds)):
@@ -70,11 +95,11 @@ def _timed(backend, options: list[tuple], profile, threads: int, feeds, timing, 
                             "; ".join(f"{t['graph']}: {t['error']}" for t in timings))
     eligible, why = _within(runners, options, timings, gate)
     best = min(eligible, key=lambda i: timings[i]["ms"])
-    label, graph, precision = options[best]
+    label, graph, precision, _ = options[best]
     evidence = RuntimeChoice(chosen=label, precision=precision, timings=timings, why=why,
                              timing=f"in-process, fastest median of interleaved rounds, {threads} threads, "
                                     f"each graph built for {backend.name}")
-    return Choice(graph, precision, evidence)
+    return Choice(graph, precision, evidence, paths[best] if workdir is not None else None)
 
 
 def _within(runners: dict, options: list[tuple], timings: list[dict], gate) -> tuple[list[int], str | None]:

@@ -102,13 +102,14 @@ class PrecisionPlan:
                 f"{a.backend} INT8 drop {a.accuracy_drop:.4f} > {max_drop}" for a in over))
         return self.section.model_copy(update=update)
 
-    def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing, gate=None) -> Choice:
-        """The graph runtime `name` builds; `gate` (run -> (score, within budget)) judges the INT8
-        graphs a runtime chooses among in that runtime."""
+    def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing, control=None, calib=None,
+                    workdir=None) -> Choice:
+        """The graph runtime `name` builds; `control` (int8_choice.Int8Control) judges the INT8
+        graphs a runtime chooses among in that runtime and drives its own quantizer, if it has one."""
         if self.search is None:
             return Choice(self.graph, self.precision)
         fallback = self.float_graph if self.float_graph is not None else canonical
-        return choose(name, self.search, fallback, profile, threads, feeds, timing, gate)
+        return choose(name, self.search, fallback, profile, threads, feeds, timing, control, calib, workdir)
 
 
 def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: float = 0.0) -> PrecisionPlan:
@@ -152,5 +153,6 @@ def _prequantized(model: onnx.ModelProto, c) -> PrecisionPlan:
     shapes = {s.name: tuple(s.shape) for s in graph_inputs(model)}
     float_graph, _ = canonicalize(load_source(ref.value, None, None).model, shapes)
     search = Int8Plan(model, "int8", {}, [{"format": "INT8 as given", "model": model}],
-                      insisted=c.req.quant.precision == "int8", timed_in="")  # every runtime times the two
+                      insisted=c.req.quant.precision == "int8", timed_in="",  # every runtime times the two
+                      float_source=False)
     return PrecisionPlan("prequantized", model, "int8", section, search, float_graph)

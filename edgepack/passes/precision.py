@@ -141,6 +141,9 @@ class Int8Plan:
     static: list[dict]  # {"format", "model"}
     insisted: bool  # --precision int8 was asked: FP32 is not an option for any runtime
     timed_in: str = "onnxruntime"  # the runtime whose timing made `model`/`precision` (ort_runner)
+    # the graph runtimes fall back to is the float graph INT8 was searched from: a runtime's own
+    # quantizer may start from it (False: the model came INT8, e.g. from QAT, and stays so)
+    float_source: bool = True
 
 
 def quantize_for_target(model: onnx.ModelProto, calib: Dataset, evaluator: Evaluator, base_score: float,

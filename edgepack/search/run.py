@@ -196,7 +196,7 @@ def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: 
             asks, key = asks - 1, _key(point)
             why = unusable(point)
             if why:  # not a trial: nothing to build
-                studies.skip(study, trial, why)
+                studies.skip(study, trial, why, spec.objectives, violations(Figures("failed"), target.constraints))
                 events.step(f"skipped {label(point)}: {why}")
             elif key in known:
                 _tell(study, spec, target, events, trial, point, _cached(known[key]))

@@ -69,8 +69,9 @@ def open_study(folder: Path, name: str, objectives: dict, seed: int) -> optuna.S
 
 
 def finished(study: optuna.Study) -> list:
-    """Completed trials (FrozenTrial), oldest first."""
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """Completed trials (FrozenTrial), oldest first; points skipped as unbuildable left out."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "skipped" not in t.user_attrs]
 
 
 def waiting(study: optuna.Study) -> int:
@@ -120,11 +121,13 @@ def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
     return point
 
 
-def skip(study: optuna.Study, trial, why: str) -> None:
-    """A point no compile can build: recorded as failed (samplers leave it out), with the reason."""
+def skip(study: optuna.Study, trial, why: str, objectives: dict, misses: dict) -> None:
+    """A point no compile can build, with the reason: told as the worst point, missing every
+    constraint, so the sampler learns to stay away (a failed trial it would simply ignore and
+    propose again, spending the asks); `finished` leaves it out of the search's rows."""
     with _whole():
         trial.set_user_attr("skipped", why)
-        study.tell(trial, state=TrialState.FAIL)
+    tell(study, trial, Figures("failed", error=why), objectives, misses)
 
 
 def tell(study: optuna.Study, trial, fig: Figures, objectives: dict, misses: dict) -> None:
