@@ -188,7 +188,7 @@ class Judge:
         judge = self.evaluator.against(self.compressed)
         return judge, judge.score(self.compressed)
 
-    def int8_control(self, budget):
+    def int8_control(self, budget, user_float: tuple = ()):
         """int8_choice.Int8Control against the graph INT8 answers to, for runtimes that choose
         among INT8 graphs themselves: each executes QDQ its own way (OpenVINO's INT8 kernels are
         not ONNX Runtime's reference), so a graph within the budget in ONNX Runtime may not be
@@ -210,7 +210,7 @@ class Judge:
             return value, drop(reference()[1], value, budget.relative) <= budget.max_drop + 1e-12
 
         feeds = tuple(self.evaluator.data.batches(self.evaluator.batch))
-        return Int8Control(score, feeds, budget.max_drop, budget.relative, gate)
+        return Int8Control(score, feeds, budget.max_drop, budget.relative, gate, user_float)
 
     @property
     def reference(self) -> float | None:
@@ -270,7 +270,8 @@ def build_all(c: Compilation, stage: Path, canonical, plan, data: Data, judge: J
     """Each runtime's artifact, built and measured."""
     ops = set(model_stats(canonical)["op_histogram"])
     built, skipped, choices = [], [], {}
-    control = judge.int8_control(c.req.quant.budget) if plan.search is not None else None
+    user_float = tuple(c.req.quant.keep_float and c.scope.resolve(canonical) or ())
+    control = judge.int8_control(c.req.quant.budget, user_float) if plan.search is not None else None
     for name in c.backends:
         art_dir = stage / name
         art_dir.mkdir()

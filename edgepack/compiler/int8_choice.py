@@ -44,6 +44,9 @@ class Int8Control:
     max_drop: float
     relative: bool
     gate: Callable
+    # nodes the user's --keep-float holds float: a runtime's own quantizer names nodes its own way,
+    # so with any, it does not compete (a scope it cannot honour is never dropped silently)
+    user_float: tuple = ()
 
 
 def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threads: int, feeds,
@@ -56,7 +59,8 @@ def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threa
         why = f"{name} builds {', '.join(backend.precisions)} only"
         return Choice(canonical, "fp32", RuntimeChoice(chosen="FP32", precision="fp32", why=why))
     options = [(o["format"], o["model"], "int8", _emitter(backend, o["model"], profile, "int8")) for o in plan.static]
-    if backend.controls_int8 and control is not None and calib is not None and plan.float_source:
+    if backend.controls_int8 and control is not None and calib is not None and plan.float_source \
+            and not control.user_float:
         options.append((f"NNCF accuracy control in {name}", canonical, "int8",
                         lambda folder: backend.emit_controlled(canonical, folder, profile, calib, control)))
     if not plan.insisted or not options:

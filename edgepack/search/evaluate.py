@@ -69,21 +69,27 @@ class Job:
         `claim_device(fn)` runs the device timings `fn` once the device is free (see `evaluate`)."""
         req = request_for(self.base, self.point)
         folder = Path(self.trials_dir) / req.key()
-        done = folder / FIGURES
-        if done.is_file():
-            fig = Figures.from_json(json.loads(done.read_text()))
-            fig.cached = True
-            return fig.to_json()
         req = req.with_options(output_dir=str(folder / "out"), force=True)
-        try:
-            fig = _cheap(req, self.point, self.constraints)
-            if fig is None:
-                fig = _build(req, self, claim_device or _now)
-        except EdgepackError as e:
-            fig = Figures("failed", error=first_line(e))
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(done, json.dumps(fig.to_json(), indent=1))
+        return figures_once(folder, lambda: _cheap(req, self.point, self.constraints) or
+                            _build(req, self, claim_device or _now))
+
+
+def figures_once(folder: Path, compute) -> dict:
+    """The figures of the trial whose folder is `folder`: read back when an earlier run wrote
+    them, else `compute()`d (a one-line failure when it raises EdgepackError) and written last,
+    atomically, so a killed trial is computed again and a finished one never is."""
+    done = folder / FIGURES
+    if done.is_file():
+        fig = Figures.from_json(json.loads(done.read_text()))
+        fig.cached = True
         return fig.to_json()
+    try:
+        fig = compute()
+    except EdgepackError as e:
+        fig = Figures("failed", error=first_line(e))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(done, json.dumps(fig.to_json(), indent=1, default=str))
+    return fig.to_json()
 
 
 def request_for(base: CompileRequest, point: dict) -> CompileRequest:

@@ -27,8 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from edgepack.errors import EdgepackError, close_names, first_line
-from edgepack.fsutil import atomic_write
-from edgepack.search.evaluate import FIGURES, MeasuredLatency, retime, timed
+from edgepack.search.evaluate import MeasuredLatency, figures_once, retime, timed
 from edgepack.search.figures import MB, Figures
 from edgepack.search.spec import Constraints
 
@@ -185,18 +184,7 @@ class RecipeJob:
         seen = json.dumps({k: _fingerprint(getattr(recipe, k), recipe.resolve) for k in type(recipe).model_fields
                            if k != "base_dir"}, sort_keys=True, default=str)
         folder = Path(self.trials_dir) / hashlib.sha256(seen.encode()).hexdigest()[:16]
-        done = folder / FIGURES
-        if done.is_file():
-            fig = Figures.from_json(json.loads(done.read_text()))
-            fig.cached = True
-            return fig.to_json()
-        try:
-            fig = self._run(recipe, folder / "run", claim_device)
-        except EdgepackError as e:
-            fig = Figures("failed", error=first_line(e))
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(done, json.dumps(fig.to_json(), indent=1, default=str))
-        return fig.to_json()
+        return figures_once(folder, lambda: self._run(recipe, folder / "run", claim_device))
 
     def _run(self, recipe, out: Path, claim_device=None) -> Figures:
         """Run the flow (resuming what a killed trial saved, reusing shared stages) and read the
