@@ -59,13 +59,15 @@ def choose(name: str, plan: Int8Plan, canonical: onnx.ModelProto, profile, threa
         why = f"{name} builds {', '.join(backend.precisions)} only"
         return Choice(canonical, "fp32", RuntimeChoice(chosen="FP32", precision="fp32", why=why))
     options = [(o["format"], o["model"], "int8", _emitter(backend, o["model"], profile, "int8")) for o in plan.static]
+    own = None
     if backend.controls_int8 and control is not None and calib is not None and plan.float_source \
             and not control.user_float:
-        options.append((f"NNCF accuracy control in {name}", canonical, "int8",
-                        lambda folder: backend.emit_controlled(canonical, folder, profile, calib, control)))
+        own = (f"NNCF accuracy control in {name}", canonical, "int8",
+               lambda folder: backend.emit_controlled(canonical, folder, profile, calib, control))
+        options.append(own)
     if not plan.insisted or not options:
         options.append(("FP32", canonical, "fp32", _emitter(backend, canonical, profile, "fp32")))
-    if len(options) == 1:
+    if len(options) == 1 and options[0] is not own:  # the runtime's own quantizer is built below
         return Choice(options[0][1], options[0][2])
     if not backend.times_int8_choice and plan.timed_in:  # slow builds follow the runtime that timed
         return Choice(plan.static[0]["model"], "int8") if plan.precision == "int8" else Choice(canonical, "fp32")
