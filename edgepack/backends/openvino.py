@@ -26,6 +26,7 @@ are backends/sessions/openvino_session.py.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -133,16 +134,23 @@ class OpenVinoBackend(Backend):
             # the compile's metric on the judged batches NNCF asks for (it scores single ones to rank)
             return control.score(lambda feed: [compiled(feed)[o] for o in compiled.outputs], items)
 
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
         drop_type = nncf.DropType.RELATIVE if control.relative else nncf.DropType.ABSOLUTE
+        # one ranking worker: NNCF's parallel ranking compiles and runs OpenVINO models in a thread
+        # pool whose idle threads outlive the call, holding models the compile is done with
+        restorer = AdvancedAccuracyRestorerParameters(num_ranking_workers=1)
         try:
             with contextlib.redirect_stdout(io.StringIO()), quiet("nncf"):
                 quantized = nncf.quantize_with_accuracy_control(
                     ov_model, nncf.Dataset(feeds), nncf.Dataset(range(len(control.feeds)), control.feeds.__getitem__),
-                    validation_fn=validate,
-                    max_drop=control.max_drop, drop_type=drop_type, subset_size=min(300, len(feeds)))
+                    validation_fn=validate, max_drop=control.max_drop, drop_type=drop_type,
+                    subset_size=min(300, len(feeds)), advanced_accuracy_restorer_parameters=restorer)
         except Exception as e:
             interrupt.check()
             raise EdgepackError(f"openvino: NNCF accuracy-controlled quantization failed: {first_line(e)}") from None
+        finally:
+            gc.collect()  # the compiled models NNCF made are released here, in this thread
         interrupt.check()
         _annotate(quantized, model, "int8", int8_route="nncf-accuracy-control", profile=profile,
                   plugin_config=self._plugin_config(),
