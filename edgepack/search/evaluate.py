@@ -43,8 +43,19 @@ class MeasuredLatency:
         return [first] + [rerun() for _ in range(repeats - 1)]
 
 
+class TimedOnDevice:
+    """What both kinds of trial job share: the board their constraints time max_p50_ms on."""
+
+    constraints: Constraints
+
+    @property
+    def device(self) -> str | None:
+        """The board max_p50_ms is measured on (None: this host, in the compile's fresh processes)."""
+        return self.constraints.device if self.constraints.max_p50_ms is not None else None
+
+
 @dataclass(frozen=True)
-class Job:
+class Job(TimedOnDevice):
     """Everything a worker needs, picklable: the base request (no output folder), the point's
     knobs, the target's constraints, where trials live, the timing strategy; and, for device
     timing, the objectives and the feasible front known when the trial was sent
@@ -58,11 +69,6 @@ class Job:
     timing: object = field(default_factory=MeasuredLatency)
     objectives: dict = field(default_factory=dict)
     front: tuple = ()
-
-    @property
-    def device(self) -> str | None:
-        """The board max_p50_ms is measured on (None: this host, in the compile's fresh processes)."""
-        return self.constraints.device if self.constraints.max_p50_ms is not None else None
 
     def evaluate(self, claim_device=None) -> dict:
         """The point's figures (as JSON-safe dict), computed or read back from an earlier run.

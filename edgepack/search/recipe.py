@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from edgepack.errors import EdgepackError, close_names, first_line
-from edgepack.search.evaluate import MeasuredLatency, figures_once, retime, timed
+from edgepack.search.evaluate import MeasuredLatency, TimedOnDevice, figures_once, retime, timed
 from edgepack.search.figures import MB, Figures
 from edgepack.search.spec import Constraints
 
@@ -153,7 +153,7 @@ def apply(recipe: dict, point: dict) -> dict:
 
 
 @dataclass(frozen=True)
-class RecipeJob:
+class RecipeJob(TimedOnDevice):
     """One recipe trial, picklable for pool workers and Ray tasks: the recipe (a dict), the
     point, the target's constraints, where trials and the shared stages live; for device timing,
     the objectives and the front known when it was sent (as evaluate.Job)."""
@@ -168,10 +168,6 @@ class RecipeJob:
     timing: object = field(default_factory=MeasuredLatency)
     objectives: dict = field(default_factory=dict)
     front: tuple = ()
-
-    @property
-    def device(self) -> str | None:
-        return self.constraints.device if self.constraints.max_p50_ms is not None else None
 
     def evaluate(self, claim_device=None) -> dict:
         """The point's figures (JSON-safe), computed or read back from an earlier run of it."""
