@@ -8,12 +8,17 @@ Compile timing verdicts are pinned (helpers.PinnedLatency): what ships must not 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import PinnedLatency
+from helpers import ROOT, PinnedLatency, run_cli
 
 pytest.importorskip("optuna")
 
@@ -69,6 +74,53 @@ def test_recipe_search_runs_each_point_and_trains_the_shared_teacher_once(tmp_pa
     again = search(spec, tmp_path / "out", timing=PinnedLatency())[0]  # resumed: nothing is run again
     assert len(again.rows) == 2 and all(r.fig.cached or r.number < 2 for r in again.rows)
     assert [r.fig.values for r in again.rows] == [r.fig.values for r in res.rows]
+
+
+def test_a_killed_recipe_search_resumes_without_redoing_a_finished_trial(tmp_path, recipe):
+    """SIGTERM once the first trial is told to the study and the second is running: the resumed
+    search reads the first back (its figures and the shared teacher untouched), computes the
+    killed trial's point again (Optuna's own requeue skipped it: the failed trial holds the same
+    params), and the study holds each point once."""
+    import optuna
+
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    spec = {"name": "tiny", "recipe": "r.yaml", "targets": ["x86-vnni"], "trials": 2, "repeats": 1,
+            "space": {"recipe": {"student.args.width": [4, 8]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "edgepack", "search", "s.yaml", "-o", str(out)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    # the second trial's folder exists only after the first was told (a recipe search's first runs alone)
+    while len(list(out.glob("trials/*"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/figures.json")}
+    stages = {p: p.stat().st_mtime_ns for p in out.glob("stages/*/stage.json")}
+    assert len(finished) == 1 and stages, (finished, stages)
+
+    again = run_cli("search", "s.yaml", "-o", out, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for path, mtime in (finished | stages).items():  # read back, never recomputed or rewritten
+        assert path.stat().st_mtime_ns == mtime, path
+    target = json.loads((out / "search.json").read_text())["targets"][0]
+    computed = [r for r in target["trials"] if not r["cached"]]  # a repeat proposal is a cached trial
+    assert sorted(r["point"]["student.args.width"] for r in computed) == [4, 8]
+    assert all(r["status"] == "built" for r in target["trials"]), [r["error"] for r in target["trials"]]
+    resumed = next(r for r in computed if Path(r["report"]).parent.parent / "figures.json" not in finished)
+    assert resumed["stages"]["teacher"] == "reused"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+    study = optuna.load_study(study_name="tiny-x86-vnni", storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+            and not t.user_attrs["figures"].get("cached")]
+    assert len(done) == 2 and len({t.params["student.args.width"] for t in done}) == 2
+    killed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    # the killed trial's point was queued again and computed by the resumed search
+    assert [t.user_attrs.get("requeued_from") for t in done] == [None, killed[0].number]
+    assert len(list(out.glob("trials/*/figures.json"))) == 2 and not list(out.rglob("*.staging*"))
 
 
 @pytest.mark.parametrize("knob, expected", [

@@ -62,9 +62,13 @@ def open_study(folder: Path, name: str, objectives: dict, seed: int) -> optuna.S
     with _whole():
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
                                     load_if_exists=True)
+        # not `enqueue_trial(skip_if_exists=True)`: the failed trial itself holds the same params,
+        # so Optuna would skip every requeue; a trial queued once is marked by its origin instead
+        queued = {t.user_attrs.get("requeued_from") for t in study.get_trials(deepcopy=False)}
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=True)
+            if t.params and t.number not in queued:
+                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
     return study
 
 
