@@ -246,7 +246,8 @@ def test_a_search_is_one_run_with_a_child_run_per_point_and_a_resume_adds_none(t
         assert child.data.metrics["p50_ci95_ms"] == pytest.approx(row["ci95_ms"])
         assert child.data.metrics["size_mb"] == pytest.approx(row["values"]["size_mb"])
         assert child.data.tags["edgepack.feasible"] == str(row["feasible"]) and child.data.tags["edgepack.target"] == "host"
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "edgepack")] == ["edgepack/report.json"]
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "edgepack")] == [
+            "edgepack/report.json", "edgepack/request.json"]
     assert parent.info.status == "FINISHED" and parent.data.params["space.precision"] == '["fp32", "int8"]'
     assert parent.data.tags["edgepack.chosen.host"] == str(target["chosen"]["trial"])
     assert parent.data.metrics["front_size"] == len(target["front"])
@@ -260,6 +261,34 @@ def test_a_search_is_one_run_with_a_child_run_per_point_and_a_resume_adds_none(t
     (same,) = _runs(client, exp, "parent")
     assert same.info.run_id == parent.info.run_id and same.info.status == "FINISHED"
     assert sorted(c.info.run_id for c in _runs(client, exp, "trial")) == sorted(c.info.run_id for c in children)
+    _check_search_reproduce(cwd, client, parent, children, target)
+
+
+def _check_search_reproduce(cwd: Path, client, parent, children, target: dict) -> None:
+    """reproduce on the search's run compiles its chosen point again and compares it with that
+    point's trial run; on a trial run, that trial's point; a search run without a chosen point
+    is refused in one line."""
+    chosen = json.loads((cwd / "out" / "host" / "chosen" / "report.json").read_text())["artifacts"][0]
+    uri = ("--tracking-uri", _sqlite(cwd))
+    r = cli("reproduce", parent.info.run_id, "-o", cwd / "again", "--json", *uri)
+    assert r.returncode == 0, r.stderr[-2000:]
+    items = {i["item"]: i for i in json.loads(r.stdout)["items"]}
+    assert items["onnxruntime artifact sha256"]["recorded"] == chosen["sha256"]
+    for item in ("source sha256", "onnxruntime artifact sha256", "onnxruntime.size_bytes"):
+        assert items[item]["match"], items
+    assert items["onnxruntime.p50_ms"]["reproduced"] > 0  # reported, not judged
+    again = json.loads((cwd / "again" / "report.json").read_text())
+    assert again["artifacts"][0]["sha256"] == chosen["sha256"]
+    other = next(c for c in children if c.data.tags["edgepack.trial"] != str(target["chosen"]["trial"]))
+    r = cli("reproduce", other.info.run_id[:8], "-o", cwd / "other", "--json", *uri)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((cwd / "other" / "report.json").read_text())
+    assert report["artifacts"][0]["precision"] == other.data.params["precision"] != chosen["precision"]
+    assert all(i["match"] for i in json.loads(r.stdout)["items"] if "sha256" in i["item"])
+    client.delete_tag(parent.info.run_id, "edgepack.chosen_point.host")
+    r = cli("reproduce", parent.info.run_id, "-o", cwd / "none", *uri)
+    assert r.returncode == 1 and "chose no point" in r.stderr and len(message_lines(r.stderr)) == 1, r.stderr
+    assert not (cwd / "none").exists()
 
 
 def test_killed_compile_leaves_no_run_marked_finished(tracked):

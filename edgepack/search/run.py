@@ -220,10 +220,12 @@ def _key(point: dict) -> str:
     return json.dumps(point, sort_keys=True)
 
 
-def _digest(point: dict) -> str:
+def point_key(target: str, point: dict) -> str:
+    """'TARGET#DIGEST': a point of a target, the same in every process and every run of the
+    search (tracking keys a trial run by it; `edgepack reproduce` finds the chosen point's run by it)."""
     import hashlib
 
-    return hashlib.sha256(_key(point).encode()).hexdigest()[:16]
+    return f"{target}#{hashlib.sha256(_key(point).encode()).hexdigest()[:16]}"
 
 
 def _cached(fig: Figures) -> Figures:
@@ -245,7 +247,7 @@ def _emit_trial(events: Events, spec: SearchSpec, target: Target, row: Row, earl
         if row.fig.status != "failed" else f"failed: {row.fig.error}"
     events.emit("stage_done", f"trial {row.number} [{target.name}] {label(row.point)}: {values or '-'} "
                 f"({verdict}{', cached' if row.fig.cached else ''}{', from an earlier run' if earlier else ''})",
-                search=spec.name, target=target.name, trial=row.number, key=f"{target.name}#{_digest(row.point)}",
+                search=spec.name, target=target.name, trial=row.number, key=point_key(target.name, row.point),
                 params=row.point, values=row.fig.values, ci95_ms=row.fig.ci95_ms,
                 host_ci95_ms=row.fig.host_ci95_ms, device=row.fig.device, device_skipped=row.fig.device_skipped,
                 feasible=row.feasible, status=row.fig.status, misses={k: v for k, v in row.misses.items() if v > 0},

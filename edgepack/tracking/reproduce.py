@@ -22,7 +22,7 @@ from rich.table import Table
 
 from edgepack.errors import EdgepackError
 from edgepack.tracking import models
-from edgepack.tracking.record import LEVEL, PARENT
+from edgepack.tracking.record import COMMAND, LEVEL, PARENT
 from edgepack.tracking.runs import find_run
 from edgepack.tracking.store import Store
 
@@ -182,16 +182,31 @@ def compare(before: dict, after: dict, tol: float, lat_tol: float) -> list[dict]
 def cmd_reproduce(args) -> int:
     store = Store(args.tracking_uri, create=False)
     run = find_run(store, args.run_id)
+    if run.data.tags.get(COMMAND) == "search":  # a search's run or one of its trials: a point is rerun
+        from edgepack.tracking.reproduce_search import reproduce_search
+
+        return reproduce_search(store, run, args)
     if run.data.tags.get(PARENT):
         raise EdgepackError(f"run {args.run_id} is a stage of run {run.data.tags[PARENT][:8]}: reproduce that one")
     req = stored_request(store, run)
+    outdir = output_dir(args, run)
+    print(f"edgepack: rerunning {run.info.run_name} ({run.info.run_id[:8]}) into {outdir}", file=sys.stderr)
+    rows = compare(recorded(store, run), fresh(rerun(req, outdir)), args.tolerance, args.latency_tolerance)
+    return verdict(args, run, outdir, rows)
+
+
+def output_dir(args, run) -> Path:
+    """The rerun's folder: -o, or a new one under edgepack-out/; never an existing one."""
     outdir = Path(args.output or Path("edgepack-out") / f"reproduce-{run.info.run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}")
     outdir = outdir.resolve()
     if outdir.exists():
         raise EdgepackError(f"{outdir} already exists: -o another folder")
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    print(f"edgepack: rerunning {run.info.run_name} ({run.info.run_id[:8]}) into {outdir}", file=sys.stderr)
-    rows = compare(recorded(store, run), fresh(rerun(req, outdir)), args.tolerance, args.latency_tolerance)
+    return outdir
+
+
+def verdict(args, run, outdir: Path, rows: list[dict]) -> int:
+    """Show the comparison (table or --json); 0 when every hash and untimed figure matches, else 4."""
     same = sum(r["match"] for r in rows)
     if args.json:
         print(json.dumps({"run_id": run.info.run_id, "output_dir": str(outdir), "items": rows,

@@ -81,11 +81,28 @@ def log_trial(rec, data: dict) -> None:
     if "host_p50_ms" in values:
         metrics["host_p50_ci95_ms"] = float(data.get("host_ci95_ms") or 0.0)
     rec.log(run_id, params=data.get("params") or {}, metrics=metrics)
+    info = rec.start.get("search") or {}
+    rec.s.log_dict(run_id, {"command": "search", "cwd": rec.start.get("cwd"), "spec": info.get("spec"),
+                            "target": data.get("target"), "point": data.get("params"), "trial": data.get("trial"),
+                            "key": key}, "edgepack/request.json")  # what `edgepack reproduce` reruns
     report = data.get("report")
     if report and rec._path(report).is_file():
-        rec.s.log_artifact(run_id, str(rec._path(report)), "edgepack")
+        _log_report(rec, run_id, rec._path(report))
     rec.close(run_id)
     rec.recorded.add(key)
+
+
+def _log_report(rec, run_id: str, report: Path) -> None:
+    """The trial's report; for a recipe trial also each stage's record (stage.json, and the emit
+    stage's compile report) in its folder's name beside it, as the flow's folder holds them: the
+    model and artifact hashes `edgepack reproduce` compares a rerun with."""
+    rec.s.log_artifact(run_id, str(report), "edgepack")
+    if json.loads(report.read_text()).get("command") != "run":
+        return
+    for stage in sorted(p for p in report.parent.iterdir() if (p / "stage.json").is_file()):
+        for name in ("stage.json", "report.json"):
+            if (stage / name).is_file():
+                rec.s.log_artifact(run_id, str(stage / name), f"edgepack/{stage.name}")
 
 
 def log_result(rec, data: dict) -> None:
