@@ -291,6 +291,47 @@ def _check_search_reproduce(cwd: Path, client, parent, children, target: dict) -
     assert not (cwd / "none").exists()
 
 
+RECORD_ROWS = """
+import json, pathlib, sys, time
+from edgepack.tracking.recorder import RunRecorder
+from edgepack.tracking.store import Store
+uri, start, rows, me, folder = json.loads(sys.argv[1])
+rec = RunRecorder(Store(uri))
+rec.handle({"op": "start", **start})
+folder = pathlib.Path(folder)
+(folder / f"open-{me}").touch()
+while len(list(folder.glob("open-*"))) < 2:  # both have found (or made) the run: neither saw a point yet
+    time.sleep(0.05)
+for row in rows:
+    rec.handle({"op": "event", "kind": "stage_done", "data": row})
+rec.handle({"op": "end", "status": "FINISHED"})
+"""
+
+
+def test_two_processes_recording_one_search_record_each_point_once(tmp_path):
+    """Two processes resuming one search at once: each recorder opens the search's run before the
+    other records anything, so each believes every point is new; the search's lock and a second
+    look at the store inside it leave one search run and one child run per point."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    start = {"command": "search", "cwd": str(tmp_path), "name": "search s",
+             "search": {"key": "a" * 32, "output_dir": str(tmp_path / "out"), "trials": 3,
+                        "spec": {"name": "s", "model": "m.onnx"}}}
+    rows = [{"search": "s", "target": "host", "trial": i, "key": f"host#{i:016x}", "params": {"precision": p},
+             "values": {"p50_ms": 1.0 + i}, "feasible": True, "cached": False, "status": "built"}
+            for i, p in enumerate(("fp32", "int8", "fp16"))]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen([sys.executable, "-c", RECORD_ROWS, json.dumps([uri, start, rows, me, str(tmp_path)])],
+                              env=env, stderr=subprocess.PIPE, text=True) for me in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    client, exp = _client(uri)
+    (parent,) = _runs(client, exp, "parent")
+    children = _runs(client, exp, "trial")
+    assert sorted(c.data.tags["edgepack.trial_key"] for c in children) == [r["key"] for r in rows]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+
+
 def test_killed_compile_leaves_no_run_marked_finished(tracked):
     cwd = tracked
     cmd = [sys.executable, "-m", "edgepack", "compile", "m.onnx", "-t", "x86-vnni", "-b", "onnxruntime", "-o", "out",

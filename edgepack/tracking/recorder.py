@@ -22,6 +22,7 @@ class RunRecorder:
         self.pending: dict | None = None  # a compile's report event inside a recipe, waiting for its stage
         self.datasets: list[dict] = []
         self.recorded: set[str] = set()  # a search's trial keys already under its run
+        self.search_key: str | None = None  # the search's identity (its lock), for a search
         self.ended = False
 
     # -- messages --------------------------------------------------------------------------

@@ -7,6 +7,9 @@ it resumes (one it finished while the recorder was not listening would otherwise
 each child run carries `edgepack.trial_key` (the target and a digest of the point), and a point
 whose key is already under the parent is not recorded twice: a child run per distinct point
 (the sampler proposing a known point again is a cached trial in the study, not a new run).
+Two processes resuming the same search at once (two recorders, each with its own view of what
+is recorded) find or make the search's run, and check and record each point, under one lock
+per search and store, checking the store again inside it: the second finds the first's run.
 
 Everything is read from the events and the files the search wrote (search.json, pareto.md/png,
 each trial's report.json), the same ones a user reads.
@@ -15,6 +18,7 @@ each trial's report.json), the same ones a user reads.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgepack.tracking.record import COMMAND, LEVEL, PARENT, flat, metric_name
@@ -26,9 +30,27 @@ TAG_MAX = 5000
 MUTABLE = ("trials", "workers")
 
 
+@contextmanager
+def search_lock(rec, search_key: str):
+    """Held while finding or making the search's run and while checking and recording a point:
+    one lock file per search beside the store's recorder slots (this machine's processes that
+    write to this store; flock, so a killed holder releases it)."""
+    from edgepack.fsutil import file_lock
+    from edgepack.tracking import _slot_dir
+
+    with file_lock(_slot_dir(rec.s.uri) / f"search-{search_key[:64]}.lock"):
+        yield
+
+
 def open_parent(rec, m: dict, tags: dict) -> str:
     """The search's run: the one an earlier run of this search made, reopened, else a new one
-    with the spec as params."""
+    with the spec as params (under the search's lock: two processes starting it at once make one)."""
+    rec.search_key = m["search"]["key"]
+    with search_lock(rec, rec.search_key):
+        return _open_parent(rec, m, tags)
+
+
+def _open_parent(rec, m: dict, tags: dict) -> str:
     info = m["search"]
     found = rec.s.search_runs([rec.s.experiment_id], filter_string=f"tags.`{SEARCH_KEY}` = '{info['key']}'",
                               max_results=1, order_by=["attributes.start_time ASC"])
@@ -65,6 +87,23 @@ def log_trial(rec, data: dict) -> None:
     key = str(data["key"])
     if key in rec.recorded:
         return
+    with search_lock(rec, rec.search_key or rec.parent):
+        if _under_parent(rec, key):  # another process of this search recorded it meanwhile
+            rec.recorded.add(key)
+            return
+        _log_trial(rec, data, key)
+    rec.recorded.add(key)
+
+
+def _under_parent(rec, key: str) -> bool:
+    found = rec.s.search_runs([rec.s.experiment_id], max_results=1,
+                              filter_string=f"tags.`{PARENT}` = '{rec.parent}' and tags.`{TRIAL_KEY}` = '{key}'")
+    return bool(found)
+
+
+def _log_trial(rec, data: dict, key: str) -> None:
+    """The child run itself (its key tag set as it is made: a point half-recorded by a killed
+    recorder is still found, never recorded twice)."""
     tags = {LEVEL: "trial", COMMAND: "search", TRIAL_KEY: key, "edgepack.trial": data.get("trial"),
             "edgepack.target": data.get("target"), "edgepack.feasible": data.get("feasible"),
             "edgepack.cached": data.get("cached"), "edgepack.status": data.get("status"),
@@ -89,7 +128,6 @@ def log_trial(rec, data: dict) -> None:
     if report and rec._path(report).is_file():
         _log_report(rec, run_id, rec._path(report))
     rec.close(run_id)
-    rec.recorded.add(key)
 
 
 def _log_report(rec, run_id: str, report: Path) -> None:
