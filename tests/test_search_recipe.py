@@ -183,3 +183,28 @@ def test_recipe_knobs_are_suggested_and_written_at_their_paths(recipe):
     assert applied["student"]["args"] == {"width": points[0]["student.args.width"]}
     assert applied["stages"][0]["distill"]["temperature"] == points[0]["distill.temperature"]
     assert recipe["stages"][0]["distill"] == {"epochs": 1, "lr": 5e-3}  # the spec's recipe is untouched
+
+
+def test_reproduce_reruns_a_recipe_search_chosen_point_with_every_stage(tmp_path, recipe, monkeypatch):
+    """Tracked: `edgepack reproduce` on the search's run reruns the chosen point's whole flow
+    (teacher trained again, no shared stage cache) and finds every model and artifact hash equal."""
+    monkeypatch.delenv("EDGEPACK_NO_TRACK", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    spec = {"name": "tiny", "recipe": "r.yaml", "targets": ["x86-vnni"], "trials": 2, "repeats": 1,
+            "space": {"recipe": {"student.args.width": [4, 8]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    r = run_cli("search", "s.yaml", "-o", "out", "--no-progress", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    listed = json.loads(run_cli("runs", "list", "--json", cwd=tmp_path).stdout)
+    (parent,) = [x for x in listed if x["command"] == "search"]
+    r = run_cli("reproduce", parent["run_id"], "-o", "again", "--json", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    items = {i["item"]: i for i in json.loads(r.stdout)["items"]}
+    for item in ("teacher.model sha256", "distill.model sha256", "onnxruntime artifact sha256", "emit.accuracy"):
+        assert items[item]["match"], items[item]
+    chosen = json.loads((tmp_path / "out" / "search.json").read_text())["targets"][0]["chosen"]
+    stages = json.loads((tmp_path / "again" / "report.json").read_text())["stages"]
+    assert [s["kind"] for s in stages] == ["distill", "emit"]
+    assert (tmp_path / "again" / "00-teacher" / "stage.json").is_file()  # trained in the rerun's own folder
+    assert items["distill.params"]["recorded"] == chosen["values"]["params"]

@@ -20,11 +20,27 @@ import sys
 from pathlib import Path
 
 
-def run_point(spec: dict, target: str, point: dict, out: str | Path) -> Path:
-    """Run `point` of the search `spec` for `target` into `out`; returns its report.json."""
+def stored_spec(spec: dict):
+    """The SearchSpec that tracking stored as JSON (every field, defaults included). A recipe
+    search's space keeps only its recipe knobs: the model search's default knobs, written out
+    beside them, are refused in a recipe search."""
+    from pydantic import ValidationError
+
+    from edgepack.errors import EdgepackError
     from edgepack.search.spec import SearchSpec
 
-    search = SearchSpec.model_validate(spec)
+    if spec.get("recipe") is not None:
+        spec = spec | {"space": {"recipe": (spec.get("space") or {}).get("recipe")}}
+    try:
+        return SearchSpec.model_validate(spec)
+    except ValidationError as e:
+        raise EdgepackError(f"the stored search spec is not one this edgepack reads: "
+                            f"{e.errors()[0]['msg'][:300]}") from None
+
+
+def run_point(spec: dict, target: str, point: dict, out: str | Path) -> Path:
+    """Run `point` of the search `spec` for `target` into `out`; returns its report.json."""
+    search = stored_spec(spec)
     out = Path(out)
     if search.recipe is not None:
         from edgepack.pipeline.engine import run

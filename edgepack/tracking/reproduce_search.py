@@ -63,9 +63,9 @@ def _plans(store, run) -> tuple[list[tuple[str, dict, object]], dict, str]:
 
 
 def _targets(spec: dict) -> list[str]:
-    from edgepack.search.spec import SearchSpec
+    from edgepack.search.point import stored_spec
 
-    return [t.name for t in SearchSpec.model_validate(spec).target_list()]
+    return [t.name for t in stored_spec(spec).target_list()]
 
 
 def _trial_request(store, run) -> dict:
