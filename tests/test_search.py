@@ -113,6 +113,35 @@ def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path, mnist
     assert not list(out.rglob("*.staging*"))  # the killed compile left nothing half-written
 
 
+def test_a_second_search_into_a_running_searchs_folder_refuses_at_once(tmp_path, mnist_onnx, small_sets):
+    """Two searches on one folder would fail each other's running trials: the second refuses in
+    one line before it opens the study, and the folder is left as the first one holds it."""
+    import threading
+
+    from edgepack.errors import EdgepackError
+    from edgepack.fsutil import output_lock
+    from edgepack.search import SearchSpec, search
+
+    out, held, done = tmp_path / "out", threading.Event(), threading.Event()
+
+    def first_search():  # holds the folder as a running search does (another thread: not re-entrant)
+        with output_lock(out):
+            held.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=first_search)
+    holder.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(EdgepackError, match="being written by another edgepack run"):
+            search(SearchSpec.model_validate(_spec(mnist_onnx, small_sets)), out)
+    finally:
+        done.set()
+        holder.join()
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
 def test_an_infeasible_spec_exits_3_naming_what_the_closest_points_miss(tmp_path, mnist_onnx, small_sets):
     """max_macs below any point's: every trial stops after the cheap figures, nothing compiles."""
     r = run_cli("search", mnist_onnx, "--calib", small_sets["mnist_calib"], "--eval", small_sets["mnist_eval"],

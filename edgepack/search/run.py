@@ -23,7 +23,7 @@ from pathlib import Path
 from edgepack.compiler.request import CompileRequest
 from edgepack.errors import EdgepackError
 from edgepack.events import Events, silent
-from edgepack.fsutil import atomic_write
+from edgepack.fsutil import atomic_write, output_lock
 from edgepack.search import study as studies
 from edgepack.search.evaluate import Job, MeasuredLatency, unusable
 from edgepack.search.executors import make_executor
@@ -73,7 +73,15 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
 
         recipe = recipes.load(spec.recipe)
         recipes.check_knobs(recipe, spec.space.recipe)  # a bad knob fails now, in one line
-    _claim(out, spec)
+    # one search process per folder: a second one opening the study would mark the first one's
+    # running trials failed, and both would write the same trial folders
+    with output_lock(out):
+        _claim(out, spec)
+        results = _search_targets(spec, out, executor, events, timing, recipe)
+    return results
+
+
+def _search_targets(spec: SearchSpec, out: Path, executor: str, events: Events, timing, recipe) -> list[TargetResult]:
     devices = {t.constraints.device for t in spec.target_list() if t.constraints.device}
     for name in devices:
         _device(name)  # a missing device fails now, before any trial
