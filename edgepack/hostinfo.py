@@ -81,16 +81,29 @@ def cpu_info() -> dict:
     }
 
 
+def lacks_bf16(arch: str | None, flags) -> str | None:
+    """None where a CPU of `arch` with feature `flags` (None: unknown) computes BF16 natively; else
+    what it lacks, as the end of a sentence about that CPU. The one decision: this host's check and
+    a device's (devices/compat.py, from its probe) both ask it."""
+    arch = arch_name(arch)
+    wanted = BF16_FLAGS.get(arch, ())
+    if flags is None:
+        return "does not list its CPU flags (no readable /proc/cpuinfo)"
+    if set(wanted) & set(flags):
+        return None
+    if not wanted:
+        return f"is {arch or 'of an unknown architecture'}, for which no native BF16 is known"
+    return f"has none of the flags {', '.join(wanted)}"
+
+
 def missing_bf16(info: dict | None = None) -> str | None:
     """None where the CPU (`info`, default this one) runs BF16 natively; else one line saying
     which flags it lacks."""
     info = info or cpu_info()
-    wanted = BF16_FLAGS.get(info["arch"], ())
-    if set(wanted) & set(info["flags"]):
+    lack = lacks_bf16(info["arch"], info["flags"])
+    if lack is None:
         return None
-    if not wanted:
-        return f"--precision bf16: no native BF16 is known for {info['arch']} CPUs ({info['model']})"
-    return (f"--precision bf16: this CPU ({info['model']}) has none of the flags {', '.join(wanted)}, "
+    return (f"--precision bf16: this CPU ({info['model']}) {lack}, "
             "so BF16 would be emulated (slower than FP32 and less exact): use fp32, fp16 or int8")
 
 

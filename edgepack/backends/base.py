@@ -114,10 +114,12 @@ class Backend(ABC):
         """What a device needs to run `artifact` (a bundle's manifest holds it): `arch` ("any" for
         a portable file, else the CPU architecture it was built for), the runtime package's
         `minimum_version` (None: no release older than the tested one was checked) and
-        `minimum_reason`, and `ops` ({"format", "opsets", "ops", ...}: what a reduced runtime
-        build or a delegate has to provide)."""
+        `minimum_reason`, `ops` ({"format", "opsets", "ops", ...}: what a reduced runtime
+        build or a delegate has to provide) and, where the file records it, `precision` (a bf16
+        one needs a CPU with native BF16: devices/compat.py)."""
         return {"arch": self.architecture(artifact) or "any", "minimum_version": None,
-                "minimum_reason": f"no {self.name} release older than the tested one was checked", "ops": {}}
+                "minimum_reason": f"no {self.name} release older than the tested one was checked", "ops": {},
+                "precision": None}
 
     def runner(self, artifact: Path, threads: int) -> "ArtifactRunner":
         """A callable feeds -> outputs over a loaded session (for parity checks and choices)."""

@@ -177,14 +177,17 @@ class OpenVinoBackend(Backend):
     # ------------------------------------------------------------------ report
 
     def deployment(self, artifact: Path) -> dict:
-        """The IR's layer types and the OpenVINO opsets they come from (read from model.xml)."""
+        """The IR's layer types and the OpenVINO opsets they come from, and its precision as
+        edgepack recorded it (rt_info; None for an IR made elsewhere), read from model.xml."""
         import xml.etree.ElementTree as ET  # our own emitted IR, not untrusted input
 
-        layers = ET.parse(str(artifact)).getroot().iter("layer")
-        kinds = [(layer.get("type", "?"), layer.get("version", "?")) for layer in layers]
+        root = ET.parse(str(artifact)).getroot()
+        kinds = [(layer.get("type", "?"), layer.get("version", "?")) for layer in root.iter("layer")]
         ops = Counter(t for t, _ in kinds if t not in ("Parameter", "Result", "Const"))
         opsets = Counter(v for t, v in kinds if t not in ("Parameter", "Result", "Const"))
-        return {"arch": "any", "minimum_version": None,
+        recorded = root.find(f"rt_info/{RT_KEY}/precision")
+        precision = None if recorded is None else recorded.get("value")
+        return {"arch": "any", "minimum_version": None, "precision": precision,
                 "minimum_reason": "an IR is read by the OpenVINO release that wrote it and later ones",
                 "ops": {"format": "openvino-ir", "opsets": dict(sorted(opsets.items())),
                         "ops": dict(sorted(ops.items()))}}

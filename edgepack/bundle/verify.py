@@ -3,8 +3,9 @@
     4 structure   manifest.json present, valid JSON, of the schema this edgepack reads; a safe archive
     5 hashes      every listed file present with its size and sha256; no file missing, none extra
     6 device      the device (device.probe(), asked before anything runs there): the artifact's CPU
-                  architecture, the runtime installed and at least the manifest's minimum version
-                  (which for ONNX covers its opset), numpy present
+                  architecture, native BF16 for a bf16 artifact (the probe's CPU flags), the runtime
+                  installed and at least the manifest's minimum version (which for ONNX covers its
+                  opset), numpy present
     7 golden      the golden inputs replayed on the device (device.outputs(): the same worker) give
                   the expected outputs within the manifest's tolerances
 
@@ -195,7 +196,7 @@ def _device(verdict: Verdict, root: Path, device) -> str:
     except EdgepackError as e:
         raise _Failed(f"{device.name}: cannot tell what it is: {e}") from None
     why = refusal(env, device.name, rt.arch, (rt.package,), rt.minimum_version, rt.minimum_reason,
-                  Path(verdict.manifest.artifact.path).name)
+                  Path(verdict.manifest.artifact.path).name, verdict.manifest.artifact.precision)
     if why:
         raise _Failed(why, environment=env)
     arch, have = env.get("arch"), (env.get("runtimes") or {}).get(rt.package)

@@ -6,7 +6,8 @@ processes on this machine wait for each other) and a device-side `mkdir` lock in
 (`mkdir` is atomic on every POSIX file system: two hosts profiling one board cannot both win).
 A device lock whose owner is gone (its process dead on this host, or older than LOCK_STALE_S) is
 taken over. Before anything is sent, probe.py says what the device is: an artifact for another
-architecture or a runtime the device lacks is refused in one line, before running.
+architecture, in a precision its CPU does not compute natively (bf16), or for a runtime the device
+lacks is refused in one line, before running.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ class RemoteDevice:
         runtime = get_backend(backend)
         needs = runtime.deployment(Path(artifact))
         why = refusal(env, self.name, needs["arch"], REGISTRY[runtime.name].packages, needs["minimum_version"],
-                      needs["minimum_reason"], Path(artifact).name)
+                      needs["minimum_reason"], Path(artifact).name, needs.get("precision"))
         if why:
             raise EdgepackError(f"{why} (its Python: {' '.join(self.python)})" if "install" in why else why)
         return env

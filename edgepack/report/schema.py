@@ -99,6 +99,7 @@ class DeviceEnv(Section):
     system: str  # platform.platform()
     python: Opt[str]
     cpu: Opt[str]
+    flags: Opt[list[str]]  # the CPU features that pick kernels (avx512_bf16, bf16, ...); absent: unreadable
     cores: Opt[int]
     governor: Opt[str]  # cpufreq scaling governor where readable
     temperature_c: Opt[float]  # hottest thermal zone where readable
