@@ -122,9 +122,10 @@ def int8_knobs(point: dict) -> dict:
             "calibration": None if calibration == "profile" else calibration}
 
 
-def unusable(point: dict) -> str | None:
+def unusable(point: dict, board: "BoardCPU | None" = None) -> str | None:
     """Why no compile can build `point` (None: one may): a precision its runtime does not build,
-    BF16 on a CPU without it, ONNX Runtime's dynamic format on another runtime. Known without a
+    BF16 on a CPU without it (the `board` max_p50_ms is timed on, then this host, which builds and
+    times every point first), ONNX Runtime's dynamic format on another runtime. Known without a
     compile, so such points are skipped, not spent as failed trials."""
     from edgepack.backends import backend_class
     from edgepack.hostinfo import missing_bf16
@@ -135,11 +136,33 @@ def unusable(point: dict) -> str | None:
     if precision not in backend_class(backend).precisions:
         return f"{backend} builds {', '.join(backend_class(backend).precisions)}, not {precision}"
     if precision == "bf16":
-        return missing_bf16()
+        return (board.lacks_bf16() if board else None) or missing_bf16()
     if point.get("quantizer") == "dynamic" and precision == "int8" and backend != "onnxruntime":
         return f"the dynamic INT8 format runs in onnxruntime only, not {backend}"
     return None
 
+
+class BoardCPU:
+    """A search target's board (`name`; None: none), probed once and only when a point asks what
+    its CPU computes natively (a bf16 point): most searches never pay the connection."""
+
+    def __init__(self, name: str | None):
+        self.name, self._why, self._asked = name, None, False
+
+    def lacks_bf16(self) -> str | None:
+        """The board's refusal of a bf16 artifact (devices/compat.py, from its probe), or None:
+        it has BF16, or there is no board, or it cannot be probed now (the point is then built
+        and its timing there fails in the trial's own record, as any unreachable board's would)."""
+        if self.name and not self._asked:
+            from edgepack.devices import resolve
+            from edgepack.devices.compat import bf16_refusal
+
+            try:
+                self._why = bf16_refusal(resolve(self.name).probe(), self.name, "this point's artifact")
+            except EdgepackError:
+                self._why = None
+            self._asked = True
+        return self._why
 
 
 def evaluate(job, claim_device=None) -> dict:

@@ -25,7 +25,7 @@ from edgepack.errors import EdgepackError
 from edgepack.events import Events, silent
 from edgepack.fsutil import atomic_write, output_lock
 from edgepack.search import study as studies
-from edgepack.search.evaluate import Job, MeasuredLatency, unusable
+from edgepack.search.evaluate import BoardCPU, Job, MeasuredLatency, unusable
 from edgepack.search.executors import make_executor
 from edgepack.search.figures import Figures, describe_miss, label, violations
 from edgepack.search.output import write_target
@@ -198,11 +198,12 @@ def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: 
             _emit_trial(events, spec, target, row, earlier=True)
     todo, asks = spec.trials - len(known), 4 * spec.trials
     in_flight: dict = {}  # point key -> [(trial, point), ...]: the first is computing, the rest wait on it
+    board = BoardCPU(target.constraints.device if target.constraints.max_p50_ms is not None else None)
     while (todo > 0 and asks > 0) or in_flight:
         while todo > 0 and asks > 0 and len(in_flight) < (spec.workers if known or not spec.recipe else 1):
             trial, point = studies.ask(study, spec.space)
             asks, key = asks - 1, _key(point)
-            why = unusable(point)
+            why = unusable(point, board)
             if why:  # not a trial: nothing to build
                 studies.skip(study, trial, why, spec.objectives, violations(Figures("failed"), target.constraints))
                 events.step(f"skipped {label(point)}: {why}")
