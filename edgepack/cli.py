@@ -243,7 +243,10 @@ def _add_search_parser(sub) -> None:
     s.add_argument("--weights", help="state_dict for a file.py:factory model")
     s.add_argument("--target", "-t", action="append", help="target(s) to search for (repeat; default host)")
     s.add_argument("--calib", help="calibration data (.npz, .npy or image folder)")
-    s.add_argument("--eval", help="labelled evaluation data: accuracy, drop and fidelity are judged on it")
+    s.add_argument("--eval", help="evaluation data each compile spends its accuracy budget on (labelled: accuracy)")
+    s.add_argument("--check", metavar="DATA",
+                   help="data no compile fits to: accuracy, drop and fidelity (and their constraints) are judged "
+                        "on it instead of --eval, whose figures are fitted")
     s.add_argument("--metric", help="as for compile")
     s.add_argument("--constraint", action="append", metavar="NAME=VALUE",
                    help="max_drop, min_accuracy, max_p50_ms, max_size_mb, max_macs, max_peak_mb, "

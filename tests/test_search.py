@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -224,6 +225,39 @@ def test_a_search_sends_its_front_so_far_to_each_trial(tmp_path, conv_search, ex
         assert second.fig.device == "local"
 
 
+def test_a_check_set_judges_each_point_apart_from_the_data_its_compile_fitted(tmp_path, mnist_onnx, small_sets,
+                                                                              sample_sets):
+    """With check data, accuracy and drop are each artifact's on inputs no compile fitted its
+    budget to (recomputed here with ONNX Runtime), the fitted figures kept as fit_*."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgepack.search import SearchSpec, search
+
+    with np.load(sample_sets["mnist_eval"]) as d:  # eval is the first 300: the check is the next 400
+        x, y = d["input"][300:700], d["labels"][300:700]
+    np.savez(tmp_path / "check.npz", input=x, labels=y)
+    spec = SearchSpec.model_validate(_spec(mnist_onnx, small_sets, check=str(tmp_path / "check.npz"), trials=2,
+                                           constraints={"max_drop": 0.05},
+                                           space={"backend": ["onnxruntime"], "precision": ["fp32", "int8"]}))
+    result = search(spec, tmp_path / "out", timing=PinnedLatency())[0]
+    assert len(result.rows) == 2
+
+    def top1(path) -> float:  # the graph takes batches of 1
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return float((np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))]).argmax(1)
+                      == y).mean())
+
+    base = top1(mnist_onnx)
+    for row in result.rows:
+        fig = row.fig
+        report = json.loads(Path(fig.report).read_text())
+        assert fig.values["accuracy"] == pytest.approx(top1(fig.artifact), abs=1e-9)
+        assert fig.values["drop"] == pytest.approx(base - fig.values["accuracy"], abs=1e-9)
+        assert fig.values["fit_accuracy"] == report["artifacts"][report["selected"]["index"]]["accuracy"]
+    assert "fit_accuracy" in (tmp_path / "out" / "host" / "pareto.md").read_text()
+
+
 @pytest.mark.parametrize("change, expected", [
     ({"constraint": {"max_drop": 0.01}}, "constraint: unknown field (did you mean: constraints?)"),
     ({"space": {"precision": ["int4"]}}, "space.precision[0]: Input should be"),
@@ -238,6 +272,7 @@ def test_a_search_sends_its_front_so_far_to_each_trial(tmp_path, conv_search, ex
     ({"recipe": "r.yaml", "model": None, "eval": None, "constraints": {"min_cosine": 0.9},
       "space": {"recipe": {"distill.temperature": [2, 4]}}}, "min_cosine: a recipe trial reports accuracy"),
     ({"space": {"backend": ["onnxruntme"]}}, "did you mean: onnxruntime"),
+    ({"eval": None, "check": "c.npz", "constraints": {"max_p50_ms": 2}}, "check: judges points apart from eval"),
 ])
 def test_spec_mistakes_are_one_line(tmp_path, change, expected):
     from edgepack.errors import EdgepackError

@@ -27,7 +27,7 @@ def spec_of(args) -> SearchSpec:
              "quantizer": args.quantizer, "calibration": args.calibration}
     return from_args({"name": Path(args.spec).stem.replace(".py:", "-")[:64] or "search", "model": args.spec,
                       "input_shape": args.input_shape, "weights": args.weights, "calib": args.calib,
-                      "eval": args.eval, "metric": args.metric, "targets": args.target,
+                      "eval": args.eval, "check": args.check, "metric": args.metric, "targets": args.target,
                       "constraints": parse_constraints(args.constraint) or None,
                       "space": {k: v for k, v in space.items() if v} or None, **settings})
 

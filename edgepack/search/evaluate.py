@@ -69,6 +69,7 @@ class Job(TimedOnDevice):
     timing: object = field(default_factory=MeasuredLatency)
     objectives: dict = field(default_factory=dict)
     front: tuple = ()
+    check: str | None = None  # data no compile fits to: the judged figures come from it (search/check.py)
 
     def evaluate(self, claim_device=None) -> dict:
         """The point's figures (as JSON-safe dict), computed or read back from an earlier run.
@@ -207,6 +208,10 @@ def _build(req: CompileRequest, job: Job, claim_device) -> Figures:
     path = Path(report.output_dir) / art.path
     fig = Figures("built", values=from_report(report), report=str(Path(report.output_dir) / "report.json"),
                   artifact=str(path), backend=art.backend, precision=art.precision)
+    if job.check:
+        from edgepack.search.check import judged_apart
+
+        fig.values = judged_apart(fig.values, req, art.backend, path, job.check, art.threads)
     if "p50_ms" not in fig.values:
         return fig
     calib = req.quant.calib.value if req.quant.calib else None

@@ -13,7 +13,9 @@ from pathlib import Path
 from edgepack.fsutil import atomic_write
 from edgepack.search.spec import CONSTRAINTS, Constraints
 
-COLUMNS = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "params", "agreement_non_near_ties", "cosine")
+COLUMNS = ("accuracy", "drop", "p50_ms", "size_mb", "macs", "params", "agreement_non_near_ties", "cosine",
+           # with a check set: what each compile fitted on eval, beside what the check measured
+           "fit_accuracy", "fit_agreement_non_near_ties")
 
 
 def write_target(folder: Path, res, spec, bounds: Constraints) -> None:

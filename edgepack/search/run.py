@@ -102,7 +102,7 @@ def _search_targets(spec: SearchSpec, out: Path, executor: str, events: Events, 
 
 def _check_inputs(spec: SearchSpec) -> None:
     """Files the spec names exist: a typo must fail now, not as every trial's failure."""
-    for what in ("model", "recipe", "weights", "calib", "eval"):
+    for what in ("model", "recipe", "weights", "calib", "eval", "check"):
         value = getattr(spec, what)
         if not isinstance(value, str):
             continue
@@ -180,8 +180,9 @@ def _jobs(spec: SearchSpec, target: Target, out: Path, timing, recipe: dict | No
                                               str(out / "stages"), target.name, spec.repeats, timing,
                                               spec.objectives, front)
     base = base_request(spec, target.name)
+    check = str(Path(spec.check).resolve()) if spec.check else None  # workers run in folders of their own
     return lambda point, front: Job(base, point, target.constraints, str(out / "trials"), spec.repeats, timing,
-                                    spec.objectives, front)
+                                    spec.objectives, front, check)
 
 
 def _search_target(spec: SearchSpec, target: Target, out: Path, runner, events: Events, jobs) -> TargetResult:

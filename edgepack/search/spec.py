@@ -3,7 +3,8 @@
     name: mnist
     model: mnist.onnx                 # compile's model options: input_shape, weights
     calib: calib.npz
-    eval: eval.npz                    # labelled: accuracy, drop and fidelity are judged on it
+    eval: eval.npz                    # labelled: each compile spends its accuracy budget on it
+    check: check.npz                  # optional, apart from eval: accuracy, drop, fidelity judged here
     targets: [host]                   # or [{name: host, constraints: {max_p50_ms: 2}}]
     constraints: {max_drop: 0.01, max_p50_ms: 5}     # every target's, unless it names its own
     objectives: {accuracy: max, p50_ms: min, size_mb: min}
@@ -173,6 +174,8 @@ class SearchSpec(_Strict):
     weights: str | None = None
     calib: str | None = None
     eval: str | None = None
+    # inputs no compile fits to (search/check.py): the judged figures are measured on them
+    check: str | None = None
     metric: str | None = None
     targets: list[str | Target] = Field(default_factory=lambda: ["host"], min_length=1)
     constraints: Constraints = Constraints()
@@ -218,6 +221,9 @@ class SearchSpec(_Strict):
             raise ValueError("space.recipe: recipe knobs need a recipe (give recipe: RECIPE.yaml instead of model)")
         needs = {n for n in self.objectives if n in NEEDS_EVAL} | {
             CONSTRAINTS[c][0] for t in self.target_list() for c in t.constraints.bounds() if CONSTRAINTS[c][0] in NEEDS_EVAL}
+        if self.check is not None and self.eval is None:
+            raise ValueError("check: judges points apart from eval, the data each compile fits its accuracy budget "
+                             "on: give eval (--eval DATA) too")
         if needs and self.eval is None:
             raise ValueError(f"{', '.join(sorted(needs))} need{'s' if len(needs) == 1 else ''} evaluation data: "
                              "give eval (--eval DATA)")
@@ -228,7 +234,9 @@ class SearchSpec(_Strict):
         workers; the output folder holds it, and tracking finds the search's run by it."""
         import json
 
-        return json.dumps(self.model_dump(exclude={"trials", "workers"}), sort_keys=True, default=str)
+        # a field added later is left out while unset, so searches begun before it still resume
+        unset_later = {"check"} if self.check is None else set()
+        return json.dumps(self.model_dump(exclude={"trials", "workers"} | unset_later), sort_keys=True, default=str)
 
     def _recipe_search(self):
         """A recipe search varies the recipe's knobs only; its data, model and weights are the recipe's."""
@@ -241,7 +249,7 @@ class SearchSpec(_Strict):
             raise ValueError(f"{', '.join(unmeasured)}: a recipe trial reports {', '.join(RECIPE_FIGURES)} "
                              "(its flow's final row), not this")
         model_knobs = sorted(self.space.model_fields_set - {"recipe"})
-        own = [k for k in ("input_shape", "weights", "calib", "eval", "metric") if getattr(self, k) is not None]
+        own = [k for k in ("input_shape", "weights", "calib", "eval", "check", "metric") if getattr(self, k) is not None]
         if model_knobs or own:
             raise ValueError(f"{', '.join(f'space.{k}' for k in model_knobs) or ', '.join(own)}: a recipe search "
                              "takes its model and data from the recipe; vary the recipe's knobs under space.recipe")
@@ -260,7 +268,7 @@ def load_spec(path: str | Path) -> SearchSpec:
     """A SEARCH.yaml, with relative paths read from its folder."""
     path = Path(path)
     data = read_yaml_mapping(path, "search spec")
-    for key in ("model", "recipe", "weights", "calib", "eval"):
+    for key in ("model", "recipe", "weights", "calib", "eval", "check"):
         value = data.get(key)
         if isinstance(value, str) and not Path(value).is_absolute():
             model_path, sep, factory = value.partition(".py:")  # file.py:factory keeps its factory
