@@ -119,3 +119,26 @@ def test_a_search_over_the_int8_knobs(tmp_path, small_onnx, calib):
     assert len(reports) == 2
     points = {(t["point"]["quantizer"], t["point"]["calibration"]) for t in trials}
     assert {(q["quantizers"][0], q["scheme"]["calibration"]) for q in reports} == points
+
+
+def test_the_compile_budget_is_a_knob_of_int8_points_only(tmp_path, small_onnx, calib):
+    """space.max_drop: each INT8 point's compile spends the point's budget (its report says so);
+    a float point ignores it, so its two budgets are one request, computed once."""
+    pytest.importorskip("optuna")
+    from edgepack.search import SearchSpec, search
+
+    spec = SearchSpec.model_validate({
+        "name": "budgets", "model": str(small_onnx), "calib": str(calib), "trials": 4, "repeats": 1,
+        "runs": 3, "warmup": 1, "threads": 1,
+        "space": {"backend": ["onnxruntime"], "precision": ["int8", "fp32"], "max_drop": [0.0, 0.05]}})
+    search(spec, tmp_path / "out")
+    trials = json.loads((tmp_path / "out" / "search.json").read_text())["targets"][0]["trials"]
+    assert len({json.dumps(t["point"], sort_keys=True) for t in trials}) == 4
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "out" / "trials").glob("*/out/report.json")]
+    assert len(reports) == 3  # fp32 at either budget: one compile
+    budgets = sorted(r["quantization"]["max_drop"] for r in reports if r["precision_requested"] == "int8")
+    assert budgets == [0.0, 0.05]
+    from edgepack.search.figures import label
+
+    int8 = next(t["point"] for t in trials if t["point"]["precision"] == "int8" and t["point"]["max_drop"] == 0.05)
+    assert label(int8).endswith("int8 max_drop 0.05")

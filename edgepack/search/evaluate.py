@@ -105,22 +105,29 @@ def request_for(base: CompileRequest, point: dict) -> CompileRequest:
 
     prune = replace(base.prune, ratio=point.get("prune_ratio") or None, mode=point.get("prune_mode", "uniform"))
     quant = replace(base.quant, precision=point["precision"], keep_float=tuple(point.get("keep_float", ())),
-                    **int8_knobs(point))
+                    **int8_knobs(point, base.quant.budget))
     return base.with_options(backends=(point["backend"],), prune=prune, quant=quant, output_dir=None)
 
 
-def int8_knobs(point: dict) -> dict:
-    """The point's quantizer and calibration as QuantOptions fields. They shape INT8 only, so for
-    other precisions they are dropped: such points are one request (one key, computed once), and
-    a compile is never refused for a --quantizer it has no INT8 search for. A runtime with its own
-    converter (TFLite) takes neither: its INT8 is its converter's."""
+def int8_knobs(point: dict, budget) -> dict:
+    """The point's quantizer, calibration and accuracy budget as QuantOptions fields. They shape
+    INT8 only, so for other precisions they are dropped: such points are one request (one key,
+    computed once), and a compile is never refused for a --quantizer it has no INT8 search for.
+    A runtime with its own converter (TFLite) takes no quantizer or calibration: its INT8 is its
+    converter's (its budget still holds)."""
+    from dataclasses import replace
+
     from edgepack.backends import backend_class
 
-    if point["precision"] != "int8" or not backend_class(point["backend"]).consumes_qdq:
+    if point["precision"] != "int8":
         return {"quantizers": None, "calibration": None}
+    fit = {} if point.get("max_drop") is None else {"budget": replace(budget, max_drop=point["max_drop"],
+                                                                       relative=False)}
+    if not backend_class(point["backend"]).consumes_qdq:
+        return {"quantizers": None, "calibration": None, **fit}
     quantizer, calibration = point.get("quantizer", "all"), point.get("calibration", "profile")
     return {"quantizers": None if quantizer == "all" else (quantizer,),
-            "calibration": None if calibration == "profile" else calibration}
+            "calibration": None if calibration == "profile" else calibration, **fit}
 
 
 def unusable(point: dict, board: "BoardCPU | None" = None) -> str | None:

@@ -105,4 +105,5 @@ def label(point: dict) -> str:
         return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
     prune = f" prune {point['prune_ratio']:.3g} {point['prune_mode']}" if point.get("prune_ratio") else ""
     keep = f" keep {'|'.join(point['keep_float'])}" if point.get("keep_float") else ""
-    return f"{point['backend']} {point['precision']}{prune}{keep}"
+    fit = f" max_drop {point['max_drop']:g}" if point["precision"] == "int8" and "max_drop" in point else ""
+    return f"{point['backend']} {point['precision']}{prune}{keep}{fit}"

@@ -31,8 +31,9 @@ def write_target(folder: Path, res, spec, bounds: Constraints) -> None:
 
 
 def _precision(point: dict) -> str:
-    """The point's precision, with the INT8 knobs it varied (quantizer, calibration) after it."""
-    knobs = [point[k] for k in ("quantizer", "calibration") if k in point] if point["precision"] == "int8" else []
+    """The point's precision, with the INT8 knobs it varied (quantizer, calibration, budget) after it."""
+    knobs = [str(point[k]) if k != "max_drop" else f"max_drop {point[k]:g}"
+             for k in ("quantizer", "calibration", "max_drop") if k in point] if point["precision"] == "int8" else []
     return point["precision"] + (f" ({', '.join(knobs)})" if knobs else "")
 
 

@@ -136,6 +136,10 @@ class Space(_Strict):
     # "profile" = the target profile's calibration method
     quantizer: list[Literal[("all", *QUANTIZERS)]] = Field(default_factory=lambda: ["all"], min_length=1)  # type: ignore[valid-type]
     calibration: list[Literal[("profile", *CALIBRATIONS)]] = Field(default_factory=lambda: ["profile"], min_length=1)  # type: ignore[valid-type]
+    # INT8 points: the compile's accuracy budget (absolute), in place of the one the search
+    # derives from its constraints (run.compile_budget): how tightly each compile fits its data,
+    # so a check set can tell which fit holds beyond it. None: the derived budget only
+    max_drop: list[float] | None = Field(None, min_length=1)
     recipe: dict[str, list[bool | int | float | str] | KnobRange] | None = Field(None, min_length=1)
 
     @field_validator("recipe")
@@ -144,6 +148,13 @@ class Space(_Strict):
         for path, values in (v or {}).items():
             if isinstance(values, list) and not values:
                 raise ValueError(f"{path}: give at least one value")
+        return v
+
+    @field_validator("max_drop")
+    @classmethod
+    def _budgets(cls, v):
+        if v is not None and any(not 0 <= d < 1 for d in v):
+            raise ValueError("max_drop values must be in [0, 1) (absolute drops of the compile's metric)")
         return v
 
     @field_validator("prune_ratio")
@@ -234,9 +245,13 @@ class SearchSpec(_Strict):
         workers; the output folder holds it, and tracking finds the search's run by it."""
         import json
 
-        # a field added later is left out while unset, so searches begun before it still resume
-        unset_later = {"check"} if self.check is None else set()
-        return json.dumps(self.model_dump(exclude={"trials", "workers"} | unset_later), sort_keys=True, default=str)
+        # fields added later are left out while unset, so searches begun before them still resume
+        exclude: dict = {"trials": True, "workers": True}
+        if self.check is None:
+            exclude["check"] = True
+        if self.space.max_drop is None:
+            exclude["space"] = {"max_drop": True}
+        return json.dumps(self.model_dump(exclude=exclude), sort_keys=True, default=str)
 
     def _recipe_search(self):
         """A recipe search varies the recipe's knobs only; its data, model and weights are the recipe's."""

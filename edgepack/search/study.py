@@ -118,9 +118,9 @@ def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
     }
     # the INT8 knobs join a point only when the space varies them: points (and the studies
     # that hold them) of searches without them stay as they were
-    for knob, default in (("quantizer", "all"), ("calibration", "profile")):
+    for knob, default in (("quantizer", "all"), ("calibration", "profile"), ("max_drop", None)):
         choices = getattr(space, knob)
-        if choices != [default]:
+        if choices is not None and choices != [default]:
             point[knob] = trial.suggest_categorical(knob, choices)
     return point
 
