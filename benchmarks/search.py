@@ -9,7 +9,8 @@ judged on them: inputs no compile fitted to), the rest judge fidelity held out f
 Each photo also gives --views seeded crops (and their mirror images), so each set holds enough
 clear inputs for a 0.99 bound to mean something. The search (ONNX Runtime and OpenVINO; fp32,
 fp16, int8, and bf16 where the CPU runs it natively; with and without depthwise convolutions kept
-float) must keep agreement >= --min-agreement; its chosen artifact is then timed side by side,
+float; INT8 compiles fitted to the bound's budget 0.01 or to 0, no flip) must keep agreement >=
+--min-agreement on its check photos; its chosen artifact is then timed side by side,
 interleaved in fresh processes, with the peers' defaults:
   ort_fp32      plain ONNX Runtime (the reference)
   ov_fp32       plain OpenVINO
@@ -116,7 +117,7 @@ def run_search(fp32_path: Path, calib: Path, check: Path, work: Path, args) -> d
         constraints={"min_agreement_non_near_ties": args.min_agreement},
         objectives={"p50_ms": "min", "agreement_non_near_ties": "max", "size_mb": "min"},
         space={"backend": ["onnxruntime", "openvino"], "precision": precisions(),
-               "keep_float": [[], ["type:DepthwiseConv"]]},
+               "keep_float": [[], ["type:DepthwiseConv"]], "max_drop": [0.01, 0.0]},
         trials=args.trials, repeats=args.repeats, runs=args.runs, warmup=args.warmup, threads=args.threads)
     t0 = time.time()
     result = search(spec, work / "search", events=console_events(False))[0]

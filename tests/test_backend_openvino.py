@@ -235,6 +235,22 @@ def test_int8_graph_for_openvino_is_chosen_by_openvino_timing(mnist_model, sampl
     assert art["precision"] == "int8" and art["runtime"]["int8_layers"] > 0 and art["accuracy_drop"] <= 0.1
 
 
+def test_a_lone_int8_graph_is_judged_in_openvino_too(mnist_model, sample_sets, tmp_path):
+    """One QDQ graph (one quantizer; --keep-float keeps OpenVINO's own quantizer out) and INT8
+    insisted on: nothing to choose, but its score is still taken in OpenVINO, where it runs, so a
+    budget met only in ONNX Runtime is not reported as met."""
+    model, _ = mnist_model
+    r = edgepack.compile(model, target="x86-vnni", backends=["openvino"], input_shapes={"": (1, 1, 28, 28)},
+                         calib=sample_sets["mnist_calib"], eval_data=sample_sets["mnist_eval"], max_drop=0.1,
+                         precision="int8", quantizers="onnxruntime", keep_float=["type:Gemm"],
+                         output_dir=tmp_path / "out", runs=10, warmup=1, threads=THREADS, progress=False)
+    q = r["quantization"]
+    [timing] = q["per_backend"]["openvino"]["timings"]
+    assert isinstance(timing["met"], bool) and 0 <= timing["score"] <= 1, timing
+    art = r["artifacts"][0]
+    assert timing["met"] == (art["accuracy_drop"] <= 0.1) and q["met"] == timing["met"]
+
+
 def test_openvino_decides_int8_or_fp32_by_its_own_timing(mnist_model, sample_sets, tmp_path):
     """Without --precision, FP32 competes with the INT8 graphs in OpenVINO's own timing: ONNX
     Runtime's INT8-vs-FP32 verdict decides only what ONNX Runtime ships."""

@@ -262,13 +262,17 @@ def test_fastest_means_fastest_not_a_point_whose_wide_interval_overlaps_it():
     """A point timed 12.7, 13.5 and 5.3 ms (a wide interval of its own) does not tie with one
     timed 3.8 ms three times, however much smaller it is; one inside the fastest's interval does."""
     from edgepack.search.figures import Figures
-    from edgepack.search.pareto import Row, choose
+    from edgepack.search.pareto import Row, choose, dominates, front
 
     def row(n, p50, ci, size):
         return Row(n, {"n": n}, Figures("built", {"p50_ms": p50, "accuracy": 1.0, "size_mb": size}, ci95_ms=ci), {})
 
     fast, noisy, close = row(1, 3.82, 0.11, 14.1), row(2, 12.65, 11.2, 4.5), row(3, 3.9, 0.5, 10.0)
     assert choose([noisy, fast], {"p50_ms": "min"}, "fastest")[0] is fast
+    # nor does its wide interval let it push the fast point off the front on the other objectives
+    objectives = {"p50_ms": "min", "size_mb": "min"}
+    assert not dominates(noisy, fast, objectives) and front([noisy, fast], objectives) == [fast, noisy]
+    assert dominates(row(4, 3.83, 0.5, 4.5), fast, objectives)  # within fast's interval, and smaller
     pick, why = choose([noisy, fast, close], {"p50_ms": "min"}, "fastest")
     assert pick is close and "2 points tie" in why  # within the fastest's own interval: the smaller
 

@@ -100,6 +100,9 @@ class PrecisionPlan:
         if self.how == "own" and over:
             update.update(met=False, note="accuracy budget not met: " + "; ".join(
                 f"{a.backend} INT8 drop {a.accuracy_drop:.4f} > {max_drop}" for a in over))
+        missed = _missed_where_run(choices)
+        if missed:  # INT8 insisted on, and no graph within the budget where it runs
+            update.update(met=False, note="accuracy budget not met where the artifact runs: " + "; ".join(missed))
         return self.section.model_copy(update=update)
 
     def for_runtime(self, name: str, canonical, profile, threads: int, feeds, timing, control=None, calib=None,
@@ -110,6 +113,13 @@ class PrecisionPlan:
             return Choice(self.graph, self.precision)
         fallback = self.float_graph if self.float_graph is not None else canonical
         return choose(name, self.search, fallback, profile, threads, feeds, timing, control, calib, workdir)
+
+
+def _missed_where_run(choices: dict | None) -> list[str]:
+    """'openvino: static QDQ scores 0.9891 there' for each runtime whose shipped INT8 graph was
+    judged where it runs and missed the budget (shipped because INT8 was asked for)."""
+    return [f"{name}: {c.chosen} scores {t['score']:.4f} there" for name, c in (choices or {}).items()
+            for t in (c.timings or []) if t.get("graph") == c.chosen and t.get("met") is False]
 
 
 def plan(how: How, model: onnx.ModelProto, c, calib=None, judge=None, base: float = 0.0) -> PrecisionPlan:
