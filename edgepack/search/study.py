@@ -116,11 +116,12 @@ def _suggest(trial, space: Space, ratio, sets: dict) -> dict:
         "prune_mode": trial.suggest_categorical("prune_mode", space.prune_mode),
         "keep_float": sets[trial.suggest_categorical("keep_float", list(sets))],
     }
-    # the INT8 knobs join a point only when the space varies them: points (and the studies
-    # that hold them) of searches without them stay as they were
+    # the INT8 knobs join a point only when the space varies them (points, and the studies that
+    # hold them, of searches without them stay as they were), and only an INT8 point: a float
+    # point at two budgets is one point, not two trials spent on one compile
     for knob, default in (("quantizer", "all"), ("calibration", "profile"), ("max_drop", None)):
         choices = getattr(space, knob)
-        if choices is not None and choices != [default]:
+        if point["precision"] == "int8" and choices is not None and choices != [default]:
             point[knob] = trial.suggest_categorical(knob, choices)
     return point
 
