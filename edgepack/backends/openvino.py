@@ -99,22 +99,11 @@ class OpenVinoBackend(Backend):
 
         if any(n.op_type in QDQ_OPS for n in model.graph.node):
             raise EdgepackError("openvino: emit_nncf needs the float graph; this one is already quantized (QDQ)")
-        feeds = _calibration_feeds(calib, model)
-        if not feeds:
-            raise EdgepackError("openvino: NNCF quantization needs at least one calibration sample")
-        ov_model = _convert(model)
-        try:
-            with quiet("nncf"):
-                quantized = nncf.quantize(ov_model, nncf.Dataset(feeds),
-                                          subset_size=min(subset_size, len(feeds)), **nncf_options)
-        except Exception as e:
-            interrupt.check()
-            raise EdgepackError(f"openvino: NNCF quantization failed: {first_line(e)}") from None
-        interrupt.check()  # NNCF runs OpenVINO and its own code, either may have swallowed a signal
-        _annotate(quantized, model, "int8", int8_route="nncf", profile=profile,
-                  plugin_config=self._plugin_config(),
-                  extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(subset_size, len(feeds)))})
-        return _save(quantized, Path(outdir), compress_to_fp16=False)
+
+        def run(ov_model, feeds, subset):
+            return nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=subset, **nncf_options)
+
+        return self._nncf_int8(model, outdir, profile, calib, subset_size, "nncf", "NNCF quantization", run)
 
     def emit_controlled(self, model: onnx.ModelProto, outdir: Path, profile, calib, control) -> Path:
         """INT8 IR by NNCF's accuracy-controlled quantization of the float `model` in OpenVINO
@@ -124,37 +113,49 @@ class OpenVinoBackend(Backend):
         artifact runs, which edgepack's QDQ graphs, judged in ONNX Runtime, cannot. `control`:
         an Int8Control (the metric of a run callable, the judged feeds, the budget)."""
         import nncf
-
-        feeds = _calibration_feeds(calib, model)
-        if not feeds:
-            raise EdgepackError("openvino: NNCF quantization needs at least one calibration sample")
-        ov_model = _convert(model)
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
         def validate(compiled, items) -> float:
             # the compile's metric on the judged batches NNCF asks for (it scores single ones to rank)
             return control.score(lambda feed: [compiled(feed)[o] for o in compiled.outputs], items)
 
-        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+        def run(ov_model, feeds, subset):
+            drop_type = nncf.DropType.RELATIVE if control.relative else nncf.DropType.ABSOLUTE
+            # one ranking worker: NNCF's parallel ranking compiles and runs OpenVINO models in a
+            # thread pool whose idle threads outlive the call, holding models the compile is done with
+            restorer = AdvancedAccuracyRestorerParameters(num_ranking_workers=1)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    return nncf.quantize_with_accuracy_control(
+                        ov_model, nncf.Dataset(feeds), nncf.Dataset(range(len(control.feeds)), control.feeds.__getitem__),
+                        validation_fn=validate, max_drop=control.max_drop, drop_type=drop_type,
+                        subset_size=subset, advanced_accuracy_restorer_parameters=restorer)
+            finally:
+                gc.collect()  # the compiled models NNCF made are released here, in this thread
 
-        drop_type = nncf.DropType.RELATIVE if control.relative else nncf.DropType.ABSOLUTE
-        # one ranking worker: NNCF's parallel ranking compiles and runs OpenVINO models in a thread
-        # pool whose idle threads outlive the call, holding models the compile is done with
-        restorer = AdvancedAccuracyRestorerParameters(num_ranking_workers=1)
+        return self._nncf_int8(model, outdir, profile, calib, 300, "nncf-accuracy-control",
+                               "NNCF accuracy-controlled quantization", run)
+
+    def _nncf_int8(self, model: onnx.ModelProto, outdir: Path, profile, calib, subset_size: int, route: str,
+                   what: str, run) -> Path:
+        """What both NNCF routes share: calibration feeds, the OpenVINO model, `run(ov_model,
+        feeds, subset)` quietly, any failure as one line naming `what`, the IR annotated with
+        `route` and saved."""
+        import nncf
+
+        feeds = _calibration_feeds(calib, model)
+        if not feeds:
+            raise EdgepackError("openvino: NNCF quantization needs at least one calibration sample")
+        subset, ov_model = min(subset_size, len(feeds)), _convert(model)
         try:
-            with contextlib.redirect_stdout(io.StringIO()), quiet("nncf"):
-                quantized = nncf.quantize_with_accuracy_control(
-                    ov_model, nncf.Dataset(feeds), nncf.Dataset(range(len(control.feeds)), control.feeds.__getitem__),
-                    validation_fn=validate, max_drop=control.max_drop, drop_type=drop_type,
-                    subset_size=min(300, len(feeds)), advanced_accuracy_restorer_parameters=restorer)
+            with quiet("nncf"):
+                quantized = run(ov_model, feeds, subset)
         except Exception as e:
             interrupt.check()
-            raise EdgepackError(f"openvino: NNCF accuracy-controlled quantization failed: {first_line(e)}") from None
-        finally:
-            gc.collect()  # the compiled models NNCF made are released here, in this thread
-        interrupt.check()
-        _annotate(quantized, model, "int8", int8_route="nncf-accuracy-control", profile=profile,
-                  plugin_config=self._plugin_config(),
-                  extra={"nncf_version": nncf.__version__, "calibration_samples": str(min(300, len(feeds)))})
+            raise EdgepackError(f"openvino: {what} failed: {first_line(e)}") from None
+        interrupt.check()  # NNCF runs OpenVINO and its own code, either may have swallowed a signal
+        _annotate(quantized, model, "int8", int8_route=route, profile=profile, plugin_config=self._plugin_config(),
+                  extra={"nncf_version": nncf.__version__, "calibration_samples": str(subset)})
         return _save(quantized, Path(outdir), compress_to_fp16=False)
 
     def _plugin_config(self) -> dict:
