@@ -10,6 +10,7 @@ them; the fitted figures stay beside them (`fit_*`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from edgepack.errors import EdgepackError, first_line
@@ -30,24 +31,49 @@ def check_figures(req, backend: str, artifact: Path, check: str, threads: int | 
     """The artifact's metric (the compile's: the same metric its budget was spent on), its drop
     from the source model's score, and its fidelity to the source, all on `check`."""
     from edgepack.backends import get_backend
-    from edgepack.compiler.inputs import dataset
-    from edgepack.frontends import load_source
-    from edgepack.ir.spec import fixed_batch, graph_inputs, graph_outputs
-    from edgepack.passes.metrics import Evaluator, output_index
 
-    source = load_source(req.model.value, req.shapes, req.weights)
-    specs = graph_inputs(source.model)
-    data = dataset(check, specs)
-    metric = req.evaluation.metric or ("top1" if data.labels is not None else "cosine")  # compile's default
-    index = output_index([o.name for o in graph_outputs(source.model)], req.evaluation.output)
-    evaluator = Evaluator.build(metric, data, fixed_batch(specs), source.run, index)
+    files = tuple(_stamp(p) for p in (req.model.value, req.weights, check))  # an edited file is read again
+    evaluator, base = _judge(req.model.value, req.input_shapes, req.weights, check, req.evaluation.metric,
+                             req.evaluation.output, files)
     runtime = get_backend(backend)
     try:
         session = runtime.load(artifact, threads or 1)
     except Exception as e:
         raise EdgepackError(f"check: {backend} could not load {artifact.name}: {first_line(e)}") from None
     score, fidelity = evaluator.assess(lambda feed: runtime.run(session, feed))
-    out = {"accuracy": score, "drop": evaluator.score(source.run) - score, "cosine": fidelity["cosine"]}
+    out = {"accuracy": score, "drop": base - score, "cosine": fidelity["cosine"]}
     if fidelity.get("agreement_non_near_ties") is not None:
         out["agreement_non_near_ties"] = fidelity["agreement_non_near_ties"]
     return out
+
+
+def _stamp(path) -> tuple | None:
+    """(size, mtime) of the file `path` names (a file.py:factory by its .py), None for none."""
+    if not isinstance(path, str):
+        return None
+    from edgepack.search.spec import file_of
+
+    try:
+        st = Path(file_of(path)).stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=4)
+def _judge(model: str, input_shapes, weights, check: str, metric, output, _files: tuple):
+    """(evaluator on `check` with the source model's outputs as reference, the source's score):
+    the same for every point of a search, so a worker loads the source and runs it once, not
+    once per trial."""
+    from edgepack.compiler.inputs import dataset
+    from edgepack.frontends import load_source
+    from edgepack.ir.spec import fixed_batch, graph_inputs, graph_outputs
+    from edgepack.passes.metrics import Evaluator, output_index
+
+    source = load_source(model, None if input_shapes is None else dict(input_shapes), weights)
+    specs = graph_inputs(source.model)
+    data = dataset(check, specs)
+    metric = metric or ("top1" if data.labels is not None else "cosine")  # compile's default
+    index = output_index([o.name for o in graph_outputs(source.model)], output)
+    evaluator = Evaluator.build(metric, data, fixed_batch(specs), source.run, index)
+    return evaluator, evaluator.score(source.run)

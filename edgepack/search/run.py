@@ -30,7 +30,7 @@ from edgepack.search.executors import make_executor
 from edgepack.search.figures import Figures, describe_miss, label, violations
 from edgepack.search.output import write_target
 from edgepack.search.pareto import Row, choose, closest, front
-from edgepack.search.spec import SearchSpec, Target
+from edgepack.search.spec import PATH_FIELDS, SearchSpec, Target, file_of
 
 SPEC_FILE = "search-spec.json"
 
@@ -77,8 +77,7 @@ def search(spec: SearchSpec, out: str | Path, executor: str = "local", events: E
     # running trials failed, and both would write the same trial folders
     with output_lock(out):
         _claim(out, spec)
-        results = _search_targets(spec, out, executor, events, timing, recipe)
-    return results
+        return _search_targets(spec, out, executor, events, timing, recipe)
 
 
 def _search_targets(spec: SearchSpec, out: Path, executor: str, events: Events, timing, recipe) -> list[TargetResult]:
@@ -102,11 +101,11 @@ def _search_targets(spec: SearchSpec, out: Path, executor: str, events: Events, 
 
 def _check_inputs(spec: SearchSpec) -> None:
     """Files the spec names exist: a typo must fail now, not as every trial's failure."""
-    for what in ("model", "recipe", "weights", "calib", "eval", "check"):
+    for what in PATH_FIELDS:
         value = getattr(spec, what)
         if not isinstance(value, str):
             continue
-        path = value.partition(".py:")[0] + ".py" if value and ".py:" in value else value
+        path = file_of(value)
         if path and not Path(path).exists():
             raise EdgepackError(f"{what}: {path[:300]}: no such file or folder")
 

@@ -279,11 +279,20 @@ class SearchSpec(_Strict):
         return out
 
 
+# the spec's fields that name files (read from the spec's folder; checked before any trial)
+PATH_FIELDS = ("model", "recipe", "weights", "calib", "eval", "check")
+
+
+def file_of(value: str) -> str:
+    """The file a path field names: `file.py:factory` is its file.py."""
+    return value.partition(".py:")[0] + ".py" if ".py:" in value else value
+
+
 def load_spec(path: str | Path) -> SearchSpec:
     """A SEARCH.yaml, with relative paths read from its folder."""
     path = Path(path)
     data = read_yaml_mapping(path, "search spec")
-    for key in ("model", "recipe", "weights", "calib", "eval", "check"):
+    for key in PATH_FIELDS:
         value = data.get(key)
         if isinstance(value, str) and not Path(value).is_absolute():
             model_path, sep, factory = value.partition(".py:")  # file.py:factory keeps its factory
