@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from edgepack.errors import EdgepackError
+from edgepack.fsutil import slug
 from edgepack.tracking.record import LEVEL, PARENT, metric_name
 from edgepack.tracking.reproduce import _report, compare, fresh, output_dir, stored_request, verdict
 from edgepack.tracking.search import TRIAL_KEY
@@ -30,7 +31,7 @@ def reproduce_search(store, run, args) -> int:
     outdir = output_dir(args, run)
     rows = []
     for target, point, child in plans:
-        folder = outdir / _slug(target) if len(plans) > 1 else outdir
+        folder = outdir / slug(target) if len(plans) > 1 else outdir
         print(f"edgepack: rerunning trial {child.data.tags.get('edgepack.trial')} [{target}] {json.dumps(point)} "
               f"of {run.info.run_name} ({run.info.run_id[:8]}) into {folder}", file=sys.stderr)
         before = _recorded_point(store, child)
@@ -70,11 +71,10 @@ def _targets(spec: dict) -> list[str]:
 
 def _trial_request(store, run) -> dict:
     """A trial run's request; a trial recorded before trials stored theirs is refused in one line."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            req = json.loads(Path(store.download_artifacts(run.info.run_id, "edgepack/request.json", tmp)).read_text())
-        except Exception:
-            req = {}
+    try:
+        req = stored_request(store, run)
+    except EdgepackError:
+        req = {}
     if not req.get("spec") or req.get("point") is None or not req.get("target"):
         raise EdgepackError(f"trial run {run.info.run_id[:8]} did not store its point (recorded by an older "
                             f"edgepack): reproduce its search run {run.data.tags.get(PARENT, '')[:8]}")
@@ -118,9 +118,3 @@ def _rerun_point(spec: dict, cwd: str, target: str, point: dict, outdir: Path) -
     proc = subprocess.run([sys.executable, "-m", "edgepack.search.point", json.dumps(call)], cwd=cwd, text=True,
                           capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return _report(proc, outdir)
-
-
-def _slug(name: str) -> str:
-    from edgepack.fsutil import slug
-
-    return slug(name)
