@@ -268,17 +268,25 @@ def _check_search_reproduce(cwd: Path, client, parent, children, target: dict) -
     """reproduce on the search's run compiles its chosen point again and compares it with that
     point's trial run; on a trial run, that trial's point; a search run without a chosen point
     is refused in one line."""
-    chosen = json.loads((cwd / "out" / "host" / "chosen" / "report.json").read_text())["artifacts"][0]
+    recorded = json.loads((cwd / "out" / "host" / "chosen" / "report.json").read_text())
+    chosen = recorded["artifacts"][0]
     uri = ("--tracking-uri", _sqlite(cwd))
     r = cli("reproduce", parent.info.run_id, "-o", cwd / "again", "--json", *uri)
-    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((cwd / "again" / "report.json").read_text())
+    # the search timed its INT8 candidates with pinned answers; the rerun times them for real, so
+    # an INT8 point may pick another candidate graph under load: then (only then) hashes differ
+    def picked(report):
+        return [(report.get("quantization") or {}).get(k) for k in ("decision", "format")]
+
+    same_graph = picked(again) == picked(recorded)
+    assert r.returncode == (0 if same_graph else 4), r.stderr[-2000:]
     items = {i["item"]: i for i in json.loads(r.stdout)["items"]}
     assert items["onnxruntime artifact sha256"]["recorded"] == chosen["sha256"]
-    for item in ("source sha256", "onnxruntime artifact sha256", "onnxruntime.size_bytes"):
-        assert items[item]["match"], items
+    assert items["source sha256"]["match"], items
+    assert items["onnxruntime artifact sha256"]["match"] == same_graph, items
     assert items["onnxruntime.p50_ms"]["reproduced"] > 0  # reported, not judged
-    again = json.loads((cwd / "again" / "report.json").read_text())
-    assert again["artifacts"][0]["sha256"] == chosen["sha256"]
+    if same_graph:
+        assert items["onnxruntime.size_bytes"]["match"] and again["artifacts"][0]["sha256"] == chosen["sha256"]
     other = next(c for c in children if c.data.tags["edgepack.trial"] != str(target["chosen"]["trial"]))
     r = cli("reproduce", other.info.run_id[:8], "-o", cwd / "other", "--json", *uri)
     assert r.returncode == 0, r.stderr[-2000:]
